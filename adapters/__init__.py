@@ -1,0 +1,115 @@
+"""Backend registry: one place, lazy ``"module:attr"`` entries (as lm-evaluation-harness).
+
+Importing an adapter module does not import its library; the library is
+imported the first time the adapter runs an attack.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from functools import cache
+from typing import TYPE_CHECKING
+
+from .base import Adapter, AttackRequest, Capability
+
+if TYPE_CHECKING:
+    from unified_adv.scenario import AttackSpec
+
+__all__ = [
+    "Adapter",
+    "AttackRequest",
+    "Capability",
+    "BACKENDS",
+    "adapter_class",
+    "backend_names",
+    "capable_backends",
+    "check_backends",
+]
+
+BACKENDS: dict[str, str] = {
+    "art": "unified_adv.adapters.art:ArtAdapter",
+    "foolbox": "unified_adv.adapters.foolbox:FoolboxAdapter",
+    "torchattacks": "unified_adv.adapters.torchattacks:TorchattacksAdapter",
+}
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(BACKENDS)
+
+
+@cache
+def adapter_class(name: str) -> type[Adapter]:
+    if name not in BACKENDS:
+        from unified_adv.errors import did_you_mean
+
+        raise KeyError(did_you_mean("backend", name, BACKENDS))
+    module_name, attr = BACKENDS[name].split(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise TypeError(f"{BACKENDS[name]} is not an Adapter subclass")
+    return cls
+
+
+def _why_not(name: str, attack: AttackSpec, input_range: Sequence[float]) -> str | None:
+    cls = adapter_class(name)
+    cap = cls.capabilities.get(attack.name)
+    if cap is None:
+        able = [b for b in BACKENDS if attack.name in adapter_class(b).capabilities]
+        return f"backend '{name}' has no {attack.name} (backends with {attack.name}: {', '.join(able)})"
+    if attack.norm not in cap.norms:
+        return (
+            f"backend '{name}' cannot run {attack.name} with norm {attack.norm} "
+            f"(it supports: {', '.join(cap.norms)})"
+        )
+    if attack.target.mode not in cap.targets:
+        return (
+            f"backend '{name}' cannot run {attack.name} with target {attack.target.mode} "
+            f"(it supports: {', '.join(cap.targets)})"
+        )
+    limit = cap.max_random_starts
+    if attack.random_starts is not None and limit is not None and attack.random_starts > limit:
+        return (
+            f"backend '{name}' can do at most {limit} random start(s) for {attack.name}, "
+            f"got random_starts: {attack.random_starts}"
+        )
+    if cls.requires_unit_range and tuple(input_range) != (0.0, 1.0):
+        lo, hi = input_range
+        return (
+            f"backend '{name}' needs model.input_range [0, 1] (it clamps to [0, 1] internally); "
+            f"got [{lo:g}, {hi:g}]: move the scaling into the model's mean/std"
+        )
+    return None
+
+
+def check_backends(attack: AttackSpec, input_range: Sequence[float]) -> list[str]:
+    """Every reason the attack's backend list cannot run, as messages (empty if fine)."""
+    from unified_adv.errors import did_you_mean
+
+    if attack.backends == ("all",):
+        if not capable_backends(attack, input_range):
+            reasons = [_why_not(b, attack, input_range) for b in BACKENDS]
+            return ["no backend can run this attack: " + "; ".join(r for r in reasons if r)]
+        return []
+    problems = []
+    if "all" in attack.backends:
+        problems.append("'all' cannot be combined with backend names")
+    seen: set[str] = set()
+    for name in attack.backends:
+        if name == "all":
+            continue
+        if name in seen:
+            problems.append(f"backend '{name}' is listed twice")
+            continue
+        seen.add(name)
+        if name not in BACKENDS:
+            problems.append(did_you_mean("backend", name, BACKENDS))
+            continue
+        reason = _why_not(name, attack, input_range)
+        if reason:
+            problems.append(reason)
+    return problems
+
+
+def capable_backends(attack: AttackSpec, input_range: Sequence[float]) -> tuple[str, ...]:
+    return tuple(b for b in BACKENDS if _why_not(b, attack, input_range) is None)

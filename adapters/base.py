@@ -1,0 +1,186 @@
+"""The backend adapter contract.
+
+As in Foolbox 3's ``Attack``: the base class owns one final public method,
+:meth:`Adapter.generate`, that enforces the invariants (shapes, dtype float32,
+bounds, eval mode, the ε-ball, seeded RNGs) around one small abstract method
+that each backend implements. A backend module never imports its library at
+import time, so capabilities can be listed without the library installed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, final
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from unified_adv.models import ModelWrapper
+
+LINF_TOL = 1e-6
+L2_RTOL = 1e-5
+BOUNDS_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What one backend can do for one canonical attack.
+
+    ``classes`` maps each supported norm to the library class that runs it.
+    """
+
+    classes: Mapping[str, str]
+    targets: tuple[str, ...]
+    #: Largest ``random_starts`` the library can do (None: any number of restarts).
+    max_random_starts: int | None = 1
+    note: str = ""
+
+    @property
+    def norms(self) -> tuple[str, ...]:
+        return tuple(self.classes)
+
+
+@dataclass(frozen=True)
+class AttackRequest:
+    """One attack, fully resolved into canonical parameters."""
+
+    attack: str
+    norm: str
+    eps: float
+    params: Mapping[str, Any]
+    targeted: bool
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("linf", "l2"):
+            raise ValueError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps!r}")
+
+
+@dataclass
+class AdapterOutput:
+    x_adv: np.ndarray
+    library_call: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class AdapterContractError(RuntimeError):
+    """A backend returned something that breaks the threat model or the array contract."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG a backend may draw from: Python's, numpy's global one and torch's."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def library_version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+class Adapter(ABC):
+    """Translate one canonical attack request into one backend library call."""
+
+    name: ClassVar[str]
+    distribution: ClassVar[str]
+    capabilities: ClassVar[Mapping[str, Capability]]
+    #: torchattacks clamps to [0, 1] internally, whatever the model expects.
+    requires_unit_range: ClassVar[bool] = False
+    #: Order in which the library applies step, projection and clipping (for cross-checks).
+    update_order: ClassVar[str] = ""
+
+    def __init__(self, *, model: ModelWrapper) -> None:
+        self.model = model
+
+    @classmethod
+    def version(cls) -> str:
+        return library_version(cls.distribution)
+
+    @final
+    def generate(
+        self,
+        request: AttackRequest,
+        x: np.ndarray,
+        y: np.ndarray,
+        target: np.ndarray | None,
+        *,
+        seed: int,
+    ) -> AdapterOutput:
+        """Run ``request`` on ``x`` and return checked adversarial examples.
+
+        ``x`` is float32 (N, C, H, W) in the model's input range, ``y`` the true
+        labels (int64, N), ``target`` the target labels when the request is targeted.
+        """
+        cap = self.capabilities.get(request.attack)
+        if cap is None:
+            raise ValueError(f"backend '{self.name}' has no attack '{request.attack}'")
+        if request.norm not in cap.norms:
+            raise ValueError(f"backend '{self.name}' runs {request.attack} only with {cap.norms}")
+        if x.ndim != 4 or x.dtype != np.float32:
+            raise ValueError(f"x must be float32 (N, C, H, W), got {x.dtype} {x.shape}")
+        if y.shape != (x.shape[0],) or y.dtype != np.int64:
+            raise ValueError(f"y must be int64 of shape ({x.shape[0]},), got {y.dtype} {y.shape}")
+        if request.targeted:
+            if target is None or target.shape != y.shape or target.dtype != np.int64:
+                raise ValueError("a targeted request needs int64 target labels, one per sample")
+        elif target is not None:
+            raise ValueError("target labels given for an untargeted request")
+        lo, hi = self.model.input_range
+        if x.min(initial=lo) < lo - BOUNDS_TOL or x.max(initial=hi) > hi + BOUNDS_TOL:
+            raise ValueError(f"x lies outside the model's input range [{lo}, {hi}]")
+
+        self.model.eval()
+        seed_everything(seed)
+        x_adv, call = self._generate(request, x, y, target)
+        call = {"library": self.distribution, "version": self.version(), **call}
+        return AdapterOutput(x_adv=self._check_output(request, x, x_adv), library_call=call)
+
+    def _check_output(self, request: AttackRequest, x: np.ndarray, x_adv: Any) -> np.ndarray:
+        if isinstance(x_adv, torch.Tensor):
+            x_adv = x_adv.detach().cpu().numpy()
+        x_adv = np.asarray(x_adv)
+        where = f"{self.name} {request.attack}"
+        if x_adv.shape != x.shape:
+            raise AdapterContractError(f"{where} returned shape {x_adv.shape}, expected {x.shape}")
+        if not np.issubdtype(x_adv.dtype, np.floating):
+            raise AdapterContractError(f"{where} returned dtype {x_adv.dtype}, expected float")
+        x_adv = x_adv.astype(np.float32, copy=False)
+        if not np.isfinite(x_adv).all():
+            raise AdapterContractError(f"{where} returned non-finite values")
+        lo, hi = self.model.input_range
+        if x_adv.min() < lo - BOUNDS_TOL or x_adv.max() > hi + BOUNDS_TOL:
+            raise AdapterContractError(
+                f"{where} left the input range [{lo}, {hi}]: "
+                f"min {x_adv.min():.6g}, max {x_adv.max():.6g}"
+            )
+        delta = (x_adv - x).reshape(len(x), -1).astype(np.float64)
+        if request.norm == "linf":
+            worst = float(np.abs(delta).max(initial=0.0))
+            limit = request.eps + LINF_TOL
+        else:
+            worst = float(np.linalg.norm(delta, axis=1).max(initial=0.0))
+            limit = request.eps * (1 + L2_RTOL) + LINF_TOL
+        if worst > limit:
+            raise AdapterContractError(
+                f"{where} left the {request.norm} ball: largest perturbation {worst:.8g} > eps {request.eps:.8g}"
+            )
+        return x_adv
+
+    @abstractmethod
+    def _generate(
+        self,
+        request: AttackRequest,
+        x: np.ndarray,
+        y: np.ndarray,
+        target: np.ndarray | None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Call the library. Return (adversarial inputs, every argument handed to it)."""

@@ -1,0 +1,195 @@
+"""The Python API, mirroring the CLI: ``load_scenario(path)`` then ``run(scenario)``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .adapters import adapter_class, backend_names
+from .report import render, triptychs
+from .results import agreement, headline, samples_table
+from .runner import Prepared, UnitOutcome, plan_units, prepare, run_units
+from .scenario import Scenario
+
+SUMMARY_SCHEMA = 1
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    summary: dict[str, Any]
+    samples: pd.DataFrame
+
+    @property
+    def report(self) -> Path:
+        return self.out_dir / "index.html"
+
+    @property
+    def failed(self) -> bool:
+        return any(u["status"] != "ok" for u in self.summary["units"])
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    out = {
+        "unified-adv": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+    for name in backend_names():
+        cls = adapter_class(name)
+        out[cls.distribution] = cls.version()
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (np.ndarray, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _build_summary(
+    prep: Prepared, samples: pd.DataFrame, outcomes: list[UnitOutcome], started: dt.datetime, duration: float
+) -> dict[str, Any]:
+    s = prep.scenario
+    n_eval = len(prep.data.y)
+    attacked = np.zeros(n_eval, bool)
+    for plan in prep.plans:
+        attacked[plan.positions] = True
+    return {
+        "schema_version": SUMMARY_SCHEMA,
+        "scenario": {"name": s.name, "description": s.description, "file": s.file, "sha256": s.sha256, "seed": s.seed},
+        "model": {
+            "description": prep.model.description,
+            "fingerprint": prep.model.fingerprint,
+            "num_classes": prep.num_classes,
+            "input_shape": list(prep.data.x.shape[1:]),
+            "input_range": list(prep.model.wrapper.input_range),
+            **prep.model.details,
+        },
+        "data": {
+            "description": prep.data.description,
+            "fingerprint": prep.data.fingerprint,
+            "n_evaluated": n_eval,
+            "n_correct": int(prep.correct.sum()),
+            "clean_accuracy": float(prep.correct.mean()),
+            "only_correct": s.data.only_correct,
+            "n_attacked": int(attacked.sum()),
+        },
+        "attacks": headline(prep, samples, outcomes),
+        "agreement": agreement(prep, outcomes),
+        "units": [
+            {
+                "name": o.unit.name,
+                "status": o.meta.get("status", "error"),
+                "time_s": float(o.meta.get("time_s", 0.0)),
+                "reused": o.reused,
+                **({"error": o.meta["error"]} if "error" in o.meta else {}),
+            }
+            for o in outcomes
+        ],
+        "provenance": {
+            "versions": versions(),
+            "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+            "started": started.isoformat(timespec="seconds"),
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "duration_s": duration,
+        },
+    }
+
+
+def default_out_dir(scenario: Scenario) -> Path:
+    return Path("reports") / scenario.name
+
+
+def run(
+    scenario: Scenario,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> RunResult:
+    """Run every unit of ``scenario`` and write the report, summary and per-sample table.
+
+    ``progress``: a progress bar on stderr; default on when stderr is a terminal.
+    """
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    out_dir = Path(out) if out is not None else default_out_dir(scenario)
+    prep = prepare(scenario)
+    units = plan_units(prep)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    show = sys.stderr.isatty() if progress is None else progress
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(units), desc="units", unit="unit", disable=not show, file=sys.stderr) as bar:
+
+        def tick(unit: Any) -> None:
+            bar.set_postfix_str(unit.name, refresh=False)
+            bar.update(1)
+
+        outcomes = run_units(prep, units, out_dir / "units", resume=resume, progress=tick)
+
+    samples = samples_table(prep, outcomes)
+    samples.to_parquet(out_dir / "samples.parquet.tmp", index=False)
+    (out_dir / "samples.parquet.tmp").replace(out_dir / "samples.parquet")
+    _write_text(out_dir / "samples.csv", samples.to_csv(index=False))
+    summary = _build_summary(prep, samples, outcomes, started, time.perf_counter() - t0)
+    _write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default))
+    render(out_dir, _report_context(prep, summary, outcomes))
+    return RunResult(out_dir, summary, samples)
+
+
+def _report_context(prep: Prepared, summary: dict[str, Any], outcomes: list[UnitOutcome]) -> dict[str, Any]:
+    s = prep.scenario
+    robust = [a["robust_accuracy"] for a in summary["attacks"] if a["robust_accuracy"] is not None]
+    units = [
+        {
+            "name": o.unit.name,
+            "status": o.meta.get("status", "error"),
+            "time_s": float(o.meta.get("time_s", 0.0)),
+            "reused": o.reused,
+            "call": json.dumps(o.meta.get("library_call", o.meta.get("error", "")), indent=1, default=_json_default),
+        }
+        for o in outcomes
+    ]
+    return {
+        "title": s.report.title or f"Robustness report: {s.name}",
+        "scenario": {
+            "name": s.name, "description": s.description, "file": s.file, "sha256": s.sha256,
+            "seed": s.seed, "text": s.text,
+        },
+        "model": {**summary["model"], "held_out_accuracy": summary["model"].get("held_out_accuracy")},
+        "data": summary["data"],
+        "results": summary["attacks"],
+        "agreement": summary["agreement"],
+        "worst_robust": min(robust) if robust else None,
+        "triptychs": triptychs(prep, outcomes, s.report.triptychs),
+        "units": units,
+        "n_failed": sum(1 for u in units if u["status"] != "ok"),
+        "errors": [{"unit": o.unit.name, "error": o.meta.get("error", "")} for o in outcomes if not o.ok],
+        "provenance": summary["provenance"],
+    }

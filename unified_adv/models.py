@@ -1,0 +1,255 @@
+"""Model sources and the one wrapper every backend calls.
+
+Input range and mean/std normalisation live inside :class:`ModelWrapper`, so
+ART, Foolbox and torchattacks all attack the same function of the same inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from .scenario import Scenario
+
+DIGITS_CNN_VERSION = 1
+
+
+class ModelWrapper(nn.Module):
+    """A classifier over inputs in ``input_range``; returns logits.
+
+    Casts any floating input to float32 first: ART's black-box attacks hand
+    float64 arrays to the model under numpy 2's promotion rules.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        input_range: Sequence[float] = (0.0, 1.0),
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.input_range = (float(input_range[0]), float(input_range[1]))
+        self.normalised = mean is not None
+        m = torch.tensor(mean if mean is not None else [0.0], dtype=torch.float32)
+        s = torch.tensor(std if std is not None else [1.0], dtype=torch.float32)
+        self.register_buffer("mean", m.view(1, -1, 1, 1))
+        self.register_buffer("std", s.view(1, -1, 1, 1))
+        self.device = torch.device(device)
+        self.to(self.device)
+        self.eval()
+        for p in self.parameters():
+            # Attacks need input gradients only; parameter gradients waste time and memory.
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32:
+            x = x.float()
+        if self.normalised:
+            x = (x - self.mean) / self.std
+        return self.net(x)
+
+    @torch.no_grad()
+    def logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Batched forward pass on a numpy array, returned as float32 numpy."""
+        out = []
+        for start in range(0, len(x), batch_size):
+            xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size]))
+            out.append(self(xb.to(self.device)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+@dataclass
+class LoadedModel:
+    wrapper: ModelWrapper
+    description: str
+    fingerprint: str
+    details: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- builtin
+
+
+class DigitsCNN(nn.Module):
+    """A small CNN for 8x8 digits: two 3x3 conv layers, one pooling, two dense layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def cache_dir() -> Path:
+    """$UNIFIED_ADV_CACHE, else $XDG_CACHE_HOME/unified-adv, else ~/.cache/unified-adv."""
+    env = os.environ.get("UNIFIED_ADV_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "unified-adv"
+
+
+def train_digits_cnn(seed: int = 0, epochs: int = 40) -> tuple[DigitsCNN, float]:
+    """Train on the digits training split; return the net and its held-out accuracy."""
+    from .data import digits_split
+
+    x_train, y_train, x_test, y_test, _, _ = digits_split()
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = DigitsCNN()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    net.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(xt), generator=gen)
+        for start in range(0, len(xt), 64):
+            idx = order[start : start + 64]
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(net(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        acc = float((net(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean())
+    return net, acc
+
+
+def builtin_digits_cnn() -> tuple[DigitsCNN, dict[str, Any]]:
+    """The embedded default model: trained on first use (seconds), then cached on disk."""
+    path = cache_dir() / f"digits-cnn-v{DIGITS_CNN_VERSION}.pt"
+    net = DigitsCNN()
+    if path.exists():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(blob["state_dict"])
+        acc = float(blob["test_accuracy"])
+    else:
+        print(f"Training the builtin digits CNN (once; cached in {path}) ...", file=sys.stderr)
+        net, acc = train_digits_cnn()
+        if acc < 0.95:
+            raise RuntimeError(f"builtin digits CNN reached only {acc:.3f} held-out accuracy")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"state_dict": net.state_dict(), "test_accuracy": acc}, tmp)
+        os.replace(tmp, path)
+    net.eval()
+    return net, {"held_out_accuracy": acc, "cache": str(path), "architecture": "DigitsCNN"}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _state_fingerprint(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _import_factory(spec: str, base_dir: Path, file: str) -> Any:
+    module_name, attr = spec.split(":")
+    sys.path.insert(0, str(base_dir))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError.one(file, "model.factory", f"cannot import '{module_name}': {exc}") from None
+    finally:
+        sys.path.remove(str(base_dir))
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise InputError.one(file, "model.factory", f"'{module_name}' has no callable '{attr}'")
+    return fn
+
+
+def _load_weights(net: nn.Module, path: Path, file: str) -> None:
+    if not path.is_file():
+        raise InputError.one(file, "model.weights", f"file not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError.one(
+            file, "model.weights", f"not a loadable state dict ({first[:160]})"
+        ) from None
+    if isinstance(blob, dict) and "state_dict" in blob and isinstance(blob["state_dict"], dict):
+        blob = blob["state_dict"]
+    if not (isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values())):
+        raise InputError.one(
+            file, "model.weights", f"not a state dict of tensors (got {type(blob).__name__})"
+        )
+    try:
+        net.load_state_dict(blob)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:2])
+        raise InputError.one(file, "model.weights", f"does not fit the model: {detail[:200]}") from None
+
+
+def load_model(scenario: Scenario) -> LoadedModel:
+    """Build the wrapped model named by the scenario (no user code runs unless named)."""
+    spec = scenario.model
+    file = scenario.file
+    details: dict[str, Any] = {}
+    if spec.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError.one(file, "model.device", f"'{spec.device}' requested but CUDA is not available")
+    if spec.builtin:
+        net, details = builtin_digits_cnn()
+        fingerprint = _state_fingerprint(net)
+    elif spec.torchscript:
+        path = scenario.resolve_path(spec.torchscript)
+        if not path.is_file():
+            raise InputError.one(file, "model.torchscript", f"file not found: {path}")
+        raw = path.read_bytes()
+        try:
+            net = torch.jit.load(io.BytesIO(raw), map_location="cpu")
+        except Exception as exc:  # noqa: BLE001
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError.one(file, "model.torchscript", f"not a TorchScript file ({msg[:160]})") from None
+        fingerprint = hashlib.sha256(raw).hexdigest()
+    else:
+        assert spec.factory is not None  # guaranteed by the schema
+        fn = _import_factory(spec.factory, scenario.resolve_path("."), file)
+        try:
+            net = fn()
+        except Exception as exc:  # noqa: BLE001 - user code
+            raise InputError.one(
+                file, "model.factory", f"{spec.factory}() raised {type(exc).__name__}: {exc}"
+            ) from None
+        if not isinstance(net, nn.Module):
+            raise InputError.one(
+                file, "model.factory", f"{spec.factory}() returned {type(net).__name__}, expected a torch.nn.Module"
+            )
+        if spec.weights:
+            _load_weights(net, scenario.resolve_path(spec.weights), file)
+        fingerprint = _state_fingerprint(net)
+    wrapper = ModelWrapper(
+        net, input_range=spec.input_range, mean=spec.mean, std=spec.std, device=spec.device
+    )
+    return LoadedModel(wrapper, spec.describe(), fingerprint, details)

@@ -1,0 +1,113 @@
+"""The self-contained HTML report: Jinja2 (autoescape on), inline CSS, PNGs as data URIs."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from ..runner import Prepared, UnitOutcome
+
+# Okabe–Ito: a colour-blind-safe palette.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442"]
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("unified_adv.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f} %"
+    env.filters["num"] = lambda v, d=4: "–" if v is None else f"{v:.{d}g}"
+    return env
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _image(ax: Any, img: np.ndarray, lo: float, hi: float, **kw: Any) -> None:
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap=kw.pop("cmap", "gray"), vmin=kw.pop("vmin", lo), vmax=kw.pop("vmax", hi))
+    else:
+        ax.imshow(np.clip((np.transpose(img, (1, 2, 0)) - lo) / (hi - lo), 0, 1))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[dict[str, Any]]:
+    """Per attack (largest ε): original / perturbation / adversarial for each backend."""
+    if count <= 0:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lo, hi = prep.model.wrapper.input_range
+    names = prep.data.class_names
+    label = (lambda c: names[c] if 0 <= c < len(names) else str(c))  # noqa: E731
+    figures = []
+    for plan in prep.plans:
+        per_backend: dict[str, dict[int, tuple[np.ndarray, int, float]]] = {}
+        for o in outcomes:
+            e_top = int(np.argmax(plan.spec.eps))
+            if not (o.ok and o.unit.attack_index == plan.index and o.unit.eps_index == e_top):
+                continue
+            assert o.arrays is not None
+            logits = o.arrays["adv_logits"]
+            z = np.exp(logits - logits.max(1, keepdims=True))
+            conf = (z / z.sum(1, keepdims=True)).max(1)
+            slot = per_backend.setdefault(o.unit.backend, {})
+            for j, p in enumerate(o.arrays["positions"]):
+                slot[int(p)] = (o.arrays["x_adv"][j], int(logits[j].argmax()), float(conf[j]))
+        if not per_backend:
+            continue
+        backends = sorted(per_backend)
+        common = sorted(set.intersection(*(set(v) for v in per_backend.values())))
+        # Prefer samples that some backend fooled: they are the ones worth looking at.
+        fooled = [p for p in common if any(per_backend[b][p][1] != prep.data.y[p] for b in backends)]
+        chosen = (fooled + [p for p in common if p not in fooled])[:count]
+        if not chosen:
+            continue
+        cols = 1 + 2 * len(backends)
+        fig, axes = plt.subplots(len(chosen), cols, figsize=(1.6 * cols, 1.75 * len(chosen)), squeeze=False)
+        for r, p in enumerate(chosen):
+            x = prep.data.x[p]
+            _image(axes[r, 0], x, lo, hi)
+            axes[r, 0].set_title(
+                f"#{prep.data.index[p]} true {label(int(prep.data.y[p]))}\n"
+                f"pred {label(int(prep.clean_pred[p]))} ({prep.clean_conf[p]:.0%})",
+                fontsize=7,
+            )
+            for c, b in enumerate(backends):
+                x_adv, pred, conf = per_backend[b][p]
+                delta = x_adv - x
+                span = float(np.abs(delta).max()) or 1.0
+                _image(axes[r, 1 + 2 * c], delta.mean(0, keepdims=True), lo, hi, cmap="PuOr", vmin=-span, vmax=span)
+                axes[r, 1 + 2 * c].set_title(f"{b}\nδ (±{span:.3g})", fontsize=7)
+                _image(axes[r, 2 + 2 * c], x_adv, lo, hi)
+                colour = "#D55E00" if pred != prep.data.y[p] else "black"
+                axes[r, 2 + 2 * c].set_title(f"{b}\npred {label(pred)} ({conf:.0%})", fontsize=7, color=colour)
+        fig.tight_layout()
+        figures.append({"attack_id": plan.spec.label, "eps": max(plan.spec.eps), "image": _png(fig)})
+        plt.close(fig)
+    return figures
+
+
+def render(out_dir: Path, context: dict[str, Any]) -> Path:
+    html = _env().get_template("index.html.j2").render(**context, palette=PALETTE)
+    path = out_dir / "index.html"
+    tmp = path.with_name(".index.html.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,153 @@
+"""Per-unit arrays -> the tidy per-sample table, headline numbers and backend agreement."""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .runner import Prepared, UnitOutcome, _softmax
+
+SAMPLE_COLUMNS = [
+    "attack_id", "attack", "norm", "eps", "backend", "target_mode", "sample", "label",
+    "clean_pred", "clean_conf", "target", "adv_pred", "adv_conf", "success",
+    "linf", "l2", "mae", "time_s", "unit",
+]
+
+
+def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
+    """One row per sample of one finished unit."""
+    assert outcome.arrays is not None
+    a, u = outcome.arrays, outcome.unit
+    pos = a["positions"]
+    x = prep.data.x[pos]
+    delta = (a["x_adv"] - x).reshape(len(pos), -1).astype(np.float64)
+    adv_pred = a["adv_logits"].argmax(1)
+    label = prep.data.y[pos]
+    target = a["target"]
+    success = np.where(target >= 0, adv_pred == target, adv_pred != label)
+    n = max(len(pos), 1)
+    return pd.DataFrame(
+        {
+            "attack_id": u.attack_id,
+            "attack": u.attack,
+            "norm": u.norm,
+            "eps": u.eps,
+            "backend": u.backend,
+            "target_mode": u.target,
+            "sample": prep.data.index[pos],
+            "label": label,
+            "clean_pred": prep.clean_pred[pos],
+            "clean_conf": prep.clean_conf[pos].astype(np.float64),
+            "target": target,
+            "adv_pred": adv_pred,
+            "adv_conf": _softmax(a["adv_logits"]).max(1).astype(np.float64),
+            "success": success,
+            "linf": np.abs(delta).max(1),
+            "l2": np.linalg.norm(delta, axis=1),
+            "mae": np.abs(delta).mean(1),
+            "time_s": float(outcome.meta.get("time_s", 0.0)) / n,
+            "unit": u.name,
+        },
+        columns=SAMPLE_COLUMNS,
+    )
+
+
+def samples_table(prep: Prepared, outcomes: list[UnitOutcome]) -> pd.DataFrame:
+    frames = [sample_records(prep, o) for o in outcomes if o.ok]
+    if not frames:
+        return pd.DataFrame(columns=SAMPLE_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+
+
+def headline(prep: Prepared, samples: pd.DataFrame, outcomes: list[UnitOutcome]) -> list[dict[str, Any]]:
+    """One entry per attack × ε × backend: the numbers summary.json promises."""
+    n_eval = len(prep.data.y)
+    correct = prep.correct
+    calls: dict[tuple[int, int, str], dict[str, Any]] = {}
+    times: dict[tuple[int, int, str], float] = {}
+    errors: dict[tuple[int, int, str], str] = {}
+    for o in outcomes:
+        k = (o.unit.attack_index, o.unit.eps_index, o.unit.backend)
+        if o.ok:
+            calls.setdefault(k, o.meta.get("library_call", {}))
+            times[k] = times.get(k, 0.0) + float(o.meta.get("time_s", 0.0))
+        else:
+            errors[k] = o.meta.get("error", "unknown error")
+    entries = []
+    for plan in prep.plans:
+        spec = plan.spec
+        attacked = np.zeros(n_eval, bool)
+        attacked[plan.positions] = True
+        unattacked_correct = int((correct & ~attacked).sum())
+        for e_i, eps in enumerate(spec.eps):
+            for backend in plan.backends:
+                k = (plan.index, e_i, backend)
+                rows = samples[
+                    (samples["attack_id"] == spec.label)
+                    & (samples["eps"] == eps)
+                    & (samples["backend"] == backend)
+                ]
+                n = len(rows)
+                n_success = int(rows["success"].sum()) if n else 0
+                still_right = int((rows["adv_pred"] == rows["label"]).sum()) if n else 0
+                complete = k not in errors and n == len(plan.positions)
+                entries.append(
+                    {
+                        "attack_id": spec.label,
+                        "attack": spec.name,
+                        "backend": backend,
+                        "norm": spec.norm,
+                        "eps": eps,
+                        "target": spec.target.describe(),
+                        "params": spec.resolved_params(eps),
+                        "library_call": calls.get(k, {}),
+                        "n_samples": n,
+                        "n_success": n_success,
+                        "success_rate": n_success / n if n else None,
+                        "robust_accuracy": (still_right + unattacked_correct) / n_eval if complete else None,
+                        "median_linf": float(rows["linf"].median()) if n else None,
+                        "median_l2": float(rows["l2"].median()) if n else None,
+                        "time_s": times.get(k, 0.0),
+                        "status": "ok" if complete else "error",
+                        "error": errors.get(k),
+                    }
+                )
+    return entries
+
+
+def agreement(prep: Prepared, outcomes: list[UnitOutcome]) -> list[dict[str, Any]]:
+    """For each attack × ε and each pair of backends: how far apart their results are."""
+    by_key: dict[tuple[int, int], dict[str, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]] = {}
+    for o in outcomes:
+        if not o.ok:
+            continue
+        assert o.arrays is not None
+        slot = by_key.setdefault((o.unit.attack_index, o.unit.eps_index), {}).setdefault(o.unit.backend, {})
+        slot[o.unit.shard_index] = (o.arrays["positions"], o.arrays["x_adv"], o.arrays["adv_logits"].argmax(1))
+    rows = []
+    for (a_i, e_i), backends in sorted(by_key.items()):
+        spec = prep.plans[a_i].spec
+        for b1, b2 in combinations(sorted(backends), 2):
+            shards = sorted(set(backends[b1]) & set(backends[b2]))
+            if not shards:
+                continue
+            x1 = np.concatenate([backends[b1][s][1] for s in shards])
+            x2 = np.concatenate([backends[b2][s][1] for s in shards])
+            p1 = np.concatenate([backends[b1][s][2] for s in shards])
+            p2 = np.concatenate([backends[b2][s][2] for s in shards])
+            diff = np.abs(x1.astype(np.float64) - x2.astype(np.float64)).reshape(len(x1), -1).max(1)
+            rows.append(
+                {
+                    "attack_id": spec.label,
+                    "eps": spec.eps[e_i],
+                    "backends": f"{b1} vs {b2}",
+                    "n_samples": int(len(x1)),
+                    "bit_identical": bool((diff == 0).all()),
+                    "max_pixel_diff": float(diff.max(initial=0.0)),
+                    "share_same_adv_pred": float((p1 == p2).mean()) if len(p1) else None,
+                }
+            )
+    return rows

@@ -1,0 +1,469 @@
+"""The scenario file: schema (pydantic v2, strict and frozen) and loading.
+
+Every problem is reported as ``FILE: field.path: message`` through
+:class:`~unified_adv.errors.InputError`; nothing here runs user code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import types
+import typing
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .attacks import ATTACKS, NORMS
+from .errors import InputError, Problem, did_you_mean, format_loc
+
+BUILTIN_MODELS = ("digits-cnn",)
+BUILTIN_DATA = ("digits",)
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def parse_exact(value: Any) -> float:
+    """Numbers and exact fractions ('8/255'), never eval."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(Fraction(value.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"expected a number or a fraction like 8/255, got {value!r}") from None
+    raise ValueError(f"expected a number or a fraction like 8/255, got {type(value).__name__}")
+
+
+Exact = Annotated[float, BeforeValidator(parse_exact)]
+
+
+def _eps_list(value: Any) -> tuple[float, ...]:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise ValueError("needs at least one value")
+    out = tuple(parse_exact(v) for v in values)
+    for v in out:
+        if not v > 0:
+            raise ValueError(f"must be > 0, got {v:g}")
+    if len(set(out)) != len(out):
+        raise ValueError("values must be distinct")
+    return out
+
+
+def _backend_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        if not value:
+            raise ValueError("needs at least one backend, or 'all'")
+        return tuple(value)
+    raise ValueError(f"expected 'all' or a list of backend names, got {value!r}")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TargetSpec(_Strict):
+    """Whom to push the prediction towards; targets are chosen once, for every backend."""
+
+    mode: Literal["untargeted", "class", "least_likely", "random"] = "untargeted"
+    label: int | None = Field(default=None, alias="class", ge=0)
+    k: int = Field(default=5, ge=2)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # `target: untargeted` | `target: {class: 3}` | `target: {least_likely: 5}`
+        if isinstance(value, str):
+            modes = ("untargeted", "least_likely", "random")
+            if value == "class":
+                raise ValueError("write the class as `target: {class: K}`")
+            if value not in modes:
+                raise ValueError(did_you_mean("target mode", value, (*modes, "class")))
+            return {"mode": value}
+        if isinstance(value, dict) and "mode" not in value and len(value) == 1:
+            (key, arg), = value.items()
+            if key == "class":
+                return {"mode": "class", "class": arg}
+            if key == "least_likely":
+                return {"mode": "least_likely", "k": arg}
+            raise ValueError(did_you_mean("target mode", str(key), ("class", "least_likely")))
+        return value
+
+    @property
+    def targeted(self) -> bool:
+        return self.mode != "untargeted"
+
+    def describe(self) -> str:
+        if self.mode == "class":
+            return f"class {self.label}"
+        if self.mode == "least_likely":
+            return f"least likely of top-{self.k}"
+        return self.mode
+
+
+class ModelSpec(_Strict):
+    builtin: str | None = None
+    torchscript: str | None = None
+    factory: str | None = None
+    weights: str | None = None
+    input_range: tuple[Exact, Exact] = (0.0, 1.0)
+    mean: tuple[Exact, ...] | None = None
+    std: tuple[Exact, ...] | None = None
+    device: str = "cpu"
+
+    @field_validator("builtin")
+    @classmethod
+    def _known_builtin(cls, v: str | None) -> str | None:
+        if v is not None and v not in BUILTIN_MODELS:
+            raise ValueError(did_you_mean("builtin model", v, BUILTIN_MODELS))
+        return v
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_form(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
+            raise ValueError(f"expected 'package.module:function', got {v!r}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, v: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", v):
+            raise ValueError(f"expected cpu, cuda, cuda:N or mps, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        given = [k for k in ("builtin", "torchscript", "factory") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of builtin, torchscript, factory"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.weights is not None and self.factory is None:
+            raise ValueError("weights: only used with factory")
+        lo, hi = self.input_range
+        if not lo < hi:
+            raise ValueError(f"input_range: low must be below high, got [{lo:g}, {hi:g}]")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither")
+        if self.std is not None and self.mean is not None:
+            if len(self.std) != len(self.mean):
+                raise ValueError("mean and std need one value per channel each")
+            if any(s <= 0 for s in self.std):
+                raise ValueError("std: every value must be > 0")
+        return self
+
+    def describe(self) -> str:
+        if self.builtin:
+            return f"builtin {self.builtin}"
+        if self.torchscript:
+            return f"TorchScript {self.torchscript}"
+        return f"factory {self.factory}" + (f" + weights {self.weights}" if self.weights else "")
+
+
+class DataSpec(_Strict):
+    builtin: str | None = None
+    npz: str | None = None
+    image_folder: str | None = None
+    image_size: tuple[int, int] | None = None
+    grayscale: bool = False
+    limit: int | None = Field(default=None, gt=0)
+    only_correct: bool = True
+
+    @field_validator("builtin")
+    @classmethod
+    def _known_builtin(cls, v: str | None) -> str | None:
+        if v is not None and v not in BUILTIN_DATA:
+            raise ValueError(did_you_mean("builtin data set", v, BUILTIN_DATA))
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        given = [k for k in ("builtin", "npz", "image_folder") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of builtin, npz, image_folder"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.image_folder is not None and self.image_size is None:
+            raise ValueError("image_folder needs image_size: [height, width]")
+        if self.image_size is not None and self.image_folder is None:
+            raise ValueError("image_size: only used with image_folder")
+        if self.image_size is not None and min(self.image_size) < 1:
+            raise ValueError("image_size: both sides must be >= 1")
+        return self
+
+    def describe(self) -> str:
+        src = self.builtin or self.npz or self.image_folder
+        kind = "builtin" if self.builtin else ("npz" if self.npz else "image folder")
+        return f"{kind} {src}"
+
+
+class AttackSpec(_Strict):
+    name: str
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    backends: Annotated[tuple[str, ...], BeforeValidator(_backend_list)] = ("all",)
+    norm: Literal["linf", "l2"] = "linf"
+    eps: Annotated[tuple[float, ...], BeforeValidator(_eps_list)]
+    step_size: Exact | None = None
+    steps: int | None = Field(default=None, gt=0)
+    random_starts: int | None = Field(default=None, ge=0)
+    target: TargetSpec = TargetSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _known_attack(cls, v: str) -> str:
+        if v not in ATTACKS:
+            raise ValueError(did_you_mean("attack", v, ATTACKS))
+        return v
+
+    @field_validator("step_size")
+    @classmethod
+    def _positive_step(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise ValueError(f"must be > 0, got {v:g}")
+        return v
+
+    @model_validator(mode="after")
+    def _fits_attack(self) -> AttackSpec:
+        spec = ATTACKS[self.name]
+        for param in ("step_size", "steps", "random_starts"):
+            if getattr(self, param) is not None and param not in spec.params:
+                takes = ", ".join(spec.params) or "no parameters besides eps, norm, target"
+                raise ValueError(f"{self.name} takes no '{param}' (it takes: {takes})")
+        if self.norm not in spec.norms:
+            raise ValueError(f"{self.name} has no norm '{self.norm}' (available: {', '.join(spec.norms)})")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.id or (self.name if self.norm == "linf" else f"{self.name}-{self.norm}")
+
+    def resolved_params(self, eps: float) -> dict[str, Any]:
+        given = {"steps": self.steps, "step_size": self.step_size, "random_starts": self.random_starts}
+        return ATTACKS[self.name].resolve(eps, given)
+
+
+class ReportSpec(_Strict):
+    title: str | None = None
+    triptychs: int = Field(default=3, ge=0, le=20)
+
+
+class ExecutionSpec(_Strict):
+    shard_size: int = Field(default=512, gt=0)
+
+
+class Scenario(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    description: str = ""
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    model: ModelSpec
+    data: DataSpec
+    attacks: list[AttackSpec] = Field(min_length=1)
+    report: ReportSpec = ReportSpec()
+    execution: ExecutionSpec = ExecutionSpec()
+
+    _file: str = PrivateAttr(default="<scenario>")
+    _text: str = PrivateAttr(default="")
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @model_validator(mode="after")
+    def _backends_capable(self) -> Scenario:
+        from .adapters import check_backends
+
+        problems = [
+            f"attacks[{i}].backends: {msg}"
+            for i, attack in enumerate(self.attacks)
+            for msg in check_backends(attack, self.model.input_range)
+        ]
+        labels = [a.label for a in self.attacks]
+        for i, label in enumerate(labels):
+            if label in labels[:i]:
+                problems.append(f"attacks[{i}].id: '{label}' is used twice; give each attack its own id")
+        if problems:
+            # Several problems: joined with a marker split again by the formatter.
+            raise ValueError(_MULTI.join(problems))
+        return self
+
+    # ------------------------------------------------------------------ provenance
+    @property
+    def file(self) -> str:
+        return self._file
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self._text.encode()).hexdigest()
+
+    def resolve_path(self, value: str) -> Path:
+        """Paths in a scenario are relative to the scenario file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self._base_dir / p
+
+    def backends_for(self, attack: AttackSpec) -> tuple[str, ...]:
+        from .adapters import capable_backends
+
+        if attack.backends == ("all",):
+            return capable_backends(attack, self.model.input_range)
+        return attack.backends
+
+
+_MULTI = "\x1f"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses duplicate keys instead of silently keeping the last."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (line {mark.line + 1})", mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The schema class that holds the field at ``loc`` (for 'did you mean' on typos)."""
+    cls: Any = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            return None
+        field = cls.model_fields.get(part)
+        if field is None:
+            return None
+        cls = _first_model(field.annotation)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _first_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is not None or isinstance(annotation, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _first_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _describe_input(value: Any) -> str:
+    text = repr(value)
+    return f" (got {text})" if len(text) <= 60 else ""
+
+
+def _problems_from(err: ValidationError, file: str) -> list[Problem]:
+    problems: list[Problem] = []
+    for e in err.errors(include_url=False):
+        loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        path = format_loc(loc)
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            allowed = [
+                f.alias or n for n, f in (parent.model_fields.items() if parent else [])
+            ]
+            problems.append(Problem(file, path, did_you_mean("field", str(loc[-1]), allowed)))
+            continue
+        if kind == "missing":
+            message = "required field is missing"
+        elif kind == "value_error":
+            message = str(e.get("ctx", {}).get("error", e["msg"]))
+            if _MULTI in message:
+                for part in message.split(_MULTI):
+                    sub_path, _, sub_msg = part.partition(": ")
+                    problems.append(Problem(file, sub_path, sub_msg))
+                continue
+        elif kind == "greater_than":
+            message = f"must be > {e['ctx']['gt']}" + _describe_input(e["input"])
+        elif kind == "greater_than_equal":
+            message = f"must be >= {e['ctx']['ge']}" + _describe_input(e["input"])
+        elif kind == "less_than_equal":
+            message = f"must be <= {e['ctx']['le']}" + _describe_input(e["input"])
+        elif kind == "literal_error":
+            message = f"must be one of {e['ctx']['expected']}" + _describe_input(e["input"])
+        else:
+            message = e["msg"][0].lower() + e["msg"][1:] + _describe_input(e["input"])
+        problems.append(Problem(file, path, message))
+    return problems
+
+
+def scenario_from_text(text: str, file: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
+    """Parse and validate scenario YAML; raises InputError listing every problem."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InputError.one(file, "", f"YAML syntax error{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise InputError.one(file, "", f"YAML syntax error: {exc}") from None
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise InputError.one(
+            file, "", f"top level must be a mapping with name, model, data, attacks; got {got}"
+        )
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(_problems_from(exc, file)) from None
+    scenario._file = file
+    scenario._text = text
+    scenario._base_dir = base_dir if base_dir is not None else Path.cwd()
+    return scenario
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read a scenario file. Relative paths inside it resolve against its folder."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError.one(str(path), "", "scenario file not found") from None
+    except IsADirectoryError:
+        raise InputError.one(str(path), "", "is a folder, expected a YAML scenario file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError.one(str(path), "", f"cannot read scenario: {exc}") from None
+    return scenario_from_text(text, file=str(path), base_dir=p.resolve().parent)
