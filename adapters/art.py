@@ -64,7 +64,7 @@ class ArtAdapter(Adapter):
 
         estimator, est_args = self._classifier(x)
         norm: float = np.inf if request.norm == "linf" else 2
-        common = {
+        common: dict[str, Any] = {
             "norm": norm,
             "eps": request.eps,
             "targeted": request.targeted,
@@ -72,8 +72,13 @@ class ArtAdapter(Adapter):
         }
         if request.attack == "fgsm":
             cls: Any = FastGradientMethod
-            kwargs = {**common, "eps_step": request.eps, "num_random_init": 0, "minimal": False,
-                      "summary_writer": False}
+            kwargs = {
+                **common,
+                "eps_step": request.eps,
+                "num_random_init": 0,
+                "minimal": False,
+                "summary_writer": False,
+            }
         elif request.attack == "pgd":
             cls = ProjectedGradientDescent
             kwargs = {

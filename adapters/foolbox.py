@@ -35,7 +35,9 @@ class FoolboxAdapter(Adapter):
         import foolbox as fb
 
         device = self.model.device
-        fmodel = fb.PyTorchModel(self.model, bounds=self.model.input_range, device=device, preprocessing=None)
+        fmodel = fb.PyTorchModel(
+            self.model, bounds=self.model.input_range, device=device, preprocessing=None
+        )
         cls_name = self.capabilities[request.attack].classes[request.norm]
         cls = getattr(fb.attacks, cls_name)
         if request.attack == "fgsm":
@@ -50,12 +52,18 @@ class FoolboxAdapter(Adapter):
         xt = torch.from_numpy(x).to(device)
         if request.targeted:
             assert target is not None
-            criterion: Any = fb.criteria.TargetedMisclassification(torch.from_numpy(target).to(device))
+            criterion: Any = fb.criteria.TargetedMisclassification(
+                torch.from_numpy(target).to(device)
+            )
         else:
             criterion = fb.criteria.Misclassification(torch.from_numpy(y).to(device))
         _raw, clipped, _success = attack(fmodel, xt, criterion, epsilons=request.eps)
         call = {
-            "PyTorchModel": {"bounds": self.model.input_range, "preprocessing": None, "device": str(device)},
+            "PyTorchModel": {
+                "bounds": self.model.input_range,
+                "preprocessing": None,
+                "device": str(device),
+            },
             "class": f"foolbox.attacks.{cls_name}",
             "kwargs": kwargs,
             "call": {

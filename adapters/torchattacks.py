@@ -44,7 +44,9 @@ class TorchattacksAdapter(Adapter):
             if request.norm == "l2":
                 kwargs["eps_for_division"] = 1e-10
         attack = cls(self.model, **kwargs)
-        attack.set_model_training_mode(model_training=False, batchnorm_training=False, dropout_training=False)
+        attack.set_model_training_mode(
+            model_training=False, batchnorm_training=False, dropout_training=False
+        )
         device = self.model.device
         xt = torch.from_numpy(x).to(device)
         if request.targeted:

@@ -72,7 +72,11 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _build_summary(
-    prep: Prepared, samples: pd.DataFrame, outcomes: list[UnitOutcome], started: dt.datetime, duration: float
+    prep: Prepared,
+    samples: pd.DataFrame,
+    outcomes: list[UnitOutcome],
+    started: dt.datetime,
+    duration: float,
 ) -> dict[str, Any]:
     s = prep.scenario
     n_eval = len(prep.data.y)
@@ -81,7 +85,13 @@ def _build_summary(
         attacked[plan.positions] = True
     return {
         "schema_version": SUMMARY_SCHEMA,
-        "scenario": {"name": s.name, "description": s.description, "file": s.file, "sha256": s.sha256, "seed": s.seed},
+        "scenario": {
+            "name": s.name,
+            "description": s.description,
+            "file": s.file,
+            "sha256": s.sha256,
+            "seed": s.seed,
+        },
         "model": {
             "description": prep.model.description,
             "fingerprint": prep.model.fingerprint,
@@ -145,7 +155,9 @@ def run(
     show = sys.stderr.isatty() if progress is None else progress
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(units), desc="units", unit="unit", disable=not show, file=sys.stderr) as bar:
+    with tqdm(
+        total=len(units), desc="units", unit="unit", disable=not show, file=sys.stderr
+    ) as bar:
 
         def tick(unit: Any) -> None:
             bar.set_postfix_str(unit.name, refresh=False)
@@ -163,7 +175,9 @@ def run(
     return RunResult(out_dir, summary, samples)
 
 
-def _report_context(prep: Prepared, summary: dict[str, Any], outcomes: list[UnitOutcome]) -> dict[str, Any]:
+def _report_context(
+    prep: Prepared, summary: dict[str, Any], outcomes: list[UnitOutcome]
+) -> dict[str, Any]:
     s = prep.scenario
     robust = [a["robust_accuracy"] for a in summary["attacks"] if a["robust_accuracy"] is not None]
     units = [
@@ -172,17 +186,26 @@ def _report_context(prep: Prepared, summary: dict[str, Any], outcomes: list[Unit
             "status": o.meta.get("status", "error"),
             "time_s": float(o.meta.get("time_s", 0.0)),
             "reused": o.reused,
-            "call": json.dumps(o.meta.get("library_call", o.meta.get("error", "")), indent=1, default=_json_default),
+            "call": json.dumps(
+                o.meta.get("library_call", o.meta.get("error", "")), indent=1, default=_json_default
+            ),
         }
         for o in outcomes
     ]
     return {
         "title": s.report.title or f"Robustness report: {s.name}",
         "scenario": {
-            "name": s.name, "description": s.description, "file": s.file, "sha256": s.sha256,
-            "seed": s.seed, "text": s.text,
+            "name": s.name,
+            "description": s.description,
+            "file": s.file,
+            "sha256": s.sha256,
+            "seed": s.seed,
+            "text": s.text,
         },
-        "model": {**summary["model"], "held_out_accuracy": summary["model"].get("held_out_accuracy")},
+        "model": {
+            **summary["model"],
+            "held_out_accuracy": summary["model"].get("held_out_accuracy"),
+        },
         "data": summary["data"],
         "results": summary["attacks"],
         "agreement": summary["agreement"],
@@ -190,6 +213,8 @@ def _report_context(prep: Prepared, summary: dict[str, Any], outcomes: list[Unit
         "triptychs": triptychs(prep, outcomes, s.report.triptychs),
         "units": units,
         "n_failed": sum(1 for u in units if u["status"] != "ok"),
-        "errors": [{"unit": o.unit.name, "error": o.meta.get("error", "")} for o in outcomes if not o.ok],
+        "errors": [
+            {"unit": o.unit.name, "error": o.meta.get("error", "")} for o in outcomes if not o.ok
+        ],
         "provenance": summary["provenance"],
     }

@@ -24,8 +24,12 @@ app = typer.Typer(
 @app.command()
 def run(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default reports/<name>/).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Reuse units finished by an earlier run.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default reports/<name>/).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Reuse units finished by an earlier run.")
+    ] = False,
 ) -> None:
     """Run a scenario; write index.html, summary.json and the per-sample table."""
     from . import api
@@ -70,8 +74,16 @@ def list_capabilities() -> None:
     from .attacks import ATTACKS
 
     table = Table(title="unified-adv capabilities (declared by the adapters)")
-    for col in ("attack", "backend", "library class", "norms", "targets", "random starts", "library version"):
-        table.add_column(col)
+    for col in (
+        "attack",
+        "backend",
+        "library class",
+        "norms",
+        "targets",
+        "random starts",
+        "library version",
+    ):
+        table.add_column(col, no_wrap=True)
     for attack in ATTACKS:
         for name in backend_names():
             cls = adapter_class(name)
@@ -80,9 +92,25 @@ def list_capabilities() -> None:
                 table.add_row(attack, name, "—", "", "", "", "")
                 continue
             classes = ", ".join(sorted(set(cap.classes.values())))
-            starts = "any" if cap.max_random_starts is None else f"0..{cap.max_random_starts}"
-            table.add_row(attack, name, classes, ", ".join(cap.norms), ", ".join(cap.targets), starts, cls.version())
-    Console(width=max(120, Console().width)).print(table)
+            if "random_starts" not in ATTACKS[attack].params:
+                starts = "n/a"
+            elif cap.max_random_starts is None:
+                starts = "any"
+            else:
+                starts = f"0..{cap.max_random_starts}"
+            table.add_row(
+                attack,
+                name,
+                classes,
+                ", ".join(cap.norms),
+                ", ".join(cap.targets),
+                starts,
+                cls.version(),
+            )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # piped: never fold the table
+    console.print(table)
 
 
 def main() -> None:

@@ -74,15 +74,21 @@ def _load_npz(scenario: Scenario, lo: float, hi: float) -> Dataset:
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise InputError.one(
-            file, "data.npz", f"needs arrays 'x' and 'y'; missing {', '.join(missing)} (has: {', '.join(arrays) or 'none'})"
+            file,
+            "data.npz",
+            f"needs arrays 'x' and 'y'; missing {', '.join(missing)} (has: {', '.join(arrays) or 'none'})",
         )
     x, y = arrays["x"], arrays["y"]
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:
-        raise InputError.one(file, "data.npz", f"x must be (N, H, W) or (N, C, H, W), got shape {x.shape}")
+        raise InputError.one(
+            file, "data.npz", f"x must be (N, H, W) or (N, C, H, W), got shape {x.shape}"
+        )
     if y.ndim != 1 or len(y) != len(x):
-        raise InputError.one(file, "data.npz", f"y must be one label per image ({len(x)}), got shape {y.shape}")
+        raise InputError.one(
+            file, "data.npz", f"y must be one label per image ({len(x)}), got shape {y.shape}"
+        )
     if not np.issubdtype(y.dtype, np.integer):
         raise InputError.one(file, "data.npz", f"y must hold integer labels, got {y.dtype}")
     if len(x) == 0:
@@ -102,7 +108,9 @@ def _load_npz(scenario: Scenario, lo: float, hi: float) -> Dataset:
     else:
         raise InputError.one(file, "data.npz", f"x must be uint8 or floating point, got {x.dtype}")
     names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else []
-    return Dataset(x, y.astype(np.int64), np.arange(len(y), dtype=np.int64), names, f"npz {path.name}")
+    return Dataset(
+        x, y.astype(np.int64), np.arange(len(y), dtype=np.int64), names, f"npz {path.name}"
+    )
 
 
 def _load_image_folder(scenario: Scenario, lo: float, hi: float) -> Dataset:
@@ -134,7 +142,9 @@ def _load_image_folder(scenario: Scenario, lo: float, hi: float) -> Dataset:
         ys.append(label)
     x = _scale_into(np.stack(xs), lo, hi)
     y = np.asarray(ys, dtype=np.int64)
-    return Dataset(x, y, np.arange(len(y), dtype=np.int64), list(folder.classes), f"image folder {path.name}")
+    return Dataset(
+        x, y, np.arange(len(y), dtype=np.int64), list(folder.classes), f"image folder {path.name}"
+    )
 
 
 def load_data(scenario: Scenario) -> Dataset:
@@ -144,7 +154,10 @@ def load_data(scenario: Scenario) -> Dataset:
     if spec.builtin == "digits":
         _, _, x, y, _, i_test = digits_split()
         ds = Dataset(
-            _scale_into(x, lo, hi), y.copy(), i_test.astype(np.int64), [str(d) for d in range(10)],
+            _scale_into(x, lo, hi),
+            y.copy(),
+            i_test.astype(np.int64),
+            [str(d) for d in range(10)],
             f"scikit-learn digits, held-out split ({len(y)} of 1797 images, 8x8 grey)",
         )
     elif spec.npz is not None:
@@ -152,5 +165,11 @@ def load_data(scenario: Scenario) -> Dataset:
     else:
         ds = _load_image_folder(scenario, lo, hi)
     if spec.limit is not None:
-        ds = Dataset(ds.x[: spec.limit], ds.y[: spec.limit], ds.index[: spec.limit], ds.class_names, ds.description)
+        ds = Dataset(
+            ds.x[: spec.limit],
+            ds.y[: spec.limit],
+            ds.index[: spec.limit],
+            ds.class_names,
+            ds.description,
+        )
     return ds

@@ -63,7 +63,8 @@ class ModelWrapper(nn.Module):
         if x.dtype != torch.float32:
             x = x.float()
         if self.normalised:
-            x = (x - self.mean) / self.std
+            mean, std = self.get_buffer("mean"), self.get_buffer("std")
+            x = (x - mean) / std
         return self.net(x)
 
     @torch.no_grad()
@@ -179,7 +180,9 @@ def _import_factory(spec: str, base_dir: Path, file: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise InputError.one(file, "model.factory", f"cannot import '{module_name}': {exc}") from None
+        raise InputError.one(
+            file, "model.factory", f"cannot import '{module_name}': {exc}"
+        ) from None
     finally:
         sys.path.remove(str(base_dir))
     fn = getattr(module, attr, None)
@@ -207,9 +210,11 @@ def _load_weights(net: nn.Module, path: Path, file: str) -> None:
     try:
         net.load_state_dict(blob)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:2])
-        raise InputError.one(file, "model.weights", f"does not fit the model: {detail[:200]}") from None
+        lines = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in lines[:2])
+        raise InputError.one(
+            file, "model.weights", f"does not fit the model: {detail[:200]}"
+        ) from None
 
 
 def load_model(scenario: Scenario) -> LoadedModel:
@@ -218,7 +223,9 @@ def load_model(scenario: Scenario) -> LoadedModel:
     file = scenario.file
     details: dict[str, Any] = {}
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError.one(file, "model.device", f"'{spec.device}' requested but CUDA is not available")
+        raise InputError.one(
+            file, "model.device", f"'{spec.device}' requested but CUDA is not available"
+        )
     if spec.builtin:
         net, details = builtin_digits_cnn()
         fingerprint = _state_fingerprint(net)
@@ -231,7 +238,9 @@ def load_model(scenario: Scenario) -> LoadedModel:
             net = torch.jit.load(io.BytesIO(raw), map_location="cpu")
         except Exception as exc:  # noqa: BLE001
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError.one(file, "model.torchscript", f"not a TorchScript file ({msg[:160]})") from None
+            raise InputError.one(
+                file, "model.torchscript", f"not a TorchScript file ({msg[:160]})"
+            ) from None
         fingerprint = hashlib.sha256(raw).hexdigest()
     else:
         assert spec.factory is not None  # guaranteed by the schema
@@ -244,7 +253,9 @@ def load_model(scenario: Scenario) -> LoadedModel:
             ) from None
         if not isinstance(net, nn.Module):
             raise InputError.one(
-                file, "model.factory", f"{spec.factory}() returned {type(net).__name__}, expected a torch.nn.Module"
+                file,
+                "model.factory",
+                f"{spec.factory}() returned {type(net).__name__}, expected a torch.nn.Module",
             )
         if spec.weights:
             _load_weights(net, scenario.resolve_path(spec.weights), file)

@@ -11,9 +11,25 @@ import pandas as pd
 from .runner import Prepared, UnitOutcome, _softmax
 
 SAMPLE_COLUMNS = [
-    "attack_id", "attack", "norm", "eps", "backend", "target_mode", "sample", "label",
-    "clean_pred", "clean_conf", "target", "adv_pred", "adv_conf", "success",
-    "linf", "l2", "mae", "time_s", "unit",
+    "attack_id",
+    "attack",
+    "norm",
+    "eps",
+    "backend",
+    "target_mode",
+    "sample",
+    "label",
+    "clean_pred",
+    "clean_conf",
+    "target",
+    "adv_pred",
+    "adv_conf",
+    "success",
+    "linf",
+    "l2",
+    "mae",
+    "time_s",
+    "unit",
 ]
 
 
@@ -62,7 +78,9 @@ def samples_table(prep: Prepared, outcomes: list[UnitOutcome]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def headline(prep: Prepared, samples: pd.DataFrame, outcomes: list[UnitOutcome]) -> list[dict[str, Any]]:
+def headline(
+    prep: Prepared, samples: pd.DataFrame, outcomes: list[UnitOutcome]
+) -> list[dict[str, Any]]:
     """One entry per attack × ε × backend: the numbers summary.json promises."""
     n_eval = len(prep.data.y)
     correct = prep.correct
@@ -107,7 +125,9 @@ def headline(prep: Prepared, samples: pd.DataFrame, outcomes: list[UnitOutcome])
                         "n_samples": n,
                         "n_success": n_success,
                         "success_rate": n_success / n if n else None,
-                        "robust_accuracy": (still_right + unattacked_correct) / n_eval if complete else None,
+                        "robust_accuracy": (still_right + unattacked_correct) / n_eval
+                        if complete
+                        else None,
                         "median_linf": float(rows["linf"].median()) if n else None,
                         "median_l2": float(rows["l2"].median()) if n else None,
                         "time_s": times.get(k, 0.0),
@@ -120,13 +140,21 @@ def headline(prep: Prepared, samples: pd.DataFrame, outcomes: list[UnitOutcome])
 
 def agreement(prep: Prepared, outcomes: list[UnitOutcome]) -> list[dict[str, Any]]:
     """For each attack × ε and each pair of backends: how far apart their results are."""
-    by_key: dict[tuple[int, int], dict[str, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]] = {}
+    by_key: dict[
+        tuple[int, int], dict[str, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]
+    ] = {}
     for o in outcomes:
         if not o.ok:
             continue
         assert o.arrays is not None
-        slot = by_key.setdefault((o.unit.attack_index, o.unit.eps_index), {}).setdefault(o.unit.backend, {})
-        slot[o.unit.shard_index] = (o.arrays["positions"], o.arrays["x_adv"], o.arrays["adv_logits"].argmax(1))
+        slot = by_key.setdefault((o.unit.attack_index, o.unit.eps_index), {}).setdefault(
+            o.unit.backend, {}
+        )
+        slot[o.unit.shard_index] = (
+            o.arrays["positions"],
+            o.arrays["x_adv"],
+            o.arrays["adv_logits"].argmax(1),
+        )
     rows = []
     for (a_i, e_i), backends in sorted(by_key.items()):
         spec = prep.plans[a_i].spec

@@ -86,7 +86,9 @@ def _probe(model: LoadedModel, data: Dataset, file: str) -> int:
     bad = data.y[(data.y < 0) | (data.y >= num_classes)]
     if len(bad):
         raise InputError.one(
-            file, "data", f"labels must lie in [0, {num_classes - 1}] for this model; found {int(bad[0])}"
+            file,
+            "data",
+            f"labels must lie in [0, {num_classes - 1}] for this model; found {int(bad[0])}",
         )
     return num_classes
 
@@ -103,7 +105,8 @@ def _choose_targets(
         assert spec.target.label is not None
         if spec.target.label >= num_classes:
             raise InputError.one(
-                file, f"attacks[{index}].target.class",
+                file,
+                f"attacks[{index}].target.class",
                 f"must be below the model's {num_classes} classes, got {spec.target.label}",
             )
         return np.full(n, spec.target.label, dtype=np.int64)
@@ -111,7 +114,9 @@ def _choose_targets(
         k = spec.target.k
         if k > num_classes:
             raise InputError.one(
-                file, f"attacks[{index}].target.k", f"must be <= the model's {num_classes} classes, got {k}"
+                file,
+                f"attacks[{index}].target.k",
+                f"must be <= the model's {num_classes} classes, got {k}",
             )
         ranked = np.argsort(-logits, axis=1, kind="stable")
         return ranked[:, k - 1].astype(np.int64)
@@ -158,19 +163,32 @@ def plan_units(prep: Prepared) -> list[Unit]:
     units = []
     for plan in prep.plans:
         spec = plan.spec
-        targets_fp = "" if plan.targets is None else hashlib.sha256(plan.targets.tobytes()).hexdigest()
-        context = f"{prep.model.fingerprint}:{prep.data.fingerprint}:{targets_fp}:{plan.positions.size}"
+        targets_fp = (
+            "" if plan.targets is None else hashlib.sha256(plan.targets.tobytes()).hexdigest()
+        )
+        context = (
+            f"{prep.model.fingerprint}:{prep.data.fingerprint}:{targets_fp}:{plan.positions.size}"
+        )
         for e_i, eps in enumerate(spec.eps):
             params = tuple(sorted(spec.resolved_params(eps).items()))
             for s_i, start in enumerate(range(0, len(plan.positions), shard)):
                 for backend in plan.backends:
                     units.append(
                         Unit(
-                            attack_index=plan.index, attack_id=spec.label, attack=spec.name,
-                            backend=backend, norm=spec.norm, eps_index=e_i, eps=eps,
-                            params=params, target=spec.target.describe(), shard_index=s_i,
-                            start=start, stop=min(start + shard, len(plan.positions)),
-                            seed=unit_seed(scenario.seed, plan.index, e_i, s_i), context=context,
+                            attack_index=plan.index,
+                            attack_id=spec.label,
+                            attack=spec.name,
+                            backend=backend,
+                            norm=spec.norm,
+                            eps_index=e_i,
+                            eps=eps,
+                            params=params,
+                            target=spec.target.describe(),
+                            shard_index=s_i,
+                            start=start,
+                            stop=min(start + shard, len(plan.positions)),
+                            seed=unit_seed(scenario.seed, plan.index, e_i, s_i),
+                            context=context,
                         )
                     )
     return units
@@ -188,14 +206,19 @@ class UnitOutcome:
         return self.arrays is not None
 
 
-def execute_unit(prep: Prepared, unit: Unit, adapter: Adapter) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def execute_unit(
+    prep: Prepared, unit: Unit, adapter: Adapter
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     plan = prep.plans[unit.attack_index]
     positions = plan.positions[unit.start : unit.stop]
     x = prep.data.x[positions]
     y = prep.data.y[positions]
     target = None if plan.targets is None else plan.targets[unit.start : unit.stop]
     request = AttackRequest(
-        attack=unit.attack, norm=unit.norm, eps=unit.eps, params=unit.param_dict,
+        attack=unit.attack,
+        norm=unit.norm,
+        eps=unit.eps,
+        params=unit.param_dict,
         targeted=target is not None,
     )
     t0 = time.perf_counter()

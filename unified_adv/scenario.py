@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from .attacks import ATTACKS, NORMS
+from .attacks import ATTACKS
 from .errors import InputError, Problem, did_you_mean, format_loc
 
 BUILTIN_MODELS = ("digits-cnn",)
@@ -105,7 +105,7 @@ class TargetSpec(_Strict):
                 raise ValueError(did_you_mean("target mode", value, (*modes, "class")))
             return {"mode": value}
         if isinstance(value, dict) and "mode" not in value and len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             if key == "class":
                 return {"mode": "class", "class": arg}
             if key == "least_likely":
@@ -257,7 +257,9 @@ class AttackSpec(_Strict):
                 takes = ", ".join(spec.params) or "no parameters besides eps, norm, target"
                 raise ValueError(f"{self.name} takes no '{param}' (it takes: {takes})")
         if self.norm not in spec.norms:
-            raise ValueError(f"{self.name} has no norm '{self.norm}' (available: {', '.join(spec.norms)})")
+            raise ValueError(
+                f"{self.name} has no norm '{self.norm}' (available: {', '.join(spec.norms)})"
+            )
         return self
 
     @property
@@ -265,7 +267,11 @@ class AttackSpec(_Strict):
         return self.id or (self.name if self.norm == "linf" else f"{self.name}-{self.norm}")
 
     def resolved_params(self, eps: float) -> dict[str, Any]:
-        given = {"steps": self.steps, "step_size": self.step_size, "random_starts": self.random_starts}
+        given = {
+            "steps": self.steps,
+            "step_size": self.step_size,
+            "random_starts": self.random_starts,
+        }
         return ATTACKS[self.name].resolve(eps, given)
 
 
@@ -304,7 +310,9 @@ class Scenario(_Strict):
         labels = [a.label for a in self.attacks]
         for i, label in enumerate(labels):
             if label in labels[:i]:
-                problems.append(f"attacks[{i}].id: '{label}' is used twice; give each attack its own id")
+                problems.append(
+                    f"attacks[{i}].id: '{label}' is used twice; give each attack its own id"
+                )
         if problems:
             # Several problems: joined with a marker split again by the formatter.
             raise ValueError(_MULTI.join(problems))
@@ -347,15 +355,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: set[Any] = set()
+    seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
         if key in seen:
-            mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}' (line {mark.line + 1})", mark
+                None,
+                None,
+                f"duplicate key '{key}' (first given at line {seen[key].line + 1})",
+                key_node.start_mark,
             )
-        seen.add(key)
+        seen[key] = key_node.start_mark
     return loader.construct_mapping(node, deep=deep)
 
 
@@ -402,9 +412,7 @@ def _problems_from(err: ValidationError, file: str) -> list[Problem]:
         kind = e["type"]
         if kind == "extra_forbidden":
             parent = _model_at(loc[:-1])
-            allowed = [
-                f.alias or n for n, f in (parent.model_fields.items() if parent else [])
-            ]
+            allowed = [f.alias or n for n, f in (parent.model_fields.items() if parent else [])]
             problems.append(Problem(file, path, did_you_mean("field", str(loc[-1]), allowed)))
             continue
         if kind == "missing":
@@ -430,7 +438,9 @@ def _problems_from(err: ValidationError, file: str) -> list[Problem]:
     return problems
 
 
-def scenario_from_text(text: str, file: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
+def scenario_from_text(
+    text: str, file: str = "<scenario>", base_dir: Path | None = None
+) -> Scenario:
     """Parse and validate scenario YAML; raises InputError listing every problem."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass

@@ -68,14 +68,16 @@ def _atomic_write(path: Path, write: Any) -> None:
             tmp.unlink()
 
 
-def save_unit(folder: Path, unit: Unit, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+def save_unit(
+    folder: Path, unit: Unit, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+) -> None:
     """Arrays first, then the JSON that marks the unit done; each written atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     npz_path = folder / f"{unit.name}.npz"
 
     def write_npz(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
 
     _atomic_write(npz_path, write_npz)
     doc = {"key": unit.key, "unit": asdict(unit), **meta}

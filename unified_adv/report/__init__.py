@@ -37,7 +37,9 @@ def _png(fig: Any) -> str:
 
 def _image(ax: Any, img: np.ndarray, lo: float, hi: float, **kw: Any) -> None:
     if img.shape[0] == 1:
-        ax.imshow(img[0], cmap=kw.pop("cmap", "gray"), vmin=kw.pop("vmin", lo), vmax=kw.pop("vmax", hi))
+        ax.imshow(
+            img[0], cmap=kw.pop("cmap", "gray"), vmin=kw.pop("vmin", lo), vmax=kw.pop("vmax", hi)
+        )
     else:
         ax.imshow(np.clip((np.transpose(img, (1, 2, 0)) - lo) / (hi - lo), 0, 1))
     ax.set_xticks([])
@@ -55,7 +57,7 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
 
     lo, hi = prep.model.wrapper.input_range
     names = prep.data.class_names
-    label = (lambda c: names[c] if 0 <= c < len(names) else str(c))  # noqa: E731
+    label = lambda c: names[c] if 0 <= c < len(names) else str(c)  # noqa: E731
     figures = []
     for plan in prep.plans:
         per_backend: dict[str, dict[int, tuple[np.ndarray, int, float]]] = {}
@@ -75,12 +77,16 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
         backends = sorted(per_backend)
         common = sorted(set.intersection(*(set(v) for v in per_backend.values())))
         # Prefer samples that some backend fooled: they are the ones worth looking at.
-        fooled = [p for p in common if any(per_backend[b][p][1] != prep.data.y[p] for b in backends)]
+        fooled = [
+            p for p in common if any(per_backend[b][p][1] != prep.data.y[p] for b in backends)
+        ]
         chosen = (fooled + [p for p in common if p not in fooled])[:count]
         if not chosen:
             continue
         cols = 1 + 2 * len(backends)
-        fig, axes = plt.subplots(len(chosen), cols, figsize=(1.6 * cols, 1.75 * len(chosen)), squeeze=False)
+        fig, axes = plt.subplots(
+            len(chosen), cols, figsize=(1.6 * cols, 1.75 * len(chosen)), squeeze=False
+        )
         for r, p in enumerate(chosen):
             x = prep.data.x[p]
             _image(axes[r, 0], x, lo, hi)
@@ -93,13 +99,25 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
                 x_adv, pred, conf = per_backend[b][p]
                 delta = x_adv - x
                 span = float(np.abs(delta).max()) or 1.0
-                _image(axes[r, 1 + 2 * c], delta.mean(0, keepdims=True), lo, hi, cmap="PuOr", vmin=-span, vmax=span)
+                _image(
+                    axes[r, 1 + 2 * c],
+                    delta.mean(0, keepdims=True),
+                    lo,
+                    hi,
+                    cmap="PuOr",
+                    vmin=-span,
+                    vmax=span,
+                )
                 axes[r, 1 + 2 * c].set_title(f"{b}\nδ (±{span:.3g})", fontsize=7)
                 _image(axes[r, 2 + 2 * c], x_adv, lo, hi)
                 colour = "#D55E00" if pred != prep.data.y[p] else "black"
-                axes[r, 2 + 2 * c].set_title(f"{b}\npred {label(pred)} ({conf:.0%})", fontsize=7, color=colour)
+                axes[r, 2 + 2 * c].set_title(
+                    f"{b}\npred {label(pred)} ({conf:.0%})", fontsize=7, color=colour
+                )
         fig.tight_layout()
-        figures.append({"attack_id": plan.spec.label, "eps": max(plan.spec.eps), "image": _png(fig)})
+        figures.append(
+            {"attack_id": plan.spec.label, "eps": max(plan.spec.eps), "image": _png(fig)}
+        )
         plt.close(fig)
     return figures
 

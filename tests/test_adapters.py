@@ -1,0 +1,185 @@
+"""Each adapter against the threat model, against its record, and against the others."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from unified_adv.adapters import AttackRequest, adapter_class, backend_names
+from unified_adv.adapters.base import AdapterContractError
+
+from unified_adv.data import digits_split
+from unified_adv.models import ModelWrapper, builtin_digits_cnn
+
+N = 96
+
+
+@pytest.fixture(scope="module")
+def model() -> ModelWrapper:
+    net, _ = builtin_digits_cnn()
+    return ModelWrapper(net)
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[np.ndarray, np.ndarray]:
+    _, _, x, y, _, _ = digits_split()
+    return x[:N].copy(), y[:N].copy()
+
+
+def _request(
+    attack: str, norm: str, eps: float, targeted: bool = False, **params: object
+) -> AttackRequest:
+    if attack == "pgd":
+        params = {"steps": 10, "step_size": eps / 4, "random_starts": 0, **params}
+    return AttackRequest(attack=attack, norm=norm, eps=eps, params=params, targeted=targeted)
+
+
+CASES = [
+    (backend, attack, norm)
+    for backend in backend_names()
+    for attack, cap in adapter_class(backend).capabilities.items()
+    for norm in cap.norms
+]
+
+
+def test_every_backend_has_cases() -> None:
+    assert {c[0] for c in CASES} == {"art", "foolbox", "torchattacks"}
+
+
+@pytest.mark.parametrize(("backend", "attack", "norm"), CASES, ids=["-".join(c) for c in CASES])
+def test_threat_model_and_record(
+    model: ModelWrapper, batch, backend: str, attack: str, norm: str
+) -> None:
+    x, y = batch
+    eps = 0.15 if norm == "linf" else 1.0
+    req = _request(attack, norm, eps)
+    out = adapter_class(backend)(model=model).generate(req, x, y, None, seed=1)
+    delta = (out.x_adv - x).reshape(N, -1).astype(np.float64)
+    assert out.x_adv.dtype == np.float32 and out.x_adv.shape == x.shape
+    assert out.x_adv.min() >= 0.0 and out.x_adv.max() <= 1.0
+    if norm == "linf":
+        assert np.abs(delta).max() <= eps + 1e-6
+    else:
+        assert np.linalg.norm(delta, axis=1).max() <= eps * (1 + 1e-5) + 1e-6
+    # The attack did something: some samples moved and some predictions changed.
+    assert np.abs(delta).max() > 0
+    assert (model.logits(out.x_adv).argmax(1) != y).any()
+    # The record holds the exact values handed to the library.
+    call = out.library_call
+    assert call["library"] == adapter_class(backend).distribution
+    kwargs = call["kwargs"]
+    if backend == "art":
+        assert kwargs["eps"] == eps and kwargs["norm"] == ("inf" if norm == "linf" else 2)
+        assert kwargs["batch_size"] == N and kwargs["targeted"] is False
+        if attack == "pgd":
+            assert (kwargs["eps_step"], kwargs["max_iter"], kwargs["num_random_init"]) == (
+                eps / 4,
+                10,
+                0,
+            )
+    elif backend == "foolbox":
+        assert call["call"]["epsilons"] == eps and call["call"]["result"] == "clipped"
+        if attack == "pgd":
+            assert kwargs == {"abs_stepsize": eps / 4, "steps": 10, "random_start": False}
+    else:
+        assert kwargs["eps"] == eps
+        if attack == "pgd":
+            assert (kwargs["alpha"], kwargs["steps"], kwargs["random_start"]) == (
+                eps / 4,
+                10,
+                False,
+            )
+
+
+@pytest.mark.parametrize(
+    ("attack", "params"),
+    [("fgsm", {}), ("pgd", {"steps": 20, "step_size": 0.02, "random_starts": 0})],
+    ids=["fgsm", "pgd-no-random-start"],
+)
+@pytest.mark.parametrize("eps", [0.05, 0.2])
+def test_linf_backends_agree_bit_for_bit(
+    model: ModelWrapper, batch, attack: str, params: dict, eps: float
+) -> None:
+    """FGSM and PGD without random start are deterministic: all three give the same bits.
+
+    On this setup every backend computes sign(∇ cross-entropy) in float32 and
+    clips to [0, 1]; the order of clip and projection does not matter for L∞.
+    """
+    x, y = batch
+    req = AttackRequest(attack=attack, norm="linf", eps=eps, params=params, targeted=False)
+    outs = {
+        b: adapter_class(b)(model=model).generate(req, x, y, None, seed=0).x_adv
+        for b in backend_names()
+    }
+    for a, b in itertools.combinations(outs, 2):
+        assert np.array_equal(outs[a], outs[b]), (
+            f"{a} and {b} differ by {np.abs(outs[a] - outs[b]).max()}"
+        )
+
+
+def test_targeted_pgd_agrees_across_backends(model: ModelWrapper, batch) -> None:
+    x, y = batch
+    target = ((y + 3) % 10).astype(np.int64)
+    req = _request("pgd", "linf", 0.2, targeted=True, steps=20, step_size=0.02)
+    outs = {
+        b: adapter_class(b)(model=model).generate(req, x, y, target, seed=0).x_adv
+        for b in backend_names()
+    }
+    for a, b in itertools.combinations(outs, 2):
+        assert np.array_equal(outs[a], outs[b])
+    hit = model.logits(outs["art"]).argmax(1) == target
+    assert hit.mean() > 0.3  # targeted steps move toward the target, not away from y only
+
+
+def test_l2_pgd_art_and_foolbox_differ_only_by_clip_order(model: ModelWrapper, batch) -> None:
+    """ART clips before projecting, Foolbox after: close, not equal (stated tolerance 5e-2)."""
+    x, y = batch
+    req = _request("pgd", "l2", 1.0, steps=20, step_size=0.125)
+    a = adapter_class("art")(model=model).generate(req, x, y, None, seed=0).x_adv
+    f = adapter_class("foolbox")(model=model).generate(req, x, y, None, seed=0).x_adv
+    diff = np.abs(a - f).max()
+    assert 0 < diff <= 5e-2
+
+
+def test_random_start_is_reproducible_with_the_same_seed(model: ModelWrapper, batch) -> None:
+    x, y = batch
+    req = _request("pgd", "linf", 0.1, random_starts=1)
+    for backend in backend_names():
+        adapter = adapter_class(backend)(model=model)
+        first = adapter.generate(req, x, y, None, seed=7).x_adv
+        again = adapter.generate(req, x, y, None, seed=7).x_adv
+        other = adapter.generate(req, x, y, None, seed=8).x_adv
+        assert np.array_equal(first, again), backend
+        assert not np.array_equal(first, other), backend
+
+
+def test_wrapper_accepts_float64_like_arts_black_box_attacks(model: ModelWrapper, batch) -> None:
+    x, _ = batch
+    t = torch.from_numpy(x[:4])
+    assert torch.equal(model(t.double()), model(t))
+
+
+def test_contract_rejects_a_backend_that_leaves_the_ball(model: ModelWrapper, batch) -> None:
+    """The base class checks what a library returns; a broken translation cannot pass."""
+    x, y = batch
+    cls = adapter_class("torchattacks")
+
+    class Sloppy(cls):  # type: ignore[misc, valid-type]
+        def _generate(self, request, x, y, target):
+            return np.clip(x + 2 * request.eps, 0, 1), {}
+
+    with pytest.raises(AdapterContractError, match="left the linf ball"):
+        Sloppy(model=model).generate(_request("fgsm", "linf", 0.1), x, y, None, seed=0)
+
+
+def test_inputs_are_checked_before_the_library_runs(model: ModelWrapper, batch) -> None:
+    x, y = batch
+    adapter = adapter_class("art")(model=model)
+    with pytest.raises(ValueError, match="float32"):
+        adapter.generate(_request("fgsm", "linf", 0.1), x.astype(np.float64), y, None, seed=0)
+    with pytest.raises(ValueError, match="targeted request needs"):
+        adapter.generate(_request("fgsm", "linf", 0.1, targeted=True), x, y, None, seed=0)
+    with pytest.raises(ValueError, match="outside the model's input range"):
+        adapter.generate(_request("fgsm", "linf", 0.1), x + 2, y, None, seed=0)

@@ -1,0 +1,118 @@
+"""The scenario schema: exact numbers, defaults, capabilities, the shipped scenarios."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from unified_adv.adapters import adapter_class, backend_names
+
+import unified_adv
+from unified_adv.scenario import parse_exact
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _scenario(attacks: str, model: str = "{builtin: digits-cnn}") -> unified_adv.Scenario:
+    return unified_adv.scenario_from_text(
+        f"name: t\nmodel: {model}\ndata: {{builtin: digits}}\nattacks:\n{attacks}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("8/255", 8 / 255),
+        ("1/3", float(Fraction(1, 3))),
+        ("0.1", 0.1),
+        (" 2/4 ", 0.5),
+        ("1e-3", 0.001),
+        (3, 3.0),
+    ],
+)
+def test_exact_fractions(text: object, value: float) -> None:
+    assert parse_exact(text) == value
+
+
+@pytest.mark.parametrize("bad", ["__import__('os')", "1/0", "eight", True, None, [1]])
+def test_no_eval_and_clear_refusals(bad: object) -> None:
+    with pytest.raises(ValueError, match="expected a number"):
+        parse_exact(bad)
+
+
+def test_shipped_scenarios_validate() -> None:
+    paths = sorted((REPO / "scenarios").glob("*.yaml"))
+    assert paths, "no scenarios shipped"
+    for path in paths:
+        scenario = unified_adv.load_scenario(path)
+        assert scenario.sha256 and scenario.text
+
+
+def test_quickstart_runs_fgsm_and_pgd_linf_without_random_start_on_all_backends() -> None:
+    s = unified_adv.load_scenario(REPO / "scenarios" / "quickstart.yaml")
+    assert [(a.name, a.norm) for a in s.attacks] == [("fgsm", "linf"), ("pgd", "linf")]
+    assert s.attacks[1].resolved_params(0.1)["random_starts"] == 0
+    for attack in s.attacks:
+        assert s.backends_for(attack) == ("art", "foolbox", "torchattacks")
+
+
+def test_all_means_every_capable_backend() -> None:
+    s = _scenario("  - {name: fgsm, eps: 0.1, target: {class: 3}}\n")
+    # Foolbox's FGSM refuses targets, so 'all' leaves it out rather than failing.
+    assert s.backends_for(s.attacks[0]) == ("art", "torchattacks")
+    s = _scenario("  - {name: fgsm, norm: l2, eps: 1}\n")
+    assert s.backends_for(s.attacks[0]) == ("art", "foolbox")
+
+
+def test_torchattacks_needs_unit_input_range() -> None:
+    s = _scenario(
+        "  - {name: fgsm, eps: 0.1}\n", model="{builtin: digits-cnn, input_range: [0, 255]}"
+    )
+    assert s.backends_for(s.attacks[0]) == ("art", "foolbox")
+    with pytest.raises(
+        unified_adv.InputError, match=r"attacks\[0\]\.backends: backend 'torchattacks' needs"
+    ):
+        _scenario(
+            "  - {name: fgsm, eps: 0.1, backends: [torchattacks]}\n",
+            model="{builtin: digits-cnn, input_range: [0, 255]}",
+        )
+
+
+def test_several_problems_are_reported_together() -> None:
+    with pytest.raises(unified_adv.InputError) as info:
+        _scenario("  - {name: fgsm, eps: -1}\n  - {name: pgd, eps: 0.1, steps: 0}\n")
+    paths = [p.path for p in info.value.problems]
+    assert paths == ["attacks[0].eps", "attacks[1].steps"]
+
+
+def test_defaults_are_resolved_and_explicit() -> None:
+    s = _scenario("  - {name: pgd, eps: 8/255}\n")
+    assert s.seed == 0 and s.data.only_correct is True
+    assert s.attacks[0].resolved_params(8 / 255) == {
+        "steps": 10,
+        "step_size": pytest.approx(2.5 * (8 / 255) / 10),
+        "random_starts": 0,
+    }
+    assert s.attacks[0].target.mode == "untargeted"
+
+
+def test_scenario_is_frozen() -> None:
+    s = _scenario("  - {name: fgsm, eps: 0.1}\n")
+    with pytest.raises(Exception, match="frozen"):
+        s.seed = 5  # type: ignore[misc]
+
+
+def test_list_prints_the_declared_capabilities(cli) -> None:
+    result = cli("list")
+    assert result.code == 0
+    for name in backend_names():
+        for cap in adapter_class(name).capabilities.values():
+            for cls in cap.classes.values():
+                assert cls in result.out
+
+
+def test_validate_reports_a_valid_scenario(cli) -> None:
+    result = cli("validate", REPO / "scenarios" / "quickstart.yaml")
+    assert result.code == 0, result.err
+    assert "valid" in result.out and "clean accuracy" in result.out
