@@ -67,6 +67,14 @@ def _why_not(name: str, attack: AttackSpec, input_range: Sequence[float]) -> str
             f"backend '{name}' cannot run {attack.name} with target {attack.target.mode} "
             f"(it supports: {', '.join(cap.targets)})"
         )
+    for param, value in cap.fixed.items():
+        for eps in attack.eps_values:
+            have = attack.resolved_params(eps).get(param)
+            if have != value:
+                return (
+                    f"backend '{name}' runs {attack.name} only with {param}={value} "
+                    f"(got {param}={have})"
+                )
     limit = cap.max_random_starts
     if attack.random_starts is not None and limit is not None and attack.random_starts > limit:
         return (

@@ -2,10 +2,13 @@
 
 ART steps, then clips to the input range, then projects onto the ε-ball;
 Foolbox and torchattacks project before clipping. Identical for L∞, not for L2.
+ART attacks its own predictions when given no labels, so labels are always passed.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -13,7 +16,27 @@ from torch import nn
 
 from .base import Adapter, AttackRequest, Capability
 
-_ALL_TARGETS = ("untargeted", "class", "least_likely", "random")
+_ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
+_UNTARGETED = ("untargeted",)
+
+
+@contextlib.contextmanager
+def seeded_fresh_random_states(base_seed: int) -> Iterator[None]:
+    """ART's HopSkipJump and BoundaryAttack draw from ``np.random.RandomState()``,
+    a fresh unseeded generator. During the call, such generators are seeded from
+    the unit's seed (one after another), which makes those attacks reproducible."""
+    real = np.random.RandomState
+    counter = iter(range(1, 1 << 30))
+
+    class Seeded(real):  # type: ignore[misc, valid-type]
+        def __init__(self, seed: Any = None) -> None:
+            super().__init__((base_seed + next(counter)) % 2**32 if seed is None else seed)
+
+    np.random.RandomState = Seeded  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        np.random.RandomState = real  # type: ignore[misc]
 
 
 class ArtAdapter(Adapter):
@@ -21,14 +44,58 @@ class ArtAdapter(Adapter):
     distribution = "adversarial-robustness-toolbox"
     update_order = "step -> clip -> project"
     capabilities = {
-        "fgsm": Capability(
-            classes={"linf": "FastGradientMethod", "l2": "FastGradientMethod"},
-            targets=_ALL_TARGETS,
-        ),
+        "fgsm": Capability({"linf": "FastGradientMethod", "l2": "FastGradientMethod"}, _ALL),
+        "bim": Capability({"linf": "BasicIterativeMethod"}, _ALL),
         "pgd": Capability(
-            classes={"linf": "ProjectedGradientDescent", "l2": "ProjectedGradientDescent"},
-            targets=_ALL_TARGETS,
+            {"linf": "ProjectedGradientDescent", "l2": "ProjectedGradientDescent"},
+            _ALL,
             max_random_starts=None,
+        ),
+        "mifgsm": Capability(
+            {"linf": "MomentumIterativeMethod"},
+            _ALL,
+            note="follows the paper: g <- mu*g + grad/||grad||_1",
+        ),
+        "deepfool": Capability(
+            {"l2": "DeepFool"},
+            _UNTARGETED,
+            note="ignores labels: it attacks the model's own prediction; orders of magnitude slower",
+        ),
+        "cw_l2": Capability(
+            {"l2": "CarliniL2Method"},
+            _ALL,
+            note="gradient descent with its own step halving/doubling, not Adam; very slow",
+        ),
+        "one_pixel": Capability(
+            {"l0": "PixelAttack"},
+            _ALL,
+            note="differential evolution with ART's own population (400 // (3 x pixels)); "
+            "pixel values are cast to int, so in [0, 1] they are 0 or 1",
+        ),
+        "universal": Capability(
+            {"linf": "UniversalPerturbation", "l2": "UniversalPerturbation"},
+            ("untargeted", "class"),
+            note="targeted: TargetedUniversalPerturbation (fgsm attacker only)",
+        ),
+        "square": Capability(
+            {"linf": "SquareAttack", "l2": "SquareAttack"},
+            _UNTARGETED,
+            note="returns perturbed inputs for failed samples; success is decided by unified-adv",
+        ),
+        "hopskipjump": Capability(
+            {"l2": "HopSkipJump", "linf": "HopSkipJump"},
+            _UNTARGETED,
+            note="works in float64; its fresh RandomState is seeded by unified-adv",
+        ),
+        "boundary": Capability(
+            {"l2": "BoundaryAttack"},
+            _UNTARGETED,
+            note="ART's default is targeted=True; set to False explicitly",
+        ),
+        "gaussian_noise": Capability(
+            {"l2": "GaussianAugmentation"},
+            _UNTARGETED,
+            note="ART has no noise attack: its GaussianAugmentation preprocessor used as a corruption",
         ),
     }
 
@@ -48,7 +115,7 @@ class ArtAdapter(Adapter):
             "preprocessing": (0.0, 1.0),
             "device_type": "cpu" if self.model.device.type == "cpu" else "gpu",
         }
-        key = tuple(x.shape[1:])
+        key = (*x.shape[1:], n_classes)
         if self._estimator is None or self._estimator_shape != key:
             # Built once per adapter and input shape, not once per unit.
             self._estimator = PyTorchClassifier(
@@ -59,49 +126,232 @@ class ArtAdapter(Adapter):
 
     def _generate(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None
-    ) -> tuple[Any, dict[str, Any]]:
-        from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
+    ) -> tuple[Any, ...]:
+        from art.attacks import evasion
 
         estimator, est_args = self._classifier(x)
+        p = request.params
+        n = len(x)
         norm: float = np.inf if request.norm == "linf" else 2
-        common: dict[str, Any] = {
-            "norm": norm,
-            "eps": request.eps,
-            "targeted": request.targeted,
-            "batch_size": len(x),
-        }
-        if request.attack == "fgsm":
-            cls: Any = FastGradientMethod
-            kwargs = {
-                **common,
-                "eps_step": request.eps,
-                "num_random_init": 0,
-                "minimal": False,
-                "summary_writer": False,
+        targeted = request.targeted
+        labels = target if targeted else y
+        extra: dict[str, Any] = {}
+        a = request.attack
+        if a == "gaussian_noise":
+            return self._noise(request, x, est_args)
+        if a == "fgsm":
+            cls, kwargs = (
+                evasion.FastGradientMethod,
+                {
+                    "norm": norm,
+                    "eps": request.eps,
+                    "eps_step": request.eps,
+                    "targeted": targeted,
+                    "num_random_init": 0,
+                    "batch_size": n,
+                    "minimal": False,
+                    "summary_writer": False,
+                },
+            )
+        elif a == "bim":
+            cls, kwargs = (
+                evasion.BasicIterativeMethod,
+                {
+                    "eps": request.eps,
+                    "eps_step": p["step_size"],
+                    "max_iter": p["steps"],
+                    "targeted": targeted,
+                    "batch_size": n,
+                    "verbose": False,
+                },
+            )
+        elif a == "pgd":
+            cls, kwargs = (
+                evasion.ProjectedGradientDescent,
+                {
+                    "norm": norm,
+                    "eps": request.eps,
+                    "eps_step": p["step_size"],
+                    "max_iter": p["steps"],
+                    "targeted": targeted,
+                    "num_random_init": p["random_starts"],
+                    "batch_size": n,
+                    "decay": None,
+                    "random_eps": False,
+                    "summary_writer": False,
+                    "verbose": False,
+                },
+            )
+        elif a == "mifgsm":
+            cls, kwargs = (
+                evasion.MomentumIterativeMethod,
+                {
+                    "norm": norm,
+                    "eps": request.eps,
+                    "eps_step": p["step_size"],
+                    "decay": p["decay"],
+                    "max_iter": p["steps"],
+                    "targeted": targeted,
+                    "batch_size": n,
+                    "verbose": False,
+                },
+            )
+        elif a == "deepfool":
+            cls, kwargs = (
+                evasion.DeepFool,
+                {
+                    "max_iter": p["steps"],
+                    "epsilon": p["overshoot"],
+                    "nb_grads": p["candidates"],
+                    "batch_size": n,
+                    "verbose": False,
+                },
+            )
+        elif a == "cw_l2":
+            cls, kwargs = (
+                evasion.CarliniL2Method,
+                {
+                    "confidence": p["confidence"],
+                    "targeted": targeted,
+                    "learning_rate": p["lr"],
+                    "binary_search_steps": p["binary_search_steps"],
+                    "max_iter": p["steps"],
+                    "initial_const": p["c"],
+                    "max_halving": 5,
+                    "max_doubling": 5,
+                    "batch_size": n,
+                    "verbose": False,
+                },
+            )
+        elif a == "one_pixel":
+            cls, kwargs = (
+                evasion.PixelAttack,
+                {
+                    "th": p["pixels"],
+                    "es": 1,
+                    "max_iter": p["steps"],
+                    "targeted": targeted,
+                    "verbose": False,
+                },
+            )
+        elif a == "universal":
+            inner = (
+                {"eps": request.eps, "norm": norm, "targeted": targeted}
+                if p["attacker"] == "fgsm"
+                else {
+                    "max_iter": 50,
+                    "epsilon": 0.02,
+                    "nb_grads": 10,
+                    "batch_size": n,
+                    "verbose": False,
+                }
+            )
+            common = {
+                "attacker": p["attacker"],
+                "attacker_params": inner,
+                "delta": p["delta"],
+                "max_iter": p["max_iter"],
+                "eps": request.eps,
+                "norm": norm,
             }
-        elif request.attack == "pgd":
-            cls = ProjectedGradientDescent
-            kwargs = {
-                **common,
-                "eps_step": request.params["step_size"],
-                "max_iter": request.params["steps"],
-                "num_random_init": request.params["random_starts"],
-                "decay": None,
-                "random_eps": False,
-                "summary_writer": False,
-                "verbose": False,
-            }
+            if targeted:
+                if p["attacker"] != "fgsm":
+                    raise ValueError("ART's targeted universal perturbation needs attacker: fgsm")
+                cls, kwargs = evasion.TargetedUniversalPerturbation, common
+                assert target is not None
+                labels = np.eye(estimator.nb_classes, dtype=np.float32)[target]
+            else:
+                cls, kwargs = (
+                    evasion.UniversalPerturbation,
+                    {**common, "batch_size": n, "verbose": False},
+                )
+        elif a == "square":
+            cls, kwargs = (
+                evasion.SquareAttack,
+                {
+                    "norm": norm,
+                    "adv_criterion": None,
+                    "loss": None,
+                    "max_iter": p["queries"],
+                    "eps": request.eps,
+                    "p_init": p["p_init"],
+                    "nb_restarts": p["restarts"],
+                    "batch_size": n,
+                    "verbose": False,
+                },
+            )
+            extra["loss"] = "ART default: margin of logits (None -> _get_logits_diff)"
+        elif a == "hopskipjump":
+            cls, kwargs = (
+                evasion.HopSkipJump,
+                {
+                    "batch_size": n,
+                    "targeted": False,
+                    "norm": norm,
+                    "max_iter": p["steps"],
+                    "max_eval": p["max_evals"],
+                    "init_eval": p["init_evals"],
+                    "init_size": 100,
+                    "verbose": False,
+                },
+            )
+        elif a == "boundary":
+            cls, kwargs = (
+                evasion.BoundaryAttack,
+                {
+                    "batch_size": n,
+                    "targeted": False,
+                    "delta": p["spherical_step"],
+                    "epsilon": p["source_step"],
+                    "step_adapt": 0.667,
+                    "max_iter": p["steps"],
+                    "num_trial": 25,
+                    "sample_size": 20,
+                    "init_size": 100,
+                    "min_epsilon": 0.0,
+                    "verbose": False,
+                },
+            )
         else:  # pragma: no cover - guarded by capabilities
-            raise ValueError(request.attack)
+            raise ValueError(a)
         attack = cls(estimator, **kwargs)
-        # Always hand labels over: without y, ART attacks its own predictions.
-        labels = target if request.targeted else y
-        x_adv = attack.generate(x=x, y=labels)
+        seed = int(np.random.randint(0, 2**31 - 1))  # drawn from the unit-seeded global RNG
+        with seeded_fresh_random_states(seed):
+            x_adv = attack.generate(x=x, y=labels)
+        if a == "universal":
+            extra["fooling_rate_reported_by_art"] = float(
+                getattr(attack, "fooling_rate", float("nan"))
+            )
+            extra["converged"] = bool(getattr(attack, "converged", False))
         call = {
             **est_args,
             "class": f"{type(attack).__module__}.{type(attack).__name__}",
-            "kwargs": {k: ("inf" if v == np.inf else v) for k, v in kwargs.items()},
-            "generate": {"y": "target labels" if request.targeted else "true labels (indices)"},
+            "kwargs": {
+                k: ("inf" if isinstance(v, float) and v == np.inf else v) for k, v in kwargs.items()
+            },
+            "generate": {"y": "target labels" if targeted else "true labels (indices)"},
             "update_order": self.update_order,
+            **extra,
         }
         return x_adv, call
+
+    def _noise(
+        self, request: AttackRequest, x: np.ndarray, est_args: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        from art.defences.preprocessor import GaussianAugmentation
+
+        kwargs = {
+            "sigma": request.params["std"],
+            "augmentation": False,
+            "ratio": 1.0,
+            "clip_values": self.model.input_range,
+            "apply_fit": False,
+            "apply_predict": True,
+        }
+        x_noisy, _ = GaussianAugmentation(**kwargs)(x)
+        call = {
+            "class": "art.defences.preprocessor.GaussianAugmentation",
+            "kwargs": kwargs,
+            "semantics": "x + N(0, std^2) per pixel, clipped",
+        }
+        return x_noisy.astype(np.float32), call

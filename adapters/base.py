@@ -38,6 +38,10 @@ class Capability:
     targets: tuple[str, ...]
     #: Largest ``random_starts`` the library can do (None: any number of restarts).
     max_random_starts: int | None = 1
+    #: Canonical parameters the library cannot vary: it runs only with these values.
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    #: False where a library draws from an RNG that cannot be seeded from outside.
+    reproducible: bool = True
     note: str = ""
 
     @property
@@ -51,22 +55,37 @@ class AttackRequest:
 
     attack: str
     norm: str
-    eps: float
+    eps: float | None
     params: Mapping[str, Any]
     targeted: bool
 
     def __post_init__(self) -> None:
-        if self.norm not in ("linf", "l2"):
-            raise ValueError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
-        if not self.eps > 0:
-            raise ValueError(f"eps must be > 0, got {self.eps!r}")
+        from unified_adv.attacks import ATTACKS, NORMS
+
+        if self.attack not in ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if ATTACKS[self.attack].takes_eps:
+            if self.eps is None or not self.eps > 0:
+                raise ValueError(f"eps must be > 0 for {self.attack}, got {self.eps!r}")
+        elif self.eps is not None:
+            raise ValueError(f"{self.attack} takes no eps")
+
+    @property
+    def threat(self) -> str:
+        from unified_adv.attacks import ATTACKS
+
+        return ATTACKS[self.attack].threat
 
 
 @dataclass
 class AdapterOutput:
     x_adv: np.ndarray
     library_call: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    #: Samples the library itself reports as failed while returning a sentinel
+    #: (e.g. Foolbox's C&W returns all-zero images): never counted as successes.
+    backend_failed: np.ndarray | None = None
 
 
 class AdapterContractError(RuntimeError):
@@ -140,9 +159,15 @@ class Adapter(ABC):
 
         self.model.eval()
         seed_everything(seed)
-        x_adv, call = self._generate(request, x, y, target)
+        result = self._generate(request, x, y, target)
+        x_adv, call = result[0], result[1]
+        failed = result[2] if len(result) > 2 else None
         call = {"library": self.distribution, "version": self.version(), **call}
-        return AdapterOutput(x_adv=self._check_output(request, x, x_adv), library_call=call)
+        if failed is not None:
+            failed = np.asarray(failed, dtype=bool)
+            if failed.shape != y.shape:
+                raise AdapterContractError(f"{self.name}: failure mask of shape {failed.shape}")
+        return AdapterOutput(self._check_output(request, x, x_adv), call, failed)
 
     def _check_output(self, request: AttackRequest, x: np.ndarray, x_adv: Any) -> np.ndarray:
         if isinstance(x_adv, torch.Tensor):
@@ -162,17 +187,28 @@ class Adapter(ABC):
                 f"{where} left the input range [{lo}, {hi}]: "
                 f"min {x_adv.min():.6g}, max {x_adv.max():.6g}"
             )
-        delta = (x_adv - x).reshape(len(x), -1).astype(np.float64)
-        if request.norm == "linf":
-            worst = float(np.abs(delta).max(initial=0.0))
-            limit = request.eps + LINF_TOL
-        else:
-            worst = float(np.linalg.norm(delta, axis=1).max(initial=0.0))
-            limit = request.eps * (1 + L2_RTOL) + LINF_TOL
-        if worst > limit:
-            raise AdapterContractError(
-                f"{where} left the {request.norm} ball: largest perturbation {worst:.8g} > eps {request.eps:.8g}"
-            )
+        if request.threat == "ball":
+            assert request.eps is not None
+            delta = (x_adv - x).reshape(len(x), -1).astype(np.float64)
+            if request.norm == "linf":
+                worst = float(np.abs(delta).max(initial=0.0))
+                limit = request.eps + LINF_TOL
+            else:
+                worst = float(np.linalg.norm(delta, axis=1).max(initial=0.0))
+                limit = request.eps * (1 + L2_RTOL) + LINF_TOL
+            if worst > limit:
+                raise AdapterContractError(
+                    f"{where} left the {request.norm} ball: "
+                    f"largest perturbation {worst:.8g} > eps {request.eps:.8g}"
+                )
+        elif request.threat == "l0":
+            # Pixel positions changed in any channel.
+            changed = (np.abs(x_adv - x) > BOUNDS_TOL).any(axis=1).reshape(len(x), -1).sum(1)
+            allowed = int(request.params["pixels"])
+            if changed.max(initial=0) > allowed:
+                raise AdapterContractError(
+                    f"{where} changed {int(changed.max())} pixels, more than pixels={allowed}"
+                )
         return x_adv
 
     @abstractmethod
@@ -182,5 +218,9 @@ class Adapter(ABC):
         x: np.ndarray,
         y: np.ndarray,
         target: np.ndarray | None,
-    ) -> tuple[Any, dict[str, Any]]:
-        """Call the library. Return (adversarial inputs, every argument handed to it)."""
+    ) -> tuple[Any, ...]:
+        """Call the library.
+
+        Return (adversarial inputs, every argument handed to it) and, optionally, a
+        boolean mask of samples the library reports as failed with a sentinel output.
+        """

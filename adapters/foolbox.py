@@ -2,10 +2,12 @@
 
 Foolbox returns raw and clipped adversarials; the clipped ones (projected to ε)
 are the result. Its FGSM refuses target labels. Updates: step -> project -> clip.
+Minimisation attacks (DeepFool, C&W, HopSkipJump, Boundary) run with epsilons=None.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -13,7 +15,14 @@ import torch
 
 from .base import Adapter, AttackRequest, Capability
 
-_ALL_TARGETS = ("untargeted", "class", "least_likely", "random")
+_ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
+_UNTARGETED = ("untargeted",)
+_INIT_DIRECTIONS, _INIT_STEPS = 1000, 50
+_INIT_ATTACK = {
+    "class": "LinearSearchBlendedUniformNoiseAttack",
+    "directions": _INIT_DIRECTIONS,
+    "steps": _INIT_STEPS,
+}
 
 
 class FoolboxAdapter(Adapter):
@@ -22,16 +31,43 @@ class FoolboxAdapter(Adapter):
     update_order = "step -> project -> clip"
     capabilities = {
         "fgsm": Capability(
-            classes={"linf": "LinfFastGradientAttack", "l2": "L2FastGradientAttack"},
-            targets=("untargeted",),
+            {"linf": "LinfFastGradientAttack", "l2": "L2FastGradientAttack"},
+            _UNTARGETED,
             note="Foolbox's FGSM raises on targeted criteria",
         ),
-        "pgd": Capability(classes={"linf": "LinfPGD", "l2": "L2PGD"}, targets=_ALL_TARGETS),
+        "bim": Capability({"linf": "LinfBasicIterativeAttack"}, _ALL),
+        "pgd": Capability({"linf": "LinfPGD", "l2": "L2PGD"}, _ALL),
+        "mifgsm": Capability(
+            {"linf": "LinfMomentumIterativeFastGradientMethod"},
+            _ALL,
+            note="momentum accumulates the normalised gradient, then steps along its sign",
+        ),
+        "deepfool": Capability({"l2": "L2DeepFoolAttack"}, _UNTARGETED, note="loss='logits'"),
+        "cw_l2": Capability(
+            {"l2": "L2CarliniWagnerAttack"},
+            _ALL,
+            note="returns all-zero images for failed samples: counted as failures",
+        ),
+        "hopskipjump": Capability(
+            {"l2": "HopSkipJumpAttack", "linf": "HopSkipJumpAttack"},
+            _UNTARGETED,
+            note="starts from LinearSearchBlendedUniformNoiseAttack",
+        ),
+        "boundary": Capability(
+            {"l2": "BoundaryAttack"},
+            _UNTARGETED,
+            note="starts from LinearSearchBlendedUniformNoiseAttack",
+        ),
+        "gaussian_noise": Capability(
+            {"l2": "L2AdditiveGaussianNoiseAttack"},
+            _UNTARGETED,
+            note="noise rescaled to an exact L2 norm of std * sqrt(d) (the expected norm), then clipped",
+        ),
     }
 
     def _generate(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None
-    ) -> tuple[Any, dict[str, Any]]:
+    ) -> tuple[Any, ...]:
         import foolbox as fb
 
         device = self.model.device
@@ -40,14 +76,76 @@ class FoolboxAdapter(Adapter):
         )
         cls_name = self.capabilities[request.attack].classes[request.norm]
         cls = getattr(fb.attacks, cls_name)
-        if request.attack == "fgsm":
+        p = request.params
+        a = request.attack
+        epsilons: float | None = request.eps
+        extra: dict[str, Any] = {}
+        if a == "fgsm":
             kwargs: dict[str, Any] = {"random_start": False}
-        else:
+        elif a in ("bim", "pgd"):
             kwargs = {
-                "abs_stepsize": request.params["step_size"],
-                "steps": request.params["steps"],
-                "random_start": bool(request.params["random_starts"]),
+                "abs_stepsize": p["step_size"],
+                "steps": p["steps"],
+                "random_start": bool(p.get("random_starts", 0)),
             }
+        elif a == "mifgsm":
+            kwargs = {
+                "abs_stepsize": p["step_size"],
+                "steps": p["steps"],
+                "momentum": p["decay"],
+                "random_start": False,
+            }
+        elif a == "deepfool":
+            kwargs = {
+                "steps": p["steps"],
+                "candidates": p["candidates"],
+                "overshoot": p["overshoot"],
+                "loss": "logits",
+            }
+        elif a == "cw_l2":
+            kwargs = {
+                "binary_search_steps": p["binary_search_steps"],
+                "steps": p["steps"],
+                "stepsize": p["lr"],
+                "confidence": p["confidence"],
+                "initial_const": p["c"],
+                "abort_early": False,
+            }
+        elif a in ("hopskipjump", "boundary"):
+            init = fb.attacks.LinearSearchBlendedUniformNoiseAttack(
+                directions=_INIT_DIRECTIONS, steps=_INIT_STEPS
+            )
+            if a == "hopskipjump":
+                kwargs = {
+                    "init_attack": init,
+                    "steps": p["steps"],
+                    "initial_gradient_eval_steps": p["init_evals"],
+                    "max_gradient_eval_steps": p["max_evals"],
+                    "stepsize_search": "geometric_progression",
+                    "gamma": 1.0,
+                    "tensorboard": False,
+                    "constraint": request.norm,
+                }
+            else:
+                kwargs = {
+                    "init_attack": init,
+                    "steps": p["steps"],
+                    "spherical_step": p["spherical_step"],
+                    "source_step": p["source_step"],
+                    "source_step_convergance": 1e-7,
+                    "step_adaptation": 1.5,
+                    "tensorboard": False,
+                    "update_stats_every_k": 10,
+                }
+        elif a == "gaussian_noise":
+            kwargs = {}
+            dims = int(np.prod(x.shape[1:]))
+            epsilons = float(p["std"]) * math.sqrt(dims)
+            extra["translation"] = f"epsilons = std * sqrt({dims}) = {epsilons:.6g}"
+        else:  # pragma: no cover - guarded by capabilities
+            raise ValueError(a)
+        if a not in ("fgsm", "bim", "pgd", "mifgsm", "gaussian_noise"):
+            epsilons = None  # minimisation attacks: unbounded
         attack = cls(**kwargs)
         xt = torch.from_numpy(x).to(device)
         if request.targeted:
@@ -57,7 +155,15 @@ class FoolboxAdapter(Adapter):
             )
         else:
             criterion = fb.criteria.Misclassification(torch.from_numpy(y).to(device))
-        _raw, clipped, _success = attack(fmodel, xt, criterion, epsilons=request.eps)
+        _raw, clipped, _success = attack(fmodel, xt, criterion, epsilons=epsilons)
+        out = clipped.detach().cpu().numpy()
+        failed = None
+        if a == "cw_l2":
+            # Foolbox's C&W keeps zeros for samples it never made adversarial.
+            failed = (out == 0).reshape(len(x), -1).all(1) & ~(x == 0).reshape(len(x), -1).all(1)
+        recorded = {k: (type(v).__name__ if k == "init_attack" else v) for k, v in kwargs.items()}
+        if "init_attack" in kwargs:
+            recorded["init_attack"] = dict(_INIT_ATTACK)
         call = {
             "PyTorchModel": {
                 "bounds": self.model.input_range,
@@ -65,12 +171,13 @@ class FoolboxAdapter(Adapter):
                 "device": str(device),
             },
             "class": f"foolbox.attacks.{cls_name}",
-            "kwargs": kwargs,
+            "kwargs": recorded,
             "call": {
                 "criterion": type(criterion).__name__,
-                "epsilons": request.eps,
+                "epsilons": epsilons,
                 "result": "clipped",
             },
             "update_order": self.update_order,
+            **extra,
         }
-        return clipped, call
+        return out, call, failed

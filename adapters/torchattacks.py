@@ -14,7 +14,8 @@ import torch
 
 from .base import Adapter, AttackRequest, Capability
 
-_ALL_TARGETS = ("untargeted", "class", "least_likely", "random")
+_ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
+_UNTARGETED = ("untargeted",)
 
 
 class TorchattacksAdapter(Adapter):
@@ -23,26 +24,100 @@ class TorchattacksAdapter(Adapter):
     requires_unit_range = True
     update_order = "step -> project -> clip"
     capabilities = {
-        "fgsm": Capability(classes={"linf": "FGSM"}, targets=_ALL_TARGETS),
-        "pgd": Capability(classes={"linf": "PGD", "l2": "PGDL2"}, targets=_ALL_TARGETS),
+        "fgsm": Capability({"linf": "FGSM"}, _ALL),
+        "bim": Capability({"linf": "BIM"}, _ALL),
+        "pgd": Capability(
+            {"linf": "PGD", "l2": "PGDL2"},
+            _ALL,
+            note="PGDL2 divides the gradient of the batch-mean loss by ||g|| + 1e-10: "
+            "short steps for confidently classified samples",
+        ),
+        "mifgsm": Capability(
+            {"linf": "MIFGSM"},
+            _ALL,
+            note="normalises by mean |g| (NaN where the gradient is zero)",
+        ),
+        "deepfool": Capability(
+            {"l2": "DeepFool"},
+            _UNTARGETED,
+            note="considers every class (candidates is not used); applies the overshoot to each "
+            "step rather than to the total perturbation, so about half its results stop on the "
+            "decision boundary and do not fool the model",
+        ),
+        "cw_l2": Capability(
+            {"l2": "CW"},
+            _ALL,
+            fixed={"binary_search_steps": 1},
+            note="no binary search over c; its margin is wrong for negative logits "
+            "(torchattacks issue 184, fix unreleased in 3.5.1)",
+        ),
+        "one_pixel": Capability(
+            {"l0": "OnePixel"}, _ALL, note="returns the perturbed image even when it fails"
+        ),
+        "square": Capability(
+            {"linf": "Square", "l2": "Square"}, _ALL, note="loss='margin', seeded explicitly"
+        ),
+        "gaussian_noise": Capability(
+            {"l2": "GN"}, _UNTARGETED, note="x + std * N(0, 1), clamped to [0, 1]"
+        ),
     }
 
     def _generate(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None
-    ) -> tuple[Any, dict[str, Any]]:
+    ) -> tuple[Any, ...]:
         import torchattacks
 
         cls_name = self.capabilities[request.attack].classes[request.norm]
         cls = getattr(torchattacks, cls_name)
-        kwargs: dict[str, Any] = {"eps": request.eps}
-        if request.attack == "pgd":
-            kwargs.update(
-                alpha=request.params["step_size"],
-                steps=request.params["steps"],
-                random_start=bool(request.params["random_starts"]),
-            )
+        p = request.params
+        a = request.attack
+        if a == "fgsm":
+            kwargs: dict[str, Any] = {"eps": request.eps}
+        elif a == "bim":
+            kwargs = {"eps": request.eps, "alpha": p["step_size"], "steps": p["steps"]}
+        elif a == "pgd":
+            kwargs = {
+                "eps": request.eps,
+                "alpha": p["step_size"],
+                "steps": p["steps"],
+                "random_start": bool(p["random_starts"]),
+            }
             if request.norm == "l2":
                 kwargs["eps_for_division"] = 1e-10
+        elif a == "mifgsm":
+            kwargs = {
+                "eps": request.eps,
+                "alpha": p["step_size"],
+                "steps": p["steps"],
+                "decay": p["decay"],
+            }
+        elif a == "deepfool":
+            kwargs = {"steps": p["steps"], "overshoot": p["overshoot"]}
+        elif a == "cw_l2":
+            kwargs = {"c": p["c"], "kappa": p["confidence"], "steps": p["steps"], "lr": p["lr"]}
+        elif a == "one_pixel":
+            kwargs = {
+                "pixels": p["pixels"],
+                "steps": p["steps"],
+                "popsize": p["popsize"],
+                "inf_batch": 128,
+            }
+        elif a == "square":
+            kwargs = {
+                "norm": "Linf" if request.norm == "linf" else "L2",
+                "eps": request.eps,
+                "n_queries": p["queries"],
+                "n_restarts": p["restarts"],
+                "p_init": p["p_init"],
+                "loss": "margin",
+                "resc_schedule": True,
+                "seed": int(torch.randint(0, 2**31 - 1, (1,)).item()),
+                "verbose": False,
+            }
+        elif a == "gaussian_noise":
+            kwargs = {"std": p["std"]}
+        else:  # pragma: no cover - guarded by capabilities
+            raise ValueError(a)
         attack = cls(self.model, **kwargs)
         attack.set_model_training_mode(
             model_training=False, batchnorm_training=False, dropout_training=False

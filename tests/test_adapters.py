@@ -7,9 +7,10 @@ import itertools
 import numpy as np
 import pytest
 import torch
+
 from unified_adv.adapters import AttackRequest, adapter_class, backend_names
 from unified_adv.adapters.base import AdapterContractError
-
+from unified_adv.attacks import ATTACKS
 from unified_adv.data import digits_split
 from unified_adv.models import ModelWrapper, builtin_digits_cnn
 
@@ -29,11 +30,97 @@ def batch() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _request(
-    attack: str, norm: str, eps: float, targeted: bool = False, **params: object
+    attack: str, norm: str, eps: float | None, targeted: bool = False, **params: object
 ) -> AttackRequest:
     if attack == "pgd":
-        params = {"steps": 10, "step_size": eps / 4, "random_starts": 0, **params}
+        params = {"steps": 10, "step_size": (eps or 0) / 4, "random_starts": 0, **params}
     return AttackRequest(attack=attack, norm=norm, eps=eps, params=params, targeted=targeted)
+
+
+# Small budgets: the suite checks contracts and translation, not attack strength.
+FAST = {
+    "bim": {"steps": 10},
+    "pgd": {"steps": 10},
+    "mifgsm": {"steps": 10},
+    "deepfool": {"steps": 20},
+    "cw_l2": {"steps": 30, "lr": 0.05},
+    "one_pixel": {"pixels": 3, "steps": 5, "popsize": 5},
+    "universal": {"max_iter": 2},
+    "square": {"queries": 100},
+    "hopskipjump": {"steps": 3, "max_evals": 100, "init_evals": 20},
+    "boundary": {"steps": 20},
+    "gaussian_noise": {"std": 0.1},
+}
+SLOW = {"deepfool", "cw_l2", "one_pixel", "hopskipjump", "boundary", "square"}
+EPS = {"linf": 0.2, "l2": 1.0}
+
+# Canonical parameter -> the name each library receives it under.
+TRANSLATION = {
+    "art": {
+        "steps": "max_iter",
+        "step_size": "eps_step",
+        "random_starts": "num_random_init",
+        "decay": "decay",
+        "overshoot": "epsilon",
+        "candidates": "nb_grads",
+        "lr": "learning_rate",
+        "c": "initial_const",
+        "confidence": "confidence",
+        "binary_search_steps": "binary_search_steps",
+        "pixels": "th",
+        "max_iter": "max_iter",
+        "delta": "delta",
+        "attacker": "attacker",
+        "queries": "max_iter",
+        "p_init": "p_init",
+        "restarts": "nb_restarts",
+        "max_evals": "max_eval",
+        "init_evals": "init_eval",
+        "spherical_step": "delta",
+        "source_step": "epsilon",
+        "std": "sigma",
+    },
+    "foolbox": {
+        "steps": "steps",
+        "step_size": "abs_stepsize",
+        "random_starts": "random_start",
+        "decay": "momentum",
+        "overshoot": "overshoot",
+        "candidates": "candidates",
+        "lr": "stepsize",
+        "c": "initial_const",
+        "confidence": "confidence",
+        "binary_search_steps": "binary_search_steps",
+        "max_evals": "max_gradient_eval_steps",
+        "init_evals": "initial_gradient_eval_steps",
+        "spherical_step": "spherical_step",
+        "source_step": "source_step",
+    },
+    "torchattacks": {
+        "steps": "steps",
+        "step_size": "alpha",
+        "random_starts": "random_start",
+        "decay": "decay",
+        "overshoot": "overshoot",
+        "lr": "lr",
+        "c": "c",
+        "confidence": "kappa",
+        "pixels": "pixels",
+        "popsize": "popsize",
+        "queries": "n_queries",
+        "restarts": "n_restarts",
+        "p_init": "p_init",
+        "std": "std",
+    },
+}
+# Canonical parameters a library does not take, each for a stated reason (see capabilities).
+NOT_PASSED = {
+    ("art", "one_pixel", "popsize"),  # ART sizes its own population
+    ("art", "one_pixel", "steps"),  # translated to max_iter, with pixels to th (checked below)
+    ("foolbox", "gaussian_noise", "std"),  # translated to epsilons = std * sqrt(d)
+    ("torchattacks", "deepfool", "candidates"),  # torchattacks considers every class
+    ("torchattacks", "cw_l2", "binary_search_steps"),  # fixed at 1, enforced at validation
+}
 
 
 CASES = [
@@ -49,48 +136,59 @@ def test_every_backend_has_cases() -> None:
 
 
 @pytest.mark.parametrize(("backend", "attack", "norm"), CASES, ids=["-".join(c) for c in CASES])
-def test_threat_model_and_record(
+def test_threat_model_record_and_reproducibility(
     model: ModelWrapper, batch, backend: str, attack: str, norm: str
 ) -> None:
+    spec = ATTACKS[attack]
     x, y = batch
-    eps = 0.15 if norm == "linf" else 1.0
-    req = _request(attack, norm, eps)
-    out = adapter_class(backend)(model=model).generate(req, x, y, None, seed=1)
-    delta = (out.x_adv - x).reshape(N, -1).astype(np.float64)
+    if attack in SLOW:
+        x, y = x[:12], y[:12]
+    eps = EPS[norm] if spec.takes_eps else None
+    params = spec.resolve(eps, FAST.get(attack, {}))
+    req = AttackRequest(attack=attack, norm=norm, eps=eps, params=params, targeted=False)
+    adapter = adapter_class(backend)(model=model)
+    out = adapter.generate(req, x, y, None, seed=1)
+    n = len(x)
+    delta = (out.x_adv - x).reshape(n, -1).astype(np.float64)
     assert out.x_adv.dtype == np.float32 and out.x_adv.shape == x.shape
     assert out.x_adv.min() >= 0.0 and out.x_adv.max() <= 1.0
-    if norm == "linf":
+    if spec.threat == "ball" and norm == "linf":
         assert np.abs(delta).max() <= eps + 1e-6
-    else:
+    elif spec.threat == "ball":
         assert np.linalg.norm(delta, axis=1).max() <= eps * (1 + 1e-5) + 1e-6
-    # The attack did something: some samples moved and some predictions changed.
+    elif spec.threat == "l0":
+        changed = (np.abs(out.x_adv - x) > 1e-6).any(axis=1).reshape(n, -1).sum(1)
+        assert changed.max() <= params["pixels"]
+    # The attack did something, and (except plain noise) fooled the model somewhere.
     assert np.abs(delta).max() > 0
-    assert (model.logits(out.x_adv).argmax(1) != y).any()
-    # The record holds the exact values handed to the library.
+    if attack != "gaussian_noise":
+        assert (model.logits(out.x_adv).argmax(1) != y).any()
+
+    # The record holds the exact values handed to the library, under the library's names.
     call = out.library_call
-    assert call["library"] == adapter_class(backend).distribution
+    cap = adapter.capabilities[attack]
+    assert call["library"] == adapter.distribution
+    assert call["class"].endswith(cap.classes[norm])
     kwargs = call["kwargs"]
-    if backend == "art":
-        assert kwargs["eps"] == eps and kwargs["norm"] == ("inf" if norm == "linf" else 2)
-        assert kwargs["batch_size"] == N and kwargs["targeted"] is False
-        if attack == "pgd":
-            assert (kwargs["eps_step"], kwargs["max_iter"], kwargs["num_random_init"]) == (
-                eps / 4,
-                10,
-                0,
-            )
-    elif backend == "foolbox":
-        assert call["call"]["epsilons"] == eps and call["call"]["result"] == "clipped"
-        if attack == "pgd":
-            assert kwargs == {"abs_stepsize": eps / 4, "steps": 10, "random_start": False}
-    else:
-        assert kwargs["eps"] == eps
-        if attack == "pgd":
-            assert (kwargs["alpha"], kwargs["steps"], kwargs["random_start"]) == (
-                eps / 4,
-                10,
-                False,
-            )
+    for name, value in params.items():
+        if (backend, attack, name) in NOT_PASSED or name in cap.fixed:
+            continue
+        lib_name = TRANSLATION[backend][name]
+        expected = bool(value) if lib_name in ("random_start",) else value
+        assert kwargs[lib_name] == expected, f"{name} -> {lib_name}"
+    if eps is not None:
+        recorded = call["call"]["epsilons"] if backend == "foolbox" else kwargs["eps"]
+        assert recorded == eps
+    if backend == "art" and attack == "boundary":
+        assert kwargs["targeted"] is False  # ART's default is True
+    if backend == "foolbox" and attack == "gaussian_noise":
+        assert call["call"]["epsilons"] == pytest.approx(params["std"] * 8)  # sqrt(64)
+
+    # Seeded twice: the same bits (every attack here is reproducible, ART's black-box ones
+    # thanks to the seeded fresh RandomState).
+    assert cap.reproducible
+    again = adapter.generate(req, x, y, None, seed=1)
+    assert np.array_equal(out.x_adv, again.x_adv)
 
 
 @pytest.mark.parametrize(

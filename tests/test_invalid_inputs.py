@@ -86,7 +86,7 @@ CASES = [
         scenario(attacks=attack("{name: pgd, eps: 0.1, stpes: 5}")),
         None,
         "{path}: attacks[0].stpes: unknown field 'stpes'. Did you mean 'steps'? "
-        "Available: backends, eps, id, name, norm, random_starts, step_size, steps, target\n",
+        "Available: attacker, backends, binary_search_steps, c, candidates, confidence, decay, delta, eps, id, init_evals, limit, lr, max_evals, max_iter, name, norm, overshoot, p_init, pixels, popsize, queries, random_starts, restarts, source_step, spherical_step, std, step_size, steps, target\n",
         id="typo-key",
     ),
     pytest.param(
@@ -125,7 +125,7 @@ CASES = [
         scenario(attacks=attack("{name: fgms, eps: 0.1}")),
         None,
         "{path}: attacks[0].name: unknown attack 'fgms'. Did you mean 'fgsm'? "
-        "Available: fgsm, pgd\n",
+        "Available: bim, boundary, cw_l2, deepfool, fgsm, gaussian_noise, hopskipjump, mifgsm, one_pixel, pgd, square, universal\n",
         id="unknown-attack",
     ),
     pytest.param(
@@ -234,6 +234,66 @@ CASES = [
         None,
         "{path}: scenario file not found\n",
         id="no-such-scenario-file",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: deepfool, eps: 0.1}")),
+        None,
+        "{path}: attacks[0].eps: deepfool is a minimal-perturbation attack and takes no eps\n",
+        id="eps-on-minimal-attack",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: pgd}")),
+        None,
+        "{path}: attacks[0].eps: required: pgd is bounded by an eps-ball\n",
+        id="missing-eps",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: fgsm, eps: 0.1, steps: 3}")),
+        None,
+        "{path}: attacks[0].steps: fgsm takes no 'steps' (it takes: no parameters besides eps, norm, target)\n",
+        id="param-not-taken",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: cw_l2, binary_search_steps: 3, backends: [torchattacks]}")),
+        None,
+        "{path}: attacks[0].backends: backend 'torchattacks' runs cw_l2 only with binary_search_steps=1 (got binary_search_steps=3)\n",
+        id="torchattacks-cw-binary-search",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: deepfool, target: {class: 2}}")),
+        None,
+        "{path}: attacks[0].target: deepfool cannot be run with target class (it supports: untargeted)\n",
+        id="targeted-deepfool",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: universal, eps: 0.1, attacker: pgd}")),
+        None,
+        "{path}: attacks[0].attacker: must be one of fgsm, deepfool, got 'pgd'\n",
+        id="bad-choice",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: one_pixel, pixels: 0}")),
+        None,
+        "{path}: attacks[0].pixels: must be >= 1, got 0\n",
+        id="zero-pixels",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: pgd, eps: 0.1, random_starts: 3, backends: [foolbox]}")),
+        None,
+        "{path}: attacks[0].backends: backend 'foolbox' can do at most 1 random start(s) for pgd, got random_starts: 3\n",
+        id="too-many-random-starts",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: bim, norm: l2, eps: 1}")),
+        None,
+        "{path}: attacks[0].norm: bim has no norm 'l2' (available: linf)\n",
+        id="norm-not-available",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: square, eps: 0.1, backends: [foolbox]}")),
+        None,
+        "{path}: attacks[0].backends: backend 'foolbox' has no square (backends with square: art, torchattacks)\n",
+        id="backend-lacks-attack",
     ),
 ]
 

@@ -6,9 +6,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from unified_adv.adapters import adapter_class, backend_names
 
 import unified_adv
+from unified_adv.adapters import adapter_class, backend_names
 from unified_adv.scenario import parse_exact
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,12 +49,24 @@ def test_shipped_scenarios_validate() -> None:
         assert scenario.sha256 and scenario.text
 
 
-def test_quickstart_runs_fgsm_and_pgd_linf_without_random_start_on_all_backends() -> None:
+def test_quickstart_covers_the_catalogue_core_on_every_capable_backend() -> None:
+    from unified_adv.adapters import capable_backends
+
     s = unified_adv.load_scenario(REPO / "scenarios" / "quickstart.yaml")
-    assert [(a.name, a.norm) for a in s.attacks] == [("fgsm", "linf"), ("pgd", "linf")]
-    assert s.attacks[1].resolved_params(0.1)["random_starts"] == 0
+    assert [(a.name, a.norm) for a in s.attacks] == [
+        ("fgsm", "linf"),
+        ("pgd", "linf"),
+        ("pgd", "l2"),
+        ("deepfool", "l2"),
+        ("cw_l2", "l2"),
+    ]
     for attack in s.attacks:
-        assert s.backends_for(attack) == ("art", "foolbox", "torchattacks")
+        if attack.name == "pgd":
+            assert attack.resolved_params(attack.eps_values[0])["random_starts"] == 0
+        able = {b for b in backend_names() if attack.name in adapter_class(b).capabilities}
+        assert set(s.backends_for(attack)) == able == set(capable_backends(attack, (0.0, 1.0)))
+    # FGSM L-inf, PGD and DeepFool/C&W run on all three backends.
+    assert all(len(s.backends_for(a)) == 3 for a in s.attacks)
 
 
 def test_all_means_every_capable_backend() -> None:

@@ -44,13 +44,16 @@ def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
     label = prep.data.y[pos]
     target = a["target"]
     success = np.where(target >= 0, adv_pred == target, adv_pred != label)
+    if "backend_failed" in a:
+        # The library said it failed and returned a sentinel (e.g. zeros): not a success.
+        success &= ~a["backend_failed"].astype(bool)
     n = max(len(pos), 1)
     return pd.DataFrame(
         {
             "attack_id": u.attack_id,
             "attack": u.attack,
             "norm": u.norm,
-            "eps": u.eps,
+            "eps": np.nan if u.eps is None else u.eps,
             "backend": u.backend,
             "target_mode": u.target,
             "sample": prep.data.index[pos],
@@ -69,6 +72,18 @@ def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
         },
         columns=SAMPLE_COLUMNS,
     )
+
+
+def _rows_for(
+    samples: pd.DataFrame, outcomes: list[UnitOutcome], key: tuple[int, int, str]
+) -> pd.DataFrame:
+    """The sample rows of one attack × ε × backend, found through the units that made them."""
+    names = {
+        o.unit.name
+        for o in outcomes
+        if (o.unit.attack_index, o.unit.eps_index, o.unit.backend) == key
+    }
+    return samples[samples["unit"].isin(names)]
 
 
 def samples_table(prep: Prepared, outcomes: list[UnitOutcome]) -> pd.DataFrame:
@@ -100,17 +115,15 @@ def headline(
         attacked = np.zeros(n_eval, bool)
         attacked[plan.positions] = True
         unattacked_correct = int((correct & ~attacked).sum())
-        for e_i, eps in enumerate(spec.eps):
+        for e_i, eps in enumerate(spec.eps_values):
             for backend in plan.backends:
                 k = (plan.index, e_i, backend)
-                rows = samples[
-                    (samples["attack_id"] == spec.label)
-                    & (samples["eps"] == eps)
-                    & (samples["backend"] == backend)
-                ]
+                rows = _rows_for(samples, outcomes, k)
                 n = len(rows)
                 n_success = int(rows["success"].sum()) if n else 0
-                still_right = int((rows["adv_pred"] == rows["label"]).sum()) if n else 0
+                # each_other_class repeats samples: robust = right under every target.
+                right = (rows["adv_pred"] == rows["label"]).groupby(rows["sample"]).all()
+                still_right = int(right.sum()) if n else 0
                 complete = k not in errors and n == len(plan.positions)
                 entries.append(
                     {
@@ -170,7 +183,7 @@ def agreement(prep: Prepared, outcomes: list[UnitOutcome]) -> list[dict[str, Any
             rows.append(
                 {
                     "attack_id": spec.label,
-                    "eps": spec.eps[e_i],
+                    "eps": spec.eps_values[e_i],
                     "backends": f"{b1} vs {b2}",
                     "n_samples": int(len(x1)),
                     "bit_identical": bool((diff == 0).all()),

@@ -148,28 +148,37 @@ def prepare(scenario: Scenario) -> Prepared:
         if spec.target.mode == "class" and spec.target.label is not None:
             keep &= data.y != spec.target.label  # attacking a sample toward its own class is void
         positions = np.flatnonzero(keep)
+        if spec.limit is not None:
+            positions = positions[: spec.limit]
         if len(positions) == 0:
             raise InputError.one(file, f"attacks[{i}]", "no samples left to attack")
-        targets = _choose_targets(
-            spec, i, scenario.seed, data.y[positions], prep.clean_logits[positions], file
-        )
+        if spec.target.mode == "each_other_class":
+            # Every sample once per class other than its own: a source x target matrix.
+            others = [np.delete(np.arange(num_classes), data.y[p]) for p in positions]
+            targets: np.ndarray | None = np.concatenate(others).astype(np.int64)
+            positions = np.repeat(positions, num_classes - 1)
+        else:
+            targets = _choose_targets(
+                spec, i, scenario.seed, data.y[positions], prep.clean_logits[positions], file
+            )
         prep.plans.append(AttackPlan(spec, i, positions, targets, scenario.backends_for(spec)))
     return prep
 
 
 def plan_units(prep: Prepared) -> list[Unit]:
     scenario = prep.scenario
-    shard = scenario.execution.shard_size
     units = []
     for plan in prep.plans:
         spec = plan.spec
+        # A universal perturbation is one perturbation for the whole data set: one shard.
+        shard = len(plan.positions) if spec.name == "universal" else scenario.execution.shard_size
         targets_fp = (
             "" if plan.targets is None else hashlib.sha256(plan.targets.tobytes()).hexdigest()
         )
         context = (
             f"{prep.model.fingerprint}:{prep.data.fingerprint}:{targets_fp}:{plan.positions.size}"
         )
-        for e_i, eps in enumerate(spec.eps):
+        for e_i, eps in enumerate(spec.eps_values):
             params = tuple(sorted(spec.resolved_params(eps).items()))
             for s_i, start in enumerate(range(0, len(plan.positions), shard)):
                 for backend in plan.backends:
@@ -231,8 +240,18 @@ def execute_unit(
         "x_adv": out.x_adv,
         "adv_logits": adv_logits.astype(np.float32),
         "target": (target if target is not None else np.full(len(y), -1)).astype(np.int64),
+        "backend_failed": (
+            out.backend_failed if out.backend_failed is not None else np.zeros(len(y), bool)
+        ),
     }
-    meta = {"status": "ok", "time_s": elapsed, "library_call": out.library_call, "notes": out.notes}
+    cap = adapter.capabilities[unit.attack]
+    meta = {
+        "status": "ok",
+        "time_s": elapsed,
+        "library_call": out.library_call,
+        "note": cap.note,
+        "reproducible": cap.reproducible,
+    }
     return arrays, meta
 
 

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from .attacks import ATTACKS
+from .attacks import ALL_PARAMS, ATTACKS
 from .errors import InputError, Problem, did_you_mean, format_loc
 
 BUILTIN_MODELS = ("digits-cnn",)
@@ -87,7 +87,9 @@ class _Strict(BaseModel):
 class TargetSpec(_Strict):
     """Whom to push the prediction towards; targets are chosen once, for every backend."""
 
-    mode: Literal["untargeted", "class", "least_likely", "random"] = "untargeted"
+    mode: Literal["untargeted", "class", "least_likely", "random", "each_other_class"] = (
+        "untargeted"
+    )
     label: int | None = Field(default=None, alias="class", ge=0)
     k: int = Field(default=5, ge=2)
 
@@ -98,7 +100,7 @@ class TargetSpec(_Strict):
     def _shorthand(cls, value: Any) -> Any:
         # `target: untargeted` | `target: {class: 3}` | `target: {least_likely: 5}`
         if isinstance(value, str):
-            modes = ("untargeted", "least_likely", "random")
+            modes = ("untargeted", "least_likely", "random", "each_other_class")
             if value == "class":
                 raise ValueError("write the class as `target: {class: K}`")
             if value not in modes:
@@ -225,15 +227,48 @@ class DataSpec(_Strict):
 
 
 class AttackSpec(_Strict):
+    """One attack. Parameters an attack does not take are errors, not silently ignored."""
+
     name: str
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     backends: Annotated[tuple[str, ...], BeforeValidator(_backend_list)] = ("all",)
-    norm: Literal["linf", "l2"] = "linf"
-    eps: Annotated[tuple[float, ...], BeforeValidator(_eps_list)]
-    step_size: Exact | None = None
-    steps: int | None = Field(default=None, gt=0)
-    random_starts: int | None = Field(default=None, ge=0)
+    norm: Literal["linf", "l2", "l0"]
+    eps: Annotated[tuple[float, ...] | None, BeforeValidator(_eps_list)] = None
     target: TargetSpec = TargetSpec()
+    limit: int | None = Field(default=None, gt=0)
+    # Canonical parameters (unified_adv.attacks); each attack takes a subset.
+    steps: int | None = None
+    step_size: Exact | None = None
+    random_starts: int | None = None
+    decay: Exact | None = None
+    overshoot: Exact | None = None
+    candidates: int | None = None
+    lr: Exact | None = None
+    c: Exact | None = None
+    confidence: Exact | None = None
+    binary_search_steps: int | None = None
+    pixels: int | None = None
+    popsize: int | None = None
+    attacker: str | None = None
+    max_iter: int | None = None
+    delta: Exact | None = None
+    queries: int | None = None
+    p_init: Exact | None = None
+    restarts: int | None = None
+    max_evals: int | None = None
+    init_evals: int | None = None
+    spherical_step: Exact | None = None
+    source_step: Exact | None = None
+    std: Exact | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_norm(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "norm" not in data:
+            # An unknown name is reported on its own; do not add a "norm missing" line to it.
+            known = ATTACKS.get(str(data.get("name")))
+            return {**data, "norm": known.default_norm if known else "linf"}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -242,37 +277,62 @@ class AttackSpec(_Strict):
             raise ValueError(did_you_mean("attack", v, ATTACKS))
         return v
 
-    @field_validator("step_size")
-    @classmethod
-    def _positive_step(cls, v: float | None) -> float | None:
-        if v is not None and not v > 0:
-            raise ValueError(f"must be > 0, got {v:g}")
-        return v
-
     @model_validator(mode="after")
     def _fits_attack(self) -> AttackSpec:
         spec = ATTACKS[self.name]
-        for param in ("step_size", "steps", "random_starts"):
-            if getattr(self, param) is not None and param not in spec.params:
-                takes = ", ".join(spec.params) or "no parameters besides eps, norm, target"
-                raise ValueError(f"{self.name} takes no '{param}' (it takes: {takes})")
+        problems = []
+        for param in ALL_PARAMS:
+            if getattr(self, param) is not None and param not in spec.param_names:
+                takes = ", ".join(spec.param_names) or "no parameters besides eps, norm, target"
+                problems.append(_at(param, f"{self.name} takes no '{param}' (it takes: {takes})"))
         if self.norm not in spec.norms:
-            raise ValueError(
-                f"{self.name} has no norm '{self.norm}' (available: {', '.join(spec.norms)})"
+            problems.append(
+                _at(
+                    "norm",
+                    f"{self.name} has no norm '{self.norm}' (available: {', '.join(spec.norms)})",
+                )
             )
+        if spec.takes_eps and self.eps is None:
+            problems.append(_at("eps", f"required: {self.name} is bounded by an eps-ball"))
+        if not spec.takes_eps and self.eps is not None:
+            kind = {"minimal": "a minimal-perturbation attack", "l0": "bounded by `pixels`"}.get(
+                spec.threat, "a random corruption"
+            )
+            problems.append(_at("eps", f"{self.name} is {kind} and takes no eps"))
+        if self.target.mode not in spec.targets:
+            problems.append(
+                _at(
+                    "target",
+                    f"{self.name} cannot be run with target {self.target.mode} "
+                    f"(it supports: {', '.join(spec.targets)})",
+                )
+            )
+        if not problems:
+            given = self.given_params()
+            for p in spec.params:
+                if given.get(p.name) is not None:
+                    try:
+                        p.check(given[p.name])
+                    except ValueError as exc:
+                        problems.append(_at(p.name, str(exc)))
+        if problems:
+            raise ValueError(_MULTI.join(problems))
         return self
 
     @property
     def label(self) -> str:
-        return self.id or (self.name if self.norm == "linf" else f"{self.name}-{self.norm}")
+        default = ATTACKS[self.name].default_norm
+        return self.id or (self.name if self.norm == default else f"{self.name}-{self.norm}")
 
-    def resolved_params(self, eps: float) -> dict[str, Any]:
-        given = {
-            "steps": self.steps,
-            "step_size": self.step_size,
-            "random_starts": self.random_starts,
-        }
-        return ATTACKS[self.name].resolve(eps, given)
+    @property
+    def eps_values(self) -> tuple[float | None, ...]:
+        return self.eps if self.eps is not None else (None,)
+
+    def given_params(self) -> dict[str, Any]:
+        return {p: getattr(self, p) for p in ATTACKS[self.name].param_names}
+
+    def resolved_params(self, eps: float | None) -> dict[str, Any]:
+        return ATTACKS[self.name].resolve(eps, self.given_params())
 
 
 class ReportSpec(_Strict):
@@ -345,6 +405,12 @@ class Scenario(_Strict):
 
 
 _MULTI = "\x1f"
+_SUB = "\x1e"
+
+
+def _at(field: str, message: str) -> str:
+    """A message about one sub-field of the model being validated."""
+    return f"{_SUB}{field}{_SUB}{message}"
 
 
 # --------------------------------------------------------------------------- loading
@@ -419,10 +485,16 @@ def _problems_from(err: ValidationError, file: str) -> list[Problem]:
             message = "required field is missing"
         elif kind == "value_error":
             message = str(e.get("ctx", {}).get("error", e["msg"]))
-            if _MULTI in message:
+            if _MULTI in message or message.startswith(_SUB):
                 for part in message.split(_MULTI):
-                    sub_path, _, sub_msg = part.partition(": ")
-                    problems.append(Problem(file, sub_path, sub_msg))
+                    if part.startswith(_SUB):  # relative to the model at `path`
+                        _, field, sub_msg = part.split(_SUB, 2)
+                        problems.append(
+                            Problem(file, f"{path}.{field}" if path else field, sub_msg)
+                        )
+                    else:  # an absolute path from the Scenario-level checks
+                        sub_path, _, sub_msg = part.partition(": ")
+                        problems.append(Problem(file, sub_path, sub_msg))
                 continue
         elif kind == "greater_than":
             message = f"must be > {e['ctx']['gt']}" + _describe_input(e["input"])

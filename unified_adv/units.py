@@ -26,7 +26,7 @@ class Unit:
     backend: str
     norm: str
     eps_index: int
-    eps: float
+    eps: float | None
     params: tuple[tuple[str, Any], ...]
     target: str
     shard_index: int

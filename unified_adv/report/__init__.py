@@ -62,7 +62,7 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
     for plan in prep.plans:
         per_backend: dict[str, dict[int, tuple[np.ndarray, int, float]]] = {}
         for o in outcomes:
-            e_top = int(np.argmax(plan.spec.eps))
+            e_top = int(np.argmax(plan.spec.eps)) if plan.spec.eps else 0
             if not (o.ok and o.unit.attack_index == plan.index and o.unit.eps_index == e_top):
                 continue
             assert o.arrays is not None
@@ -116,7 +116,11 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
                 )
         fig.tight_layout()
         figures.append(
-            {"attack_id": plan.spec.label, "eps": max(plan.spec.eps), "image": _png(fig)}
+            {
+                "attack_id": plan.spec.label,
+                "eps": max(plan.spec.eps) if plan.spec.eps else None,
+                "image": _png(fig),
+            }
         )
         plt.close(fig)
     return figures
