@@ -70,7 +70,9 @@ def test_foolbox_cw_zero_images_count_as_failures(model: ModelWrapper, batch) ->
 
     ds = Dataset(x, y, np.arange(len(y)), [str(i) for i in range(10)], "t")
     prep = Prepared(scenario, None, ds, model.logits(x), 10)  # type: ignore[arg-type]
-    prep.plans.append(AttackPlan(scenario.attacks[0], 0, np.arange(len(y)), None, ("foolbox",)))
+    prep.plans.append(
+        AttackPlan(scenario.attacks[0], 0, np.arange(len(y)), None, ("foolbox",), len(y))
+    )
     unit = Unit(
         0, "cw_l2", "cw_l2", "foolbox", "l2", 0, None, (), "untargeted", 0, 0, len(y), 0, ""
     )

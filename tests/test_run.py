@@ -185,3 +185,25 @@ def test_cli_run_prints_where_the_outputs_are(cli, write_scenario, tmp_path: Pat
     assert result.code == 0, result.err
     assert f"Report:   {tmp_path / 'o' / 'index.html'}" in result.out
     assert "summary.json" in result.out and "samples.parquet" in result.out
+
+
+def test_attack_limit_scopes_the_first_samples(tmp_path: Path) -> None:
+    text = """
+name: limited
+model: {builtin: digits-cnn}
+data: {builtin: digits, limit: 120}
+attacks:
+  - {name: fgsm, eps: 0.2, limit: 50, backends: [torchattacks]}
+"""
+    result = unified_adv.run(unified_adv.scenario_from_text(text), tmp_path / "o")
+    (entry,) = result.summary["attacks"]
+    rows = result.samples
+    assert entry["n_evaluated"] == 50
+    from unified_adv.data import digits_split
+
+    first50 = digits_split()[5][:50]
+    assert set(rows["sample"]) <= set(first50)
+    n_wrong_clean = 50 - entry["n_samples"]  # only_correct: the rest were misclassified
+    assert n_wrong_clean >= 0
+    still_right = int((rows.adv_pred == rows.label).sum())
+    assert entry["robust_accuracy"] == pytest.approx(still_right / 50)

@@ -102,19 +102,22 @@ def headline(
     calls: dict[tuple[int, int, str], dict[str, Any]] = {}
     times: dict[tuple[int, int, str], float] = {}
     errors: dict[tuple[int, int, str], str] = {}
+    notes: dict[tuple[int, int, str], str] = {}
     for o in outcomes:
         k = (o.unit.attack_index, o.unit.eps_index, o.unit.backend)
         if o.ok:
             calls.setdefault(k, o.meta.get("library_call", {}))
+            notes.setdefault(k, o.meta.get("note", ""))
             times[k] = times.get(k, 0.0) + float(o.meta.get("time_s", 0.0))
         else:
             errors[k] = o.meta.get("error", "unknown error")
     entries = []
     for plan in prep.plans:
         spec = plan.spec
+        scope = plan.scope
         attacked = np.zeros(n_eval, bool)
         attacked[plan.positions] = True
-        unattacked_correct = int((correct & ~attacked).sum())
+        unattacked_correct = int((correct & ~attacked)[:scope].sum())
         for e_i, eps in enumerate(spec.eps_values):
             for backend in plan.backends:
                 k = (plan.index, e_i, backend)
@@ -138,13 +141,15 @@ def headline(
                         "n_samples": n,
                         "n_success": n_success,
                         "success_rate": n_success / n if n else None,
-                        "robust_accuracy": (still_right + unattacked_correct) / n_eval
+                        "n_evaluated": scope,
+                        "robust_accuracy": (still_right + unattacked_correct) / scope
                         if complete
                         else None,
                         "median_linf": float(rows["linf"].median()) if n else None,
                         "median_l2": float(rows["l2"].median()) if n else None,
                         "time_s": times.get(k, 0.0),
                         "status": "ok" if complete else "error",
+                        "note": notes.get(k, ""),
                         "error": errors.get(k),
                     }
                 )

@@ -35,6 +35,7 @@ class AttackPlan:
     positions: np.ndarray  # positions into the prepared data set
     targets: np.ndarray | None
     backends: tuple[str, ...]
+    scope: int  # the first `scope` samples of the data set are evaluated under this attack
 
 
 @dataclass
@@ -147,9 +148,10 @@ def prepare(scenario: Scenario) -> Prepared:
         keep = correct.copy() if scenario.data.only_correct else np.ones_like(correct)
         if spec.target.mode == "class" and spec.target.label is not None:
             keep &= data.y != spec.target.label  # attacking a sample toward its own class is void
+        # limit: the attack evaluates the first `limit` samples (as data.limit does for all).
+        scope = min(spec.limit, len(keep)) if spec.limit is not None else len(keep)
+        keep[scope:] = False
         positions = np.flatnonzero(keep)
-        if spec.limit is not None:
-            positions = positions[: spec.limit]
         if len(positions) == 0:
             raise InputError.one(file, f"attacks[{i}]", "no samples left to attack")
         if spec.target.mode == "each_other_class":
@@ -161,7 +163,9 @@ def prepare(scenario: Scenario) -> Prepared:
             targets = _choose_targets(
                 spec, i, scenario.seed, data.y[positions], prep.clean_logits[positions], file
             )
-        prep.plans.append(AttackPlan(spec, i, positions, targets, scenario.backends_for(spec)))
+        prep.plans.append(
+            AttackPlan(spec, i, positions, targets, scenario.backends_for(spec), scope)
+        )
     return prep
 
 
