@@ -99,6 +99,50 @@ class ArtAdapter(Adapter):
         ),
     }
 
+    names = {
+        "eps": "eps",
+        "step_size": "eps_step",
+        "steps": "max_iter",
+        "random_starts": "num_random_init",
+        "decay": "decay",
+        "overshoot": "epsilon",
+        "candidates": "nb_grads",
+        "lr": "learning_rate",
+        "c": "initial_const",
+        "confidence": "confidence",
+        "binary_search_steps": "binary_search_steps",
+        "pixels": "th",
+        "max_iter": "max_iter",
+        "delta": "delta",
+        "attacker": "attacker",
+        "queries": "max_iter",
+        "p_init": "p_init",
+        "restarts": "nb_restarts",
+        "max_evals": "max_eval",
+        "init_evals": "init_eval",
+        "std": "sigma",
+    }
+    name_overrides = {"boundary": {"spherical_step": "delta", "source_step": "epsilon"}}
+
+    def facts(self, request: AttackRequest) -> dict[str, Any]:
+        a = request.attack
+        out: dict[str, Any] = {}
+        if a in ("fgsm", "bim", "pgd", "mifgsm"):
+            out["update_order"] = self.update_order
+            out["loss"] = "cross-entropy, mean over the batch"
+            if request.norm == "l2":
+                out["l2_step"] = "g / ||g||_2"
+        if a == "mifgsm":
+            out["momentum"] = "paper: mu*g + grad/||grad||_1, step along sign"
+        if a == "deepfool":
+            out["overshoot_applied_to"] = "total perturbation"
+            out["labels"] = "model's own predictions"
+        if a == "cw_l2":
+            out["optimiser"] = "gradient descent with step halving/doubling"
+        if a in ("hopskipjump", "boundary"):
+            out["dtype"] = "float64 inside ART (cast to float32 by the model wrapper)"
+        return out
+
     _estimator: Any = None
     _estimator_shape: tuple[int, ...] | None = None
 

@@ -116,6 +116,10 @@ class Adapter(ABC):
     requires_unit_range: ClassVar[bool] = False
     #: Order in which the library applies step, projection and clipping (for cross-checks).
     update_order: ClassVar[str] = ""
+    #: Canonical parameter -> the library's keyword for it, and per-attack exceptions.
+    #: Used to read back, from what was actually passed, the semantics the cross-check compares.
+    names: ClassVar[Mapping[str, str]] = {}
+    name_overrides: ClassVar[Mapping[str, Mapping[str, str]]] = {}
 
     def __init__(self, *, model: ModelWrapper) -> None:
         self.model = model
@@ -163,11 +167,32 @@ class Adapter(ABC):
         x_adv, call = result[0], result[1]
         failed = result[2] if len(result) > 2 else None
         call = {"library": self.distribution, "version": self.version(), **call}
+        call["semantics"] = self._semantics(request, call)
         if failed is not None:
             failed = np.asarray(failed, dtype=bool)
             if failed.shape != y.shape:
                 raise AdapterContractError(f"{self.name}: failure mask of shape {failed.shape}")
         return AdapterOutput(self._check_output(request, x, x_adv), call, failed)
+
+    def _semantics(self, request: AttackRequest, call: Mapping[str, Any]) -> dict[str, Any]:
+        """What the library was really asked to do, in canonical terms, read back from the
+        recorded call (so a mistranslated argument shows up), plus the library's fixed facts."""
+        kwargs = call.get("kwargs", {})
+        names = {**self.names, **self.name_overrides.get(request.attack, {})}
+        out: dict[str, Any] = {}
+        for canon in ("eps", *request.params):
+            lib = names.get(canon)
+            if lib is not None and lib in kwargs:
+                value = kwargs[lib]
+                out[canon] = int(value) if isinstance(value, bool) else value
+        if "eps" not in out and request.eps is not None:
+            out["eps"] = call.get("call", {}).get("epsilons")
+        out.update(self.facts(request))
+        return out
+
+    def facts(self, request: AttackRequest) -> dict[str, Any]:
+        """Fixed behaviour of the library for this attack (loss, update order, ...)."""
+        return {}
 
     def _check_output(self, request: AttackRequest, x: np.ndarray, x_adv: Any) -> np.ndarray:
         if isinstance(x_adv, torch.Tensor):

@@ -40,7 +40,8 @@ class FoolboxAdapter(Adapter):
         "mifgsm": Capability(
             {"linf": "LinfMomentumIterativeFastGradientMethod"},
             _ALL,
-            note="momentum accumulates the normalised gradient, then steps along its sign",
+            note="momentum accumulates the raw gradient (the paper divides it by its L1 norm "
+            "first), then steps along its sign",
         ),
         "deepfool": Capability({"l2": "L2DeepFoolAttack"}, _UNTARGETED, note="loss='logits'"),
         "cw_l2": Capability(
@@ -64,6 +65,42 @@ class FoolboxAdapter(Adapter):
             note="noise rescaled to an exact L2 norm of std * sqrt(d) (the expected norm), then clipped",
         ),
     }
+
+    names = {
+        "step_size": "abs_stepsize",
+        "steps": "steps",
+        "random_starts": "random_start",
+        "decay": "momentum",
+        "overshoot": "overshoot",
+        "candidates": "candidates",
+        "lr": "stepsize",
+        "c": "initial_const",
+        "confidence": "confidence",
+        "binary_search_steps": "binary_search_steps",
+        "max_evals": "max_gradient_eval_steps",
+        "init_evals": "initial_gradient_eval_steps",
+        "spherical_step": "spherical_step",
+        "source_step": "source_step",
+    }
+
+    def facts(self, request: AttackRequest) -> dict[str, Any]:
+        a = request.attack
+        out: dict[str, Any] = {}
+        if a in ("fgsm", "bim", "pgd", "mifgsm"):
+            out["update_order"] = self.update_order
+            out["loss"] = "cross-entropy, summed over the batch"
+            if request.norm == "l2":
+                out["l2_step"] = "g / max(||g||_2, 1e-12)"
+        if a == "mifgsm":
+            out["momentum"] = "mu*g + grad (not L1-normalised), step along sign"
+        if a == "deepfool":
+            out["overshoot_applied_to"] = "total perturbation"
+            out["labels"] = "given labels"
+        if a == "cw_l2":
+            out["optimiser"] = "Adam"
+        if a == "gaussian_noise":
+            out["noise"] = "rescaled to an exact L2 norm std*sqrt(d)"
+        return out
 
     def _generate(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None

@@ -62,6 +62,44 @@ class TorchattacksAdapter(Adapter):
         ),
     }
 
+    names = {
+        "eps": "eps",
+        "step_size": "alpha",
+        "steps": "steps",
+        "random_starts": "random_start",
+        "decay": "decay",
+        "overshoot": "overshoot",
+        "lr": "lr",
+        "c": "c",
+        "confidence": "kappa",
+        "pixels": "pixels",
+        "popsize": "popsize",
+        "queries": "n_queries",
+        "restarts": "n_restarts",
+        "p_init": "p_init",
+        "std": "std",
+    }
+
+    def facts(self, request: AttackRequest) -> dict[str, Any]:
+        a = request.attack
+        out: dict[str, Any] = {}
+        if a in ("fgsm", "bim", "pgd", "mifgsm"):
+            out["update_order"] = self.update_order
+            out["loss"] = "cross-entropy, mean over the batch"
+            if request.norm == "l2":
+                out["l2_step"] = "g / (||g||_2 + 1e-10)"
+        if a == "mifgsm":
+            # grad/mean|grad| = d * grad/||grad||_1: the same direction as the paper's update.
+            out["momentum"] = "paper: mu*g + grad/||grad||_1, step along sign"
+        if a == "deepfool":
+            out["overshoot_applied_to"] = "each step"
+            out["labels"] = "given labels"
+            out["candidates"] = "all classes"
+        if a == "cw_l2":
+            out["optimiser"] = "Adam"
+            out["binary_search_steps"] = 1
+        return out
+
     def _generate(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None
     ) -> tuple[Any, ...]:

@@ -60,7 +60,7 @@ def test_report_sections_and_images(report: Path) -> None:
     from PIL import Image
 
     html = report.read_text(encoding="utf-8")
-    for section in ("summary", "results", "agreement", "examples", "provenance"):
+    for section in ("summary", "results", "crosscheck", "findings", "examples", "provenance"):
         assert f'<section id="{section}">' in html, section
     parser = _Collector()
     parser.feed(html)

@@ -17,8 +17,10 @@ import pandas as pd
 
 from . import __version__
 from .adapters import adapter_class, backend_names
-from .report import render, triptychs
-from .results import agreement, headline, samples_table
+from .crosscheck import crosscheck
+from .findings import model_findings, result_findings
+from .report import disagreement_figures, render, triptychs
+from .results import headline, samples_table
 from .runner import Prepared, UnitOutcome, plan_units, prepare, run_units
 from .scenario import Scenario
 
@@ -80,6 +82,9 @@ def _build_summary(
 ) -> dict[str, Any]:
     s = prep.scenario
     n_eval = len(prep.data.y)
+    attacks = headline(prep, samples, outcomes)
+    checks = crosscheck(prep, outcomes)
+    findings = model_findings(prep) + result_findings(prep, attacks, checks, outcomes)
     attacked = np.zeros(n_eval, bool)
     for plan in prep.plans:
         attacked[plan.positions] = True
@@ -109,8 +114,9 @@ def _build_summary(
             "only_correct": s.data.only_correct,
             "n_attacked": int(attacked.sum()),
         },
-        "attacks": headline(prep, samples, outcomes),
-        "agreement": agreement(prep, outcomes),
+        "attacks": attacks,
+        "crosscheck": checks,
+        "findings": [f.to_dict() for f in findings],
         "units": [
             {
                 "name": o.unit.name,
@@ -208,7 +214,10 @@ def _report_context(
         },
         "data": summary["data"],
         "results": summary["attacks"],
-        "agreement": summary["agreement"],
+        "crosscheck": summary["crosscheck"],
+        "crosscheck_alpha": s.crosscheck.alpha,
+        "findings": summary["findings"],
+        "disagreement_figures": disagreement_figures(prep, outcomes, summary["crosscheck"]),
         "worst_robust": min(robust) if robust else None,
         "triptychs": triptychs(prep, outcomes, s.report.triptychs),
         "units": units,

@@ -1,8 +1,7 @@
-"""Per-unit arrays -> the tidy per-sample table, headline numbers and backend agreement."""
+"""Per-unit arrays -> the tidy per-sample table and the headline numbers."""
 
 from __future__ import annotations
 
-from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,17 @@ SAMPLE_COLUMNS = [
 ]
 
 
+def success_mask(labels: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """unified-adv's own verdict: the model's prediction on what the backend returned."""
+    adv_pred = arrays["adv_logits"].argmax(1)
+    target = arrays["target"]
+    success = np.where(target >= 0, adv_pred == target, adv_pred != labels)
+    if "backend_failed" in arrays:
+        # The library said it failed and returned a sentinel (e.g. zeros): not a success.
+        success &= ~arrays["backend_failed"].astype(bool)
+    return success
+
+
 def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
     """One row per sample of one finished unit."""
     assert outcome.arrays is not None
@@ -43,10 +53,7 @@ def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
     adv_pred = a["adv_logits"].argmax(1)
     label = prep.data.y[pos]
     target = a["target"]
-    success = np.where(target >= 0, adv_pred == target, adv_pred != label)
-    if "backend_failed" in a:
-        # The library said it failed and returned a sentinel (e.g. zeros): not a success.
-        success &= ~a["backend_failed"].astype(bool)
+    success = success_mask(label, a)
     n = max(len(pos), 1)
     return pd.DataFrame(
         {
@@ -154,46 +161,3 @@ def headline(
                     }
                 )
     return entries
-
-
-def agreement(prep: Prepared, outcomes: list[UnitOutcome]) -> list[dict[str, Any]]:
-    """For each attack × ε and each pair of backends: how far apart their results are."""
-    by_key: dict[
-        tuple[int, int], dict[str, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]
-    ] = {}
-    for o in outcomes:
-        if not o.ok:
-            continue
-        assert o.arrays is not None
-        slot = by_key.setdefault((o.unit.attack_index, o.unit.eps_index), {}).setdefault(
-            o.unit.backend, {}
-        )
-        slot[o.unit.shard_index] = (
-            o.arrays["positions"],
-            o.arrays["x_adv"],
-            o.arrays["adv_logits"].argmax(1),
-        )
-    rows = []
-    for (a_i, e_i), backends in sorted(by_key.items()):
-        spec = prep.plans[a_i].spec
-        for b1, b2 in combinations(sorted(backends), 2):
-            shards = sorted(set(backends[b1]) & set(backends[b2]))
-            if not shards:
-                continue
-            x1 = np.concatenate([backends[b1][s][1] for s in shards])
-            x2 = np.concatenate([backends[b2][s][1] for s in shards])
-            p1 = np.concatenate([backends[b1][s][2] for s in shards])
-            p2 = np.concatenate([backends[b2][s][2] for s in shards])
-            diff = np.abs(x1.astype(np.float64) - x2.astype(np.float64)).reshape(len(x1), -1).max(1)
-            rows.append(
-                {
-                    "attack_id": spec.label,
-                    "eps": spec.eps_values[e_i],
-                    "backends": f"{b1} vs {b2}",
-                    "n_samples": int(len(x1)),
-                    "bit_identical": bool((diff == 0).all()),
-                    "max_pixel_diff": float(diff.max(initial=0.0)),
-                    "share_same_adv_pred": float((p1 == p2).mean()) if len(p1) else None,
-                }
-            )
-    return rows

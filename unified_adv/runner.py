@@ -279,6 +279,9 @@ def run_units(
                 if unit.backend not in adapters:
                     adapters[unit.backend] = adapter_class(unit.backend)(model=prep.model.wrapper)
                 arrays, meta = execute_unit(prep, unit, adapters[unit.backend])
+                if prep.scenario.crosscheck.repeat:
+                    again, _ = execute_unit(prep, unit, adapters[unit.backend])
+                    meta["repeat_identical"] = bool(np.array_equal(arrays["x_adv"], again["x_adv"]))
                 save_unit(folder, unit, arrays, meta)
                 outcomes.append(UnitOutcome(unit, arrays, meta))
             except InputError:

@@ -340,6 +340,24 @@ class ReportSpec(_Strict):
     triptychs: int = Field(default=3, ge=0, le=20)
 
 
+class CrosscheckSpec(_Strict):
+    """How backends are compared: significance level, per-attack tolerance, repeat runs."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    tolerance: dict[str, Exact] = Field(default_factory=dict)
+    repeat: bool = False
+
+    @field_validator("tolerance")
+    @classmethod
+    def _known_attacks(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, tol in v.items():
+            if name not in ATTACKS:
+                raise ValueError(did_you_mean("attack", name, ATTACKS))
+            if tol < 0:
+                raise ValueError(f"{name}: must be >= 0, got {tol:g}")
+        return v
+
+
 class ExecutionSpec(_Strict):
     shard_size: int = Field(default=512, gt=0)
 
@@ -352,6 +370,7 @@ class Scenario(_Strict):
     data: DataSpec
     attacks: list[AttackSpec] = Field(min_length=1)
     report: ReportSpec = ReportSpec()
+    crosscheck: CrosscheckSpec = CrosscheckSpec()
     execution: ExecutionSpec = ExecutionSpec()
 
     _file: str = PrivateAttr(default="<scenario>")

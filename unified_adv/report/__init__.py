@@ -26,6 +26,7 @@ def _env() -> jinja2.Environment:
     )
     env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f} %"
     env.filters["num"] = lambda v, d=4: "–" if v is None else f"{v:.{d}g}"
+    env.filters["enumerate_pairs"] = lambda pairs: [(str(i), p) for i, p in enumerate(pairs)]
     return env
 
 
@@ -126,10 +127,81 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
     return figures
 
 
+def _matrices(pairs: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    backends = sorted({b for p in pairs for b in p["backends"]})
+    grouped: dict[tuple[str, Any], dict[tuple[str, str], str]] = {}
+    for p in pairs:
+        grouped.setdefault((p["attack_id"], p["eps"]), {})[tuple(p["backends"])] = p["verdict"]  # type: ignore[index]
+    return backends, [
+        {"attack_id": a, "eps": e, "cells": cells} for (a, e), cells in grouped.items()
+    ]
+
+
 def render(out_dir: Path, context: dict[str, Any]) -> Path:
-    html = _env().get_template("index.html.j2").render(**context, palette=PALETTE)
+    backends, matrices = _matrices(context["crosscheck"]["pairs"])
+    html = (
+        _env()
+        .get_template("index.html.j2")
+        .render(**context, palette=PALETTE, matrix_backends=backends, matrices=matrices)
+    )
     path = out_dir / "index.html"
     tmp = path.with_name(".index.html.tmp")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def _lookup(
+    outcomes: list[UnitOutcome], a_i: int, e_i: int, backend: str
+) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+    table: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    for o in outcomes:
+        u = o.unit
+        if o.ok and (u.attack_index, u.eps_index, u.backend) == (a_i, e_i, backend):
+            assert o.arrays is not None
+            for j, (p, t) in enumerate(zip(o.arrays["positions"], o.arrays["target"], strict=True)):
+                table[(int(p), int(t))] = (o.arrays["x_adv"][j], o.arrays["adv_logits"][j])
+    return table
+
+
+def disagreement_figures(
+    prep: Prepared, outcomes: list[UnitOutcome], checks: dict[str, Any], rows: int = 3
+) -> dict[str, str]:
+    """For each pair that is neither identical nor equivalent: the worst disagreements,
+    as original / first backend / second backend / their difference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lo, hi = prep.model.wrapper.input_range
+    index = {plan.spec.label: plan for plan in prep.plans}
+    figures: dict[str, str] = {}
+    for k, pair in enumerate(checks["pairs"]):
+        if pair["verdict"] in ("identical", "equivalent") or not pair["disagreements"]:
+            continue
+        plan = index[pair["attack_id"]]
+        e_i = plan.spec.eps_values.index(pair["eps"])
+        first, second = pair["backends"]
+        ta = _lookup(outcomes, plan.index, e_i, first)
+        tb = _lookup(outcomes, plan.index, e_i, second)
+        chosen = pair["disagreements"][:rows]
+        fig, axes = plt.subplots(len(chosen), 4, figsize=(6.8, 1.8 * len(chosen)), squeeze=False)
+        for r, d in enumerate(chosen):
+            key = (d["position"], d["target"])
+            (xa, la), (xb, lb) = ta[key], tb[key]
+            x = prep.data.x[d["position"]]
+            _image(axes[r, 0], x, lo, hi)
+            axes[r, 0].set_title(f"#{d['sample']} label {d['label']}", fontsize=7)
+            _image(axes[r, 1], xa, lo, hi)
+            axes[r, 1].set_title(f"{first}: pred {int(la.argmax())}", fontsize=7)
+            _image(axes[r, 2], xb, lo, hi)
+            axes[r, 2].set_title(f"{second}: pred {int(lb.argmax())}", fontsize=7)
+            gap = (xa - xb).mean(0, keepdims=True)
+            span = float(np.abs(gap).max()) or 1.0
+            _image(axes[r, 3], gap, lo, hi, cmap="PuOr", vmin=-span, vmax=span)
+            axes[r, 3].set_title(f"{first} − {second} (±{span:.2g})", fontsize=7)
+        fig.tight_layout()
+        figures[str(k)] = _png(fig)
+        plt.close(fig)
+    return figures
