@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,8 +21,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+bench: setup
+	$(PY) bench/morph.py
+
 lint: setup
-	$(VENV)/bin/ruff check unified_adv adapters tests
+	$(VENV)/bin/ruff check unified_adv adapters tests bench
 	$(VENV)/bin/mypy unified_adv adapters
 
 clean:

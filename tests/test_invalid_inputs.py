@@ -220,7 +220,7 @@ CASES = [
     pytest.param(
         scenario(attacks=None),
         None,
-        "{path}: attacks: required field is missing\n",
+        "{path}: attacks: give at least one attack (or an analysis under analyses)\n",
         id="missing-attacks",
     ),
     pytest.param(

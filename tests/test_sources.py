@@ -22,7 +22,7 @@ def test_builtin_model_is_accurate_on_held_out_digits_and_cached(_model_cache: P
     acc = (net(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean()
     assert acc >= 0.95
     assert details["held_out_accuracy"] == pytest.approx(acc)
-    assert (_model_cache / "digits-cnn-v1.pt").is_file()
+    assert (_model_cache / "digits-cnn-v2.pt").is_file()
     again, _ = builtin_digits_cnn()  # from the cache: the same weights
     for (k, v), (_, w) in zip(net.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(v, w), k

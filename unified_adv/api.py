@@ -19,7 +19,9 @@ from . import __version__
 from .adapters import adapter_class, backend_names
 from .crosscheck import crosscheck
 from .findings import model_findings, result_findings
+from .monitor import run_analyses
 from .report import disagreement_figures, render, triptychs
+from .report.analysis_figures import analysis_figures
 from .results import headline, samples_table
 from .runner import Prepared, UnitOutcome, plan_units, prepare, run_units
 from .scenario import Scenario
@@ -170,14 +172,19 @@ def run(
             bar.update(1)
 
         outcomes = run_units(prep, units, out_dir / "units", resume=resume, progress=tick)
+    analysis = run_analyses(prep, out_dir / "units", resume=resume)
 
     samples = samples_table(prep, outcomes)
     samples.to_parquet(out_dir / "samples.parquet.tmp", index=False)
     (out_dir / "samples.parquet.tmp").replace(out_dir / "samples.parquet")
     _write_text(out_dir / "samples.csv", samples.to_csv(index=False))
     summary = _build_summary(prep, samples, outcomes, started, time.perf_counter() - t0)
+    summary["analyses"] = analysis["analyses"]
+    summary["monitor"] = analysis["monitor"]
     _write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default))
-    render(out_dir, _report_context(prep, summary, outcomes))
+    context = _report_context(prep, summary, outcomes)
+    context["analysis_figures"] = analysis_figures(prep, analysis) if analysis["analyses"] else {}
+    render(out_dir, context)
     return RunResult(out_dir, summary, samples)
 
 
@@ -226,4 +233,6 @@ def _report_context(
             {"unit": o.unit.name, "error": o.meta.get("error", "")} for o in outcomes if not o.ok
         ],
         "provenance": summary["provenance"],
+        "analyses": summary.get("analyses", []),
+        "monitor": summary.get("monitor", []),
     }

@@ -47,6 +47,8 @@ def model_findings(prep: Prepared) -> list[Finding]:
             )
         )
     pos = _probe_positions(prep)
+    if not len(pos):
+        return out
     x = prep.data.x[pos]
     again = prep.model.wrapper.logits(x)
     if not np.array_equal(again, logits[pos]):

@@ -25,7 +25,7 @@ from .errors import InputError
 if TYPE_CHECKING:
     from .scenario import Scenario
 
-DIGITS_CNN_VERSION = 1
+DIGITS_CNN_VERSION = 2
 
 
 class ModelWrapper(nn.Module):
@@ -117,8 +117,17 @@ def cache_dir() -> Path:
     return Path(base) / "unified-adv"
 
 
-def train_digits_cnn(seed: int = 0, epochs: int = 40) -> tuple[DigitsCNN, float]:
-    """Train on the digits training split; return the net and its held-out accuracy."""
+DIGITS_CHECKPOINTS = (1, 2, 3, 5, 10, 20, 40)
+
+
+def train_digits_cnn(
+    seed: int = 0, epochs: int = 40, checkpoints: tuple[int, ...] = DIGITS_CHECKPOINTS
+) -> tuple[DigitsCNN, float, dict[int, tuple[dict[str, torch.Tensor], float]]]:
+    """Train on the digits training split.
+
+    Returns the net, its held-out accuracy, and {epoch: (state dict, held-out accuracy)}
+    for the checkpoint epochs: the training-state monitor's demo (Ding & Möller).
+    """
     from .data import digits_split
 
     x_train, y_train, x_test, y_test, _, _ = digits_split()
@@ -127,8 +136,15 @@ def train_digits_cnn(seed: int = 0, epochs: int = 40) -> tuple[DigitsCNN, float]
     net = DigitsCNN()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    x_held = torch.from_numpy(x_test)
+
+    def held_out_accuracy() -> float:
+        with torch.no_grad():
+            return float((net(x_held).argmax(1).numpy() == y_test).mean())
+
+    saved: dict[int, tuple[dict[str, torch.Tensor], float]] = {}
     net.train()
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(len(xt), generator=gen)
         for start in range(0, len(xt), 64):
             idx = order[start : start + 64]
@@ -136,31 +152,57 @@ def train_digits_cnn(seed: int = 0, epochs: int = 40) -> tuple[DigitsCNN, float]
             loss = nn.functional.cross_entropy(net(xt[idx]), yt[idx])
             loss.backward()
             opt.step()
+        if epoch in checkpoints:
+            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            saved[epoch] = (state, held_out_accuracy())
     net.eval()
-    with torch.no_grad():
-        acc = float((net(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean())
-    return net, acc
+    return net, held_out_accuracy(), saved
 
 
-def builtin_digits_cnn() -> tuple[DigitsCNN, dict[str, Any]]:
-    """The embedded default model: trained on first use (seconds), then cached on disk."""
+def _digits_cache() -> dict[str, Any]:
+    """Train once (seconds) and cache the final weights and every checkpoint."""
     path = cache_dir() / f"digits-cnn-v{DIGITS_CNN_VERSION}.pt"
-    net = DigitsCNN()
     if path.exists():
         blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob["path"] = str(path)
+        return blob  # type: ignore[no-any-return]
+    print(f"Training the builtin digits CNN (once; cached in {path}) ...", file=sys.stderr)
+    net, acc, saved = train_digits_cnn()
+    if acc < 0.95:
+        raise RuntimeError(f"builtin digits CNN reached only {acc:.3f} held-out accuracy")
+    blob = {
+        "state_dict": net.state_dict(),
+        "test_accuracy": acc,
+        "checkpoints": {e: s for e, (s, _) in saved.items()},
+        "checkpoint_accuracy": {e: a for e, (_, a) in saved.items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    blob["path"] = str(path)
+    return blob
+
+
+def builtin_digits_cnn(epoch: int | None = None) -> tuple[DigitsCNN, dict[str, Any]]:
+    """The embedded default model (or its state after ``epoch`` epochs of training)."""
+    blob = _digits_cache()
+    net = DigitsCNN()
+    if epoch is None:
         net.load_state_dict(blob["state_dict"])
         acc = float(blob["test_accuracy"])
     else:
-        print(f"Training the builtin digits CNN (once; cached in {path}) ...", file=sys.stderr)
-        net, acc = train_digits_cnn()
-        if acc < 0.95:
-            raise RuntimeError(f"builtin digits CNN reached only {acc:.3f} held-out accuracy")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"state_dict": net.state_dict(), "test_accuracy": acc}, tmp)
-        os.replace(tmp, path)
+        if epoch not in blob["checkpoints"]:
+            raise KeyError(
+                f"no digits-cnn checkpoint at epoch {epoch}; have {sorted(blob['checkpoints'])}"
+            )
+        net.load_state_dict(blob["checkpoints"][epoch])
+        acc = float(blob["checkpoint_accuracy"][epoch])
     net.eval()
-    return net, {"held_out_accuracy": acc, "cache": str(path), "architecture": "DigitsCNN"}
+    details = {"held_out_accuracy": acc, "cache": blob["path"], "architecture": "DigitsCNN"}
+    if epoch is not None:
+        details["epoch"] = epoch
+    return net, details
 
 
 # --------------------------------------------------------------------------- loading
@@ -191,34 +233,33 @@ def _import_factory(spec: str, base_dir: Path, file: str) -> Any:
     return fn
 
 
-def _load_weights(net: nn.Module, path: Path, file: str) -> None:
+def _load_weights(net: nn.Module, path: Path, file: str, field: str = "model.weights") -> None:
     if not path.is_file():
-        raise InputError.one(file, "model.weights", f"file not found: {path}")
+        raise InputError.one(file, field, f"file not found: {path}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds here
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError.one(
-            file, "model.weights", f"not a loadable state dict ({first[:160]})"
-        ) from None
+        raise InputError.one(file, field, f"not a loadable state dict ({first[:160]})") from None
     if isinstance(blob, dict) and "state_dict" in blob and isinstance(blob["state_dict"], dict):
         blob = blob["state_dict"]
     if not (isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values())):
         raise InputError.one(
-            file, "model.weights", f"not a state dict of tensors (got {type(blob).__name__})"
+            file, field, f"not a state dict of tensors (got {type(blob).__name__})"
         )
     try:
         net.load_state_dict(blob)
     except RuntimeError as exc:
         lines = str(exc).strip().splitlines()
         detail = " ".join(line.strip() for line in lines[:2])
-        raise InputError.one(
-            file, "model.weights", f"does not fit the model: {detail[:200]}"
-        ) from None
+        raise InputError.one(file, field, f"does not fit the model: {detail[:200]}") from None
 
 
-def load_model(scenario: Scenario) -> LoadedModel:
-    """Build the wrapped model named by the scenario (no user code runs unless named)."""
+def load_model(scenario: Scenario, checkpoint: int | str | None = None) -> LoadedModel:
+    """Build the wrapped model named by the scenario (no user code runs unless named).
+
+    ``checkpoint``: one of ``model.checkpoints`` instead of the model itself.
+    """
     spec = scenario.model
     file = scenario.file
     details: dict[str, Any] = {}
@@ -226,13 +267,16 @@ def load_model(scenario: Scenario) -> LoadedModel:
         raise InputError.one(
             file, "model.device", f"'{spec.device}' requested but CUDA is not available"
         )
+    field = "model.checkpoints" if checkpoint is not None else None
     if spec.builtin:
-        net, details = builtin_digits_cnn()
+        net, details = builtin_digits_cnn(checkpoint if isinstance(checkpoint, int) else None)
         fingerprint = _state_fingerprint(net)
     elif spec.torchscript:
-        path = scenario.resolve_path(spec.torchscript)
+        path = scenario.resolve_path(
+            str(checkpoint) if checkpoint is not None else spec.torchscript
+        )
         if not path.is_file():
-            raise InputError.one(file, "model.torchscript", f"file not found: {path}")
+            raise InputError.one(file, field or "model.torchscript", f"file not found: {path}")
         raw = path.read_bytes()
         try:
             net = torch.jit.load(io.BytesIO(raw), map_location="cpu")
@@ -257,8 +301,9 @@ def load_model(scenario: Scenario) -> LoadedModel:
                 "model.factory",
                 f"{spec.factory}() returned {type(net).__name__}, expected a torch.nn.Module",
             )
-        if spec.weights:
-            _load_weights(net, scenario.resolve_path(spec.weights), file)
+        weights = str(checkpoint) if checkpoint is not None else spec.weights
+        if weights:
+            _load_weights(net, scenario.resolve_path(weights), file, field or "model.weights")
         fingerprint = _state_fingerprint(net)
     wrapper = ModelWrapper(
         net, input_range=spec.input_range, mean=spec.mean, std=spec.std, device=spec.device

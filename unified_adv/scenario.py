@@ -136,6 +136,9 @@ class ModelSpec(_Strict):
     mean: tuple[Exact, ...] | None = None
     std: tuple[Exact, ...] | None = None
     device: str = "cpu"
+    #: Earlier states of the same model for the training-state monitor: epochs of the
+    #: builtin digits CNN, weight files for a factory, TorchScript files otherwise.
+    checkpoints: tuple[int | str, ...] | None = None
 
     @field_validator("builtin")
     @classmethod
@@ -171,6 +174,22 @@ class ModelSpec(_Strict):
         lo, hi = self.input_range
         if not lo < hi:
             raise ValueError(f"input_range: low must be below high, got [{lo:g}, {hi:g}]")
+        if self.checkpoints is not None:
+            if not self.checkpoints:
+                raise ValueError("checkpoints: give at least one, or leave it out")
+            if self.builtin:
+                from .models import DIGITS_CHECKPOINTS
+
+                bad = [c for c in self.checkpoints if c not in DIGITS_CHECKPOINTS]
+                if bad:
+                    raise ValueError(
+                        f"checkpoints: the builtin digits-cnn has epochs "
+                        f"{', '.join(map(str, DIGITS_CHECKPOINTS))}; got {bad[0]!r}"
+                    )
+            elif not all(isinstance(c, str) for c in self.checkpoints):
+                raise ValueError(
+                    "checkpoints: give file paths (weights for a factory, TorchScript files)"
+                )
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither")
         if self.std is not None and self.mean is not None:
@@ -335,6 +354,63 @@ class AttackSpec(_Strict):
         return ATTACKS[self.name].resolve(eps, self.given_params())
 
 
+ANALYSES = {
+    # name: (fields it takes, summary)
+    "morph": (
+        ("images_per_class", "steps", "pairs", "seed"),
+        "interpolation morphing between classes (Ding & Möller)",
+    ),
+    "targeted_walk": (
+        ("images_per_class", "step_size", "max_steps", "backends"),
+        "targeted iterative FGSM until the target class is reached (Ding & Möller)",
+    ),
+}
+
+
+class AnalysisSpec(_Strict):
+    """One analysis of the source papers that no backend library has."""
+
+    name: str
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    images_per_class: int = Field(default=10, gt=0)
+    steps: int | None = Field(default=None, ge=2)
+    pairs: int | None = Field(default=None, gt=0)
+    seed: int | None = Field(default=None, ge=0)
+    step_size: Exact | None = None
+    max_steps: int | None = Field(default=None, gt=0)
+    backends: Annotated[tuple[str, ...], BeforeValidator(_backend_list)] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in ANALYSES:
+            raise ValueError(did_you_mean("analysis", v, ANALYSES))
+        return v
+
+    @field_validator("step_size")
+    @classmethod
+    def _positive(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise ValueError(f"must be > 0, got {v:g}")
+        return v
+
+    @model_validator(mode="after")
+    def _fields_fit(self) -> AnalysisSpec:
+        takes, _ = ANALYSES[self.name]
+        problems = [
+            _at(f, f"{self.name} takes no '{f}' (it takes: {', '.join(takes)})")
+            for f in ("steps", "pairs", "seed", "step_size", "max_steps", "backends")
+            if getattr(self, f) is not None and f not in takes
+        ]
+        if problems:
+            raise ValueError(_MULTI.join(problems))
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.id or self.name
+
+
 class ReportSpec(_Strict):
     title: str | None = None
     triptychs: int = Field(default=3, ge=0, le=20)
@@ -368,7 +444,8 @@ class Scenario(_Strict):
     seed: int = Field(default=0, ge=0, lt=2**32)
     model: ModelSpec
     data: DataSpec
-    attacks: list[AttackSpec] = Field(min_length=1)
+    attacks: list[AttackSpec] = Field(default_factory=list)
+    analyses: list[AnalysisSpec] = Field(default_factory=list)
     report: ReportSpec = ReportSpec()
     crosscheck: CrosscheckSpec = CrosscheckSpec()
     execution: ExecutionSpec = ExecutionSpec()
@@ -386,6 +463,23 @@ class Scenario(_Strict):
             for i, attack in enumerate(self.attacks)
             for msg in check_backends(attack, self.model.input_range)
         ]
+        if not self.attacks and not self.analyses:
+            problems.append("attacks: give at least one attack (or an analysis under analyses)")
+        for i, analysis in enumerate(self.analyses):
+            if analysis.name == "targeted_walk":
+                from .adapters import BACKENDS
+
+                for name in analysis.backends or ():
+                    if name != "all" and name not in BACKENDS:
+                        problems.append(
+                            f"analyses[{i}].backends: {did_you_mean('backend', name, BACKENDS)}"
+                        )
+        names = [a.label for a in self.analyses]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                problems.append(
+                    f"analyses[{i}].id: '{name}' is used twice; give each analysis its own id"
+                )
         labels = [a.label for a in self.attacks]
         for i, label in enumerate(labels):
             if label in labels[:i]:

@@ -1,0 +1,253 @@
+"""Running the analyses, per model checkpoint, as units that are saved and resumed.
+
+One unit is one analysis on one checkpoint (and, for the targeted walk, one backend).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .adapters import adapter_class, backend_names
+from .analyses import (
+    MorphResult,
+    WalkResult,
+    morph_pairs,
+    morph_summary,
+    morph_sweep,
+    robustness_index,
+    select_images,
+    targeted_walk,
+    walk_summary,
+)
+from .models import LoadedModel, load_model
+from .runner import Prepared
+from .units import load_unit, save_unit, unit_seed
+
+
+@dataclass(frozen=True)
+class AnalysisUnit:
+    analysis_index: int
+    analysis_id: str
+    analysis: str
+    checkpoint: str  # "final" or the checkpoint as written in the scenario
+    backend: str  # "" for morph
+    params: tuple[tuple[str, Any], ...]
+    seed: int
+    context: str
+
+    @property
+    def name(self) -> str:
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.checkpoint)[:40]
+        suffix = f"-{self.backend}" if self.backend else ""
+        return f"an{self.analysis_index:02d}-{self.analysis_id}-ckpt-{safe}{suffix}"
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class CheckpointModel:
+    label: str
+    model: LoadedModel
+    accuracy: float
+
+
+def checkpoint_models(prep: Prepared) -> list[CheckpointModel]:
+    """The model's checkpoints in the order given, then the model itself ("final")."""
+    scenario = prep.scenario
+    out = []
+    for ckpt in scenario.model.checkpoints or ():
+        loaded = load_model(scenario, ckpt)
+        acc = float((loaded.wrapper.logits(prep.data.x).argmax(1) == prep.data.y).mean())
+        out.append(CheckpointModel(str(ckpt), loaded, acc))
+    out.append(CheckpointModel("final", prep.model, float(prep.correct.mean())))
+    return out
+
+
+def _walk_backends(spec_backends: tuple[str, ...] | None) -> tuple[str, ...]:
+    names = spec_backends if spec_backends and spec_backends != ("all",) else backend_names()
+    return tuple(b for b in names if "bim" in adapter_class(b).capabilities)
+
+
+def run_analyses(
+    prep: Prepared, folder: Path, *, resume: bool = False, progress: Any = None
+) -> dict[str, Any]:
+    """Run every analysis on every checkpoint; return their summaries and in-memory results."""
+    scenario = prep.scenario
+    if not scenario.analyses:
+        return {"analyses": [], "monitor": [], "results": {}}
+    lo, hi = prep.model.wrapper.input_range
+    checkpoints = checkpoint_models(prep)
+    summaries: list[dict[str, Any]] = []
+    results: dict[tuple[int, str, str], Any] = {}
+    monitor: dict[str, dict[str, Any]] = {
+        c.label: {"checkpoint": c.label, "accuracy": c.accuracy} for c in checkpoints
+    }
+    for a_i, spec in enumerate(scenario.analyses):
+        images = select_images(prep.data.y, prep.correct, spec.images_per_class, prep.num_classes)
+        labels = prep.data.y[images]
+        x = prep.data.x[images]
+        entry: dict[str, Any] = {
+            "id": spec.label,
+            "name": spec.name,
+            "images": int(len(images)),
+            "image_samples": [int(i) for i in prep.data.index[images]],
+            "checkpoints": [],
+        }
+        for ckpt in checkpoints:
+            context = (
+                f"{ckpt.model.fingerprint}:{prep.data.fingerprint}:{images.tobytes().hex()[:64]}"
+            )
+            if spec.name == "morph":
+                steps = spec.steps or 100
+                seed = spec.seed if spec.seed is not None else scenario.seed
+                pairs = morph_pairs(labels, spec.pairs, seed)
+                unit = AnalysisUnit(
+                    a_i,
+                    spec.label,
+                    "morph",
+                    ckpt.label,
+                    "",
+                    (("pairs", spec.pairs), ("steps", steps)),
+                    seed,
+                    context,
+                )
+                stored = load_unit(folder, unit) if resume else None  # type: ignore[arg-type]
+                t0 = time.perf_counter()
+                if stored is not None:
+                    arr = stored[0]
+                    res = MorphResult(
+                        arr["pairs"],
+                        arr["t"],
+                        arr["preds"],
+                        arr["probs"],
+                        arr["thresholds"],
+                        arr["popup"],
+                        arr["popup_before_switch"],
+                    )
+                    elapsed = float(stored[1].get("time_s", 0.0))
+                else:
+                    res = morph_sweep(ckpt.model.wrapper, x, labels, pairs, steps)
+                    elapsed = time.perf_counter() - t0
+                    save_unit(folder, unit, asdict(res), {"status": "ok", "time_s": elapsed})  # type: ignore[arg-type]
+                summary = morph_summary(res, labels, prep.num_classes)
+                summary["images_per_second"] = len(pairs) * steps / elapsed if elapsed > 0 else None
+                entry["checkpoints"].append(
+                    {
+                        "checkpoint": ckpt.label,
+                        "accuracy": ckpt.accuracy,
+                        "time_s": elapsed,
+                        **summary,
+                    }
+                )
+                monitor[ckpt.label]["morph_balance"] = summary["morph_balance"]
+                monitor[ckpt.label]["popup_share"] = summary["popup_share"]
+                results[(a_i, ckpt.label, "")] = res
+            else:
+                step = spec.step_size if spec.step_size is not None else (hi - lo) / 255
+                max_steps = spec.max_steps or 255
+                src = np.repeat(np.arange(len(images)), prep.num_classes - 1)
+                targets = np.concatenate(
+                    [np.delete(np.arange(prep.num_classes), c) for c in labels]
+                ).astype(np.int64)
+                xw, yw = x[src], labels[src]
+                per_backend: dict[str, Any] = {}
+                finals: dict[str, WalkResult] = {}
+                for backend in _walk_backends(spec.backends):
+                    seed = unit_seed(scenario.seed, 1000 + a_i, 0, 0)
+                    unit = AnalysisUnit(
+                        a_i,
+                        spec.label,
+                        "targeted_walk",
+                        ckpt.label,
+                        backend,
+                        (("max_steps", max_steps), ("step_size", step)),
+                        seed,
+                        context,
+                    )
+                    stored = load_unit(folder, unit) if resume else None  # type: ignore[arg-type]
+                    t0 = time.perf_counter()
+                    if stored is not None:
+                        arr, meta = stored
+                        walk = WalkResult(
+                            arr["iterations"],
+                            arr["reached"],
+                            arr["x_final"],
+                            arr["mae"],
+                            meta.get("library_call", {}),
+                        )
+                        elapsed = float(meta.get("time_s", 0.0))
+                    else:
+                        adapter = adapter_class(backend)(model=ckpt.model.wrapper)
+                        walk = targeted_walk(
+                            adapter,
+                            ckpt.model.wrapper,
+                            xw,
+                            yw,
+                            targets,
+                            step_size=step,
+                            max_steps=max_steps,
+                            seed=seed,
+                        )
+                        elapsed = time.perf_counter() - t0
+                        save_unit(
+                            folder,
+                            unit,  # type: ignore[arg-type]
+                            {
+                                "iterations": walk.iterations,
+                                "reached": walk.reached,
+                                "x_final": walk.x_final,
+                                "mae": walk.mae,
+                            },
+                            {"status": "ok", "time_s": elapsed, "library_call": walk.library_call},
+                        )
+                    per_backend[backend] = {
+                        **walk_summary(walk, yw, targets, prep.num_classes, hi - lo),
+                        "time_s": elapsed,
+                    }
+                    finals[backend] = walk
+                    results[(a_i, ckpt.label, backend)] = (walk, yw, targets, src)
+                names = sorted(finals)
+                agreement = []
+                for i, b1 in enumerate(names):
+                    for b2 in names[i + 1 :]:
+                        w1, w2 = finals[b1], finals[b2]
+                        agreement.append(
+                            {
+                                "backends": [b1, b2],
+                                "same_iterations": float((w1.iterations == w2.iterations).mean()),
+                                "same_outcome": float((w1.reached == w2.reached).mean()),
+                                "max_pixel_diff": float(
+                                    np.abs(w1.x_final - w2.x_final).max(initial=0.0)
+                                ),
+                                "identical": bool(np.array_equal(w1.x_final, w2.x_final)),
+                            }
+                        )
+                entry["checkpoints"].append(
+                    {
+                        "checkpoint": ckpt.label,
+                        "accuracy": ckpt.accuracy,
+                        "step_size": step,
+                        "max_steps": max_steps,
+                        "backends": per_backend,
+                        "agreement": agreement,
+                    }
+                )
+                if names:
+                    monitor[ckpt.label]["walk_effort"] = per_backend[names[0]]["walk_effort"]
+                    monitor[ckpt.label]["walk_backend"] = names[0]
+            if progress is not None:
+                progress(f"{spec.label}@{ckpt.label}")
+        summaries.append(entry)
+    for row in monitor.values():
+        row["robustness_index"] = robustness_index(row.get("walk_effort"), row.get("morph_balance"))
+    return {"analyses": summaries, "monitor": list(monitor.values()), "results": results}

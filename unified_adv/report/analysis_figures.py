@@ -1,0 +1,235 @@
+"""Figures for the Ding & Möller analyses: heat maps, probability curves, morph strips, trends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..analyses import MorphResult
+from ..runner import Prepared
+from . import PALETTE, _image, _png
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def heatmap(matrix: list[list[float | None]], title: str, fmt: str, names: list[str]) -> str:
+    plt = _plt()
+    m = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    im = ax.imshow(m, cmap="cividis")
+    n = len(m)
+    ax.set_xticks(range(n), names[:n] if len(names) >= n else range(n))
+    ax.set_yticks(range(n), names[:n] if len(names) >= n else range(n))
+    ax.set_xlabel("target class (B)")
+    ax.set_ylabel("source class (A)")
+    ax.set_title(title, fontsize=10)
+    finite = m[np.isfinite(m)]
+    mid = (finite.min() + finite.max()) / 2 if finite.size else 0
+    for i in range(n):
+        for j in range(n):
+            if np.isfinite(m[i, j]):
+                ax.text(
+                    j,
+                    i,
+                    format(m[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="black" if m[i, j] > mid else "white",
+                )
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def _example_pair(res: MorphResult) -> int | None:
+    """A pair with a pop-up before the switch whose reverse exists (like the paper's Fig. 5)."""
+    index = {(int(i), int(j)): k for k, (i, j) in enumerate(res.pairs)}
+    for k, (i, j) in enumerate(res.pairs):
+        if res.popup_before_switch[k] and (int(j), int(i)) in index:
+            return k
+    for k, (i, j) in enumerate(res.pairs):
+        if (int(j), int(i)) in index:
+            return k
+    return None
+
+
+def probability_curves(
+    res: MorphResult, labels: np.ndarray, names: list[str]
+) -> tuple[str, dict[str, Any]] | None:
+    plt = _plt()
+    k = _example_pair(res)
+    if k is None:
+        return None
+    i, j = (int(v) for v in res.pairs[k])
+    rev = next(r for r, (a, b) in enumerate(res.pairs) if (int(a), int(b)) == (j, i))
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.2), sharey=True)
+    info: dict[str, Any] = {}
+    for ax, idx, title in ((axes[0], k, "forward"), (axes[1], rev, "reverse")):
+        a, b = int(labels[res.pairs[idx, 0]]), int(labels[res.pairs[idx, 1]])
+        probs = res.probs[idx].astype(np.float32)
+        for c in range(probs.shape[1]):
+            if c == a:
+                ax.plot(
+                    res.t,
+                    probs[:, c],
+                    marker="o",
+                    markersize=3,
+                    color=PALETTE[0],
+                    label=f"{names[c]} (A)",
+                )
+            elif c == b:
+                ax.plot(
+                    res.t,
+                    probs[:, c],
+                    marker="*",
+                    markersize=4,
+                    color=PALETTE[1],
+                    label=f"{names[c]} (B)",
+                )
+            elif probs[:, c].max() > 0.05:
+                ax.plot(
+                    res.t,
+                    probs[:, c],
+                    color=PALETTE[2 + c % 4],
+                    linewidth=1.2,
+                    label=f"{names[c]} (pop-up)",
+                )
+        thr = res.thresholds[idx]
+        if np.isfinite(thr):
+            ax.axvline(thr, color="black", linestyle="--", linewidth=1)
+            ax.annotate(f"T = {thr:.2f}", (thr, 0.95), fontsize=8, ha="left")
+        ax.set_title(f"{title}: {names[a]} → {names[b]}", fontsize=9)
+        ax.set_xlabel("T")
+        ax.legend(fontsize=7, loc="center right")
+        info[title] = float(thr)
+    axes[0].set_ylabel("probability")
+    info["sum"] = info["forward"] + info["reverse"]
+    fig.tight_layout()
+    out = _png(fig)
+    plt.close(fig)
+    return out, info
+
+
+def morph_strip(
+    prep: Prepared, res: MorphResult, images: np.ndarray, names: list[str], frames: int = 11
+) -> str | None:
+    plt = _plt()
+    k = _example_pair(res)
+    if k is None:
+        return None
+    lo, hi = prep.model.wrapper.input_range
+    i, j = (int(v) for v in res.pairs[k])
+    x1, x2 = prep.data.x[images[i]], prep.data.x[images[j]]
+    picks = np.linspace(0, len(res.t) - 1, frames).round().astype(int)
+    fig, axes = plt.subplots(1, frames, figsize=(1.05 * frames, 1.5))
+    for ax, s in zip(axes, picks, strict=True):
+        t = res.t[s]
+        _image(ax, ((1 - t) * x1 + t * x2).astype(np.float32), lo, hi)
+        ax.set_title(f"T={t:.2f}\n{names[int(res.preds[k, s])]}", fontsize=7)
+    fig.tight_layout()
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def histogram(values: list[float], title: str, xlabel: str, marker: float | None = None) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 2.8))
+    ax.hist([v for v in values if np.isfinite(v)], bins=30, color=PALETTE[0])
+    if marker is not None:
+        ax.axvline(marker, color=PALETTE[5], linestyle="--", label=f"ideal {marker:.3f}")
+        ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("pairs")
+    fig.tight_layout()
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def trend(monitor: list[dict[str, Any]]) -> str:
+    plt = _plt()
+    labels = [m["checkpoint"] for m in monitor]
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    ax.plot(
+        labels,
+        [m["accuracy"] for m in monitor],
+        marker="o",
+        color=PALETTE[0],
+        label="clean accuracy",
+    )
+    ax.set_ylabel("clean accuracy", color=PALETTE[0])
+    ax.set_xlabel("checkpoint (epoch)")
+    ax2 = ax.twinx()
+    ri = [m.get("robustness_index") for m in monitor]
+    ax2.plot(
+        labels,
+        [np.nan if v is None else v for v in ri],
+        marker="s",
+        color=PALETTE[1],
+        label="robustness index",
+    )
+    ax2.set_ylabel("robustness index", color=PALETTE[1])
+    ax.set_title("Training-state monitor", fontsize=10)
+    fig.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def analysis_figures(prep: Prepared, analysis: dict[str, Any]) -> dict[str, Any]:
+    """Figures per analysis (final checkpoint) and the checkpoint trend."""
+    names = prep.data.class_names or [str(c) for c in range(prep.num_classes)]
+    if len(names) < prep.num_classes:
+        names = [str(c) for c in range(prep.num_classes)]
+    figs: dict[str, Any] = {"per_analysis": {}, "trend": None}
+    for a_i, entry in enumerate(analysis["analyses"]):
+        final = entry["checkpoints"][-1]
+        out: dict[str, Any] = {}
+        if entry["name"] == "morph":
+            res = analysis["results"][(a_i, "final", "")]
+            images = np.array(
+                [np.flatnonzero(prep.data.index == s)[0] for s in entry["image_samples"]]
+            )
+            labels = prep.data.y[images]
+            out["thresholds"] = heatmap(
+                final["threshold_matrix"], "mean class-switch threshold T", ".2f", names
+            )
+            curves = probability_curves(res, labels, names)
+            if curves:
+                out["curves"], out["curves_info"] = curves
+            out["strip"] = morph_strip(prep, res, images, names)
+            from ..analyses import threshold_sums
+
+            out["sums"] = histogram(
+                threshold_sums(res.pairs, res.thresholds).tolist(),
+                "forward + reverse threshold",
+                "T(A→B) + T(B→A)",
+                final["threshold_sum"]["grid_ideal"],
+            )
+        else:
+            for backend, summary in final["backends"].items():
+                out.setdefault("mae", {})[backend] = heatmap(
+                    summary["mae_matrix"], f"mean MAE to reach the target ({backend})", ".3f", names
+                )
+                out.setdefault("iterations", {})[backend] = heatmap(
+                    summary["iterations_matrix"], f"mean iterations ({backend})", ".0f", names
+                )
+                break  # the backends agree (see the agreement table); one set of maps suffices
+        figs["per_analysis"][a_i] = out
+    if len(analysis["monitor"]) > 1:
+        figs["trend"] = trend(analysis["monitor"])
+    return figs
