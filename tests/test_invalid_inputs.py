@@ -295,6 +295,26 @@ CASES = [
         "{path}: attacks[0].backends: backend 'foolbox' has no square (backends with square: art, torchattacks)\n",
         id="backend-lacks-attack",
     ),
+    pytest.param(
+        scenario(attacks="analyses:\n  - {name: morhp}"),
+        None,
+        "{path}: analyses[0].name: unknown analysis 'morhp'. Did you mean 'morph'? "
+        "Available: confidence_buckets, morph, targeted_walk\n",
+        id="unknown-analysis",
+    ),
+    pytest.param(
+        scenario(attacks="analyses:\n  - {name: morph, step_size: 0.1}"),
+        None,
+        "{path}: analyses[0].step_size: morph takes no 'step_size' "
+        "(it takes: images_per_class, steps, pairs, seed)\n",
+        id="analysis-field-not-taken",
+    ),
+    pytest.param(
+        scenario(model="model: {builtin: digits-cnn, checkpoints: [7]}"),
+        None,
+        "{path}: model.checkpoints: the builtin digits-cnn has epochs 1, 2, 3, 5, 10, 20, 40; got 7\n",
+        id="unknown-checkpoint",
+    ),
 ]
 
 

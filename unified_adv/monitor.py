@@ -103,6 +103,10 @@ def run_analyses(
             "image_samples": [int(i) for i in prep.data.index[images]],
             "checkpoints": [],
         }
+        if spec.name == "confidence_buckets":
+            entry = _confidence_buckets(prep, a_i, spec, folder, resume)
+            summaries.append(entry)
+            continue
         for ckpt in checkpoints:
             context = (
                 f"{ckpt.model.fingerprint}:{prep.data.fingerprint}:{images.tobytes().hex()[:64]}"
@@ -251,3 +255,92 @@ def run_analyses(
     for row in monitor.values():
         row["robustness_index"] = robustness_index(row.get("walk_effort"), row.get("morph_balance"))
     return {"analyses": summaries, "monitor": list(monitor.values()), "results": results}
+
+
+def _confidence_buckets(
+    prep: Prepared, a_i: int, spec: Any, folder: Path, resume: bool
+) -> dict[str, Any]:
+    """Possas's Table 1 on the final model: correctly classified samples only."""
+    from . import buckets as bk
+
+    lo, hi = prep.model.wrapper.input_range
+    mode = spec.mode or "paper"
+    count = 3 if mode == "paper" else (spec.buckets or 3)
+    thresholds = spec.thresholds or bk.PAPER_THRESHOLDS
+    eps = spec.eps if spec.eps is not None else 0.1 * (hi - lo)
+    steps = spec.steps or 10
+    step_size = spec.step_size if spec.step_size is not None else 2.5 * eps / steps
+    k = min(spec.k or 5, prep.num_classes)
+    positions = np.flatnonzero(prep.correct)
+    x, y = prep.data.x[positions], prep.data.y[positions]
+    conf = prep.clean_conf[positions]
+    bucket, edges = bk.assign_buckets(conf, mode, thresholds, count)
+    names = bk.bucket_names(mode, count)
+    ranked = np.argsort(-prep.clean_logits[positions], axis=1, kind="stable")
+    targets = ranked[:, k - 1].astype(np.int64)  # the lowest-ranked of the top-k
+    seed = unit_seed(prep.scenario.seed, 2000 + a_i, 0, 0)
+    per_backend: dict[str, dict[tuple[str, str], np.ndarray]] = {}
+    ran: dict[str, list[str]] = {}
+    for method, gradient, attack in bk.METHODS:
+        targeted = gradient == "least_likely"
+        for backend in bk.method_backends(spec.backends, attack, targeted):
+            unit = AnalysisUnit(
+                a_i,
+                spec.label,
+                "confidence_buckets",
+                "final",
+                backend,
+                (
+                    ("attack", attack),
+                    ("eps", eps),
+                    ("gradient", gradient),
+                    ("k", k),
+                    ("step_size", step_size),
+                    ("steps", steps),
+                ),
+                seed,
+                f"{prep.model.fingerprint}:{prep.data.fingerprint}",
+            )
+            stored = load_unit(folder, unit) if resume else None  # type: ignore[arg-type]
+            if stored is not None:
+                logits = stored[0]["adv_logits"]
+            else:
+                t0 = time.perf_counter()
+                adapter = adapter_class(backend)(model=prep.model.wrapper)
+                x_adv = bk.run_method(
+                    adapter, attack, targeted, x, y, targets, eps, steps, step_size, seed
+                )
+                logits = prep.model.wrapper.logits(x_adv)
+                save_unit(
+                    folder,
+                    unit,
+                    {"adv_logits": logits},  # type: ignore[arg-type]
+                    {"status": "ok", "time_s": time.perf_counter() - t0},
+                )
+            per_backend.setdefault(backend, {})[(method, gradient)] = logits
+            ran.setdefault(f"{method}/{gradient}", []).append(backend)
+    tables = {b: bk.table(d, y, bucket, names, k) for b, d in per_backend.items()}
+    primary = sorted(tables, key=lambda b: -len(per_backend[b]))[0] if tables else None
+    return {
+        "id": spec.label,
+        "name": "confidence_buckets",
+        "mode": mode,
+        "edges": edges,
+        "bucket_names": names,
+        "eps": eps,
+        "steps": steps,
+        "step_size": step_size,
+        "k": k,
+        "n_samples": int(len(positions)),
+        "bucket_counts": {n: int((bucket == i).sum()) for i, n in enumerate(names)},
+        "confidence_quantiles": {
+            str(q): float(np.quantile(conf, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)
+        }
+        if len(conf)
+        else {},
+        "backends_per_method": ran,
+        "tables": tables,
+        "primary_backend": primary,
+        "paper_findings": bk.paper_findings(tables[primary], names) if primary else [],
+        "backend_spread": bk.backend_spread(tables),
+    }

@@ -364,6 +364,10 @@ ANALYSES = {
         ("images_per_class", "step_size", "max_steps", "backends"),
         "targeted iterative FGSM until the target class is reached (Ding & Möller)",
     ),
+    "confidence_buckets": (
+        ("mode", "thresholds", "buckets", "eps", "steps", "step_size", "k", "backends"),
+        "top-1/top-5 error of FGSM and BIM, inverse and least likely, per confidence bucket (Possas)",
+    ),
 }
 
 
@@ -379,6 +383,11 @@ class AnalysisSpec(_Strict):
     step_size: Exact | None = None
     max_steps: int | None = Field(default=None, gt=0)
     backends: Annotated[tuple[str, ...], BeforeValidator(_backend_list)] | None = None
+    mode: Literal["paper", "quantile"] | None = None
+    thresholds: tuple[Exact, Exact] | None = None
+    buckets: int | None = Field(default=None, ge=2, le=10)
+    eps: Exact | None = None
+    k: int | None = Field(default=None, ge=2)
 
     @field_validator("name")
     @classmethod
@@ -399,9 +408,29 @@ class AnalysisSpec(_Strict):
         takes, _ = ANALYSES[self.name]
         problems = [
             _at(f, f"{self.name} takes no '{f}' (it takes: {', '.join(takes)})")
-            for f in ("steps", "pairs", "seed", "step_size", "max_steps", "backends")
+            for f in (
+                "steps",
+                "pairs",
+                "seed",
+                "step_size",
+                "max_steps",
+                "backends",
+                "mode",
+                "thresholds",
+                "buckets",
+                "eps",
+                "k",
+            )
             if getattr(self, f) is not None and f not in takes
         ]
+        if self.thresholds is not None and not 0 < self.thresholds[0] < self.thresholds[1] < 1:
+            problems.append(_at("thresholds", "need 0 < low < high < 1"))
+        if self.thresholds is not None and self.mode == "quantile":
+            problems.append(_at("thresholds", "only used with mode: paper"))
+        if self.buckets is not None and self.mode != "quantile":
+            problems.append(_at("buckets", "only used with mode: quantile"))
+        if self.eps is not None and not self.eps > 0:
+            problems.append(_at("eps", f"must be > 0, got {self.eps:g}"))
         if problems:
             raise ValueError(_MULTI.join(problems))
         return self
@@ -598,6 +627,11 @@ def _problems_from(err: ValidationError, file: str) -> list[Problem]:
             message = "required field is missing"
         elif kind == "value_error":
             message = str(e.get("ctx", {}).get("error", e["msg"]))
+            head, sep, rest = message.partition(": ")
+            owner = _model_at(loc)
+            if sep and owner is not None and head in owner.model_fields:
+                # "field: message" from a model-level check: point at the field itself.
+                path, message = (f"{path}.{head}" if path else head), rest
             if _MULTI in message or message.startswith(_SUB):
                 for part in message.split(_MULTI):
                     if part.startswith(_SUB):  # relative to the model at `path`

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -68,8 +68,18 @@ def _atomic_write(path: Path, write: Any) -> None:
             tmp.unlink()
 
 
+class UnitLike(Protocol):
+    """Any unit of work: plain data with a readable name and a content key."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+
 def save_unit(
-    folder: Path, unit: Unit, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+    folder: Path, unit: UnitLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]
 ) -> None:
     """Arrays first, then the JSON that marks the unit done; each written atomically."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,14 +90,14 @@ def save_unit(
             np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
 
     _atomic_write(npz_path, write_npz)
-    doc = {"key": unit.key, "unit": asdict(unit), **meta}
+    doc = {"key": unit.key, "unit": asdict(unit), **meta}  # type: ignore[call-overload]
     _atomic_write(
         folder / f"{unit.name}.json",
         lambda tmp: tmp.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8"),
     )
 
 
-def load_unit(folder: Path, unit: Unit) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+def load_unit(folder: Path, unit: UnitLike) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     """The stored result of ``unit`` if it is complete and was made for this exact unit."""
     meta_path, npz_path = folder / f"{unit.name}.json", folder / f"{unit.name}.npz"
     if not (meta_path.is_file() and npz_path.is_file()):

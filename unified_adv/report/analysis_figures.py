@@ -197,6 +197,9 @@ def analysis_figures(prep: Prepared, analysis: dict[str, Any]) -> dict[str, Any]
         names = [str(c) for c in range(prep.num_classes)]
     figs: dict[str, Any] = {"per_analysis": {}, "trend": None}
     for a_i, entry in enumerate(analysis["analyses"]):
+        if entry["name"] == "confidence_buckets":
+            figs["per_analysis"][a_i] = {}
+            continue
         final = entry["checkpoints"][-1]
         out: dict[str, Any] = {}
         if entry["name"] == "morph":
@@ -230,6 +233,8 @@ def analysis_figures(prep: Prepared, analysis: dict[str, Any]) -> dict[str, Any]
                 )
                 break  # the backends agree (see the agreement table); one set of maps suffices
         figs["per_analysis"][a_i] = out
-    if len(analysis["monitor"]) > 1:
+    if len(analysis["monitor"]) > 1 and any(
+        m.get("robustness_index") is not None for m in analysis["monitor"]
+    ):
         figs["trend"] = trend(analysis["monitor"])
     return figs

@@ -1,0 +1,200 @@
+"""Confidence bucketing (Possas): are confident predictions harder to perturb?
+
+Correctly classified samples are bucketed by the model's top-1 softmax confidence on the
+clean input, then attacked with {fast = FGSM, iterative = BIM} × {inverse = untargeted,
+least likely = towards the k-th ranked class of the clean prediction}. Per bucket: top-1
+error (the adversarial top-1 is not the label) and top-5 error (the label is not among the
+adversarial top-5), with Wilson 95 % intervals — the layout of the paper's Table 1.
+
+Bucket boundaries, exactly: ``paper`` mode, thresholds (t1, t2) = (0.15, 0.30):
+low = conf < t1, medium = t1 ≤ conf < t2, high = conf ≥ t2. ``quantile`` mode: the
+confidences' quantiles split the samples into equal-sized buckets; a sample equal to an
+inner edge goes to the upper bucket (``searchsorted(..., side="right")``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .adapters import Adapter, AttackRequest, adapter_class, backend_names
+from .attacks import ATTACKS
+from .crosscheck import wilson
+
+METHODS = (
+    ("fast", "inverse", "fgsm"),
+    ("fast", "least_likely", "fgsm"),
+    ("iterative", "inverse", "bim"),
+    ("iterative", "least_likely", "bim"),
+)
+PAPER_THRESHOLDS = (0.15, 0.30)
+
+
+def bucket_names(mode: str, count: int) -> list[str]:
+    if mode == "paper" or count == 3:
+        return ["low", "medium", "high"]
+    return [f"q{i + 1}" for i in range(count)]
+
+
+def assign_buckets(
+    conf: np.ndarray, mode: str, thresholds: tuple[float, float] = PAPER_THRESHOLDS, count: int = 3
+) -> tuple[np.ndarray, list[float]]:
+    """Bucket index per sample (0 = least confident) and the inner edges used."""
+    if mode == "paper":
+        edges = [float(t) for t in thresholds]
+    else:
+        edges = [float(e) for e in np.quantile(conf, np.linspace(0, 1, count + 1)[1:-1])]
+    return np.searchsorted(np.asarray(edges), conf, side="right").astype(np.int64), edges
+
+
+def _topk_errors(logits: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    ranked = np.argsort(-logits, axis=1, kind="stable")
+    top1 = ranked[:, 0] != labels
+    top5 = ~(ranked[:, : min(k, logits.shape[1])] == labels[:, None]).any(1)
+    return top1, top5
+
+
+def run_method(
+    adapter: Adapter,
+    attack: str,
+    targeted: bool,
+    x: np.ndarray,
+    y: np.ndarray,
+    targets: np.ndarray,
+    eps: float,
+    steps: int,
+    step_size: float,
+    seed: int,
+) -> np.ndarray:
+    params = (
+        ATTACKS[attack].resolve(eps, {"steps": steps, "step_size": step_size})
+        if attack == "bim"
+        else {}
+    )
+    request = AttackRequest(attack=attack, norm="linf", eps=eps, params=params, targeted=targeted)
+    out = adapter.generate(request, x, y, targets if targeted else None, seed=seed)
+    return out.x_adv
+
+
+def method_backends(requested: tuple[str, ...] | None, attack: str, targeted: bool) -> list[str]:
+    names = requested if requested and requested != ("all",) else backend_names()
+    mode = "least_likely" if targeted else "untargeted"
+    out = []
+    for name in names:
+        cap = adapter_class(name).capabilities.get(attack)
+        if cap is not None and "linf" in cap.norms and mode in cap.targets:
+            out.append(name)
+    return out
+
+
+def table(
+    adv_logits: dict[tuple[str, str], np.ndarray],
+    labels: np.ndarray,
+    bucket: np.ndarray,
+    names: list[str],
+    top_k: int = 5,
+) -> list[dict[str, Any]]:
+    """One row per method × gradient: top-1 and top-5 error per bucket, with intervals."""
+    rows = []
+    for (method, gradient), logits in adv_logits.items():
+        top1, top5 = _topk_errors(logits, labels, top_k)
+        cells = {}
+        for b, name in enumerate(names):
+            m = bucket == b
+            n = int(m.sum())
+            e1, e5 = int(top1[m].sum()), int(top5[m].sum())
+            cells[name] = {
+                "n": n,
+                "top1": e1 / n if n else None,
+                "top1_ci": wilson(e1, n) if n else None,
+                "top5": e5 / n if n else None,
+                "top5_ci": wilson(e5, n) if n else None,
+            }
+        rows.append(
+            {
+                "method": method,
+                "gradient": gradient,
+                "buckets": cells,
+                "top1_all": float(top1.mean()) if len(top1) else None,
+                "top5_all": float(top5.mean()) if len(top5) else None,
+            }
+        )
+    return rows
+
+
+def paper_findings(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """Which of the paper's four findings hold here, each with its evidence."""
+    by = {(r["method"], r["gradient"]): r for r in rows}
+    low, high = names[0], names[-1]
+
+    def err(method: str, gradient: str, bucket: str, which: str = "top1") -> float | None:
+        row = by.get((method, gradient))
+        return None if row is None else row["buckets"][bucket][which]
+
+    out = []
+    pairs: list[tuple[float, float, str]] = []
+    for m, g, _ in METHODS:
+        lo_err, hi_err = err(m, g, low), err(m, g, high)
+        if lo_err is not None and hi_err is not None and low != high:
+            pairs.append((lo_err, hi_err, f"{m}/{g}"))
+    out.append(
+        {
+            "finding": "low confidence is more vulnerable",
+            "holds": all(lo >= hi for lo, hi, _ in pairs) if pairs else None,
+            "evidence": "; ".join(
+                f"{w}: top-1 error {lo:.1%} ({low}) vs {hi:.1%} ({high})" for lo, hi, w in pairs
+            ),
+        }
+    )
+    comps = []
+    for m in ("fast", "iterative"):
+        for b in names:
+            a, c = err(m, "inverse", b), err(m, "least_likely", b)
+            if a is not None and c is not None:
+                comps.append((a, c, f"{m}/{b}"))
+    out.append(
+        {
+            "finding": "inverse beats least likely",
+            "holds": all(a >= c for a, c, _ in comps) if comps else None,
+            "evidence": "; ".join(f"{w}: {a:.1%} vs {c:.1%}" for a, c, w in comps),
+        }
+    )
+    comps = []
+    for g in ("inverse", "least_likely"):
+        for b in names:
+            it, fa = err("iterative", g, b), err("fast", g, b)
+            if it is not None and fa is not None:
+                comps.append((it, fa, f"{g}/{b}"))
+    out.append(
+        {
+            "finding": "iterative is at least as strong as fast",
+            "holds": all(it >= fa for it, fa, _ in comps) if comps else None,
+            "evidence": "; ".join(f"{w}: {it:.1%} vs {fa:.1%}" for it, fa, w in comps),
+        }
+    )
+    gaps = [
+        (r["top1_all"], r["top5_all"], f"{r['method']}/{r['gradient']}")
+        for r in rows
+        if r["top1_all"] is not None
+    ]
+    out.append(
+        {
+            "finding": "top-5 error is well below top-1 error",
+            "holds": all(t5 < t1 for t1, t5, _ in gaps) if gaps else None,
+            "evidence": "; ".join(f"{w}: top-1 {t1:.1%}, top-5 {t5:.1%}" for t1, t5, w in gaps),
+        }
+    )
+    return out
+
+
+def backend_spread(tables: dict[str, list[dict[str, Any]]]) -> float | None:
+    """Largest difference in any top-1 error cell between two backends."""
+    cells: dict[tuple[str, str, str], list[float]] = {}
+    for rows in tables.values():
+        for r in rows:
+            for b, c in r["buckets"].items():
+                if c["top1"] is not None:
+                    cells.setdefault((r["method"], r["gradient"], b), []).append(c["top1"])
+    spreads = [max(v) - min(v) for v in cells.values() if len(v) > 1]
+    return max(spreads) if spreads else None
