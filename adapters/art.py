@@ -70,7 +70,8 @@ class ArtAdapter(Adapter):
             {"l0": "PixelAttack"},
             _ALL,
             note="differential evolution with ART's own population (400 // (3 x pixels)); "
-            "pixel values are cast to int, so in [0, 1] they are 0 or 1",
+            "pixel values are cast to int, so in [0, 1] they are 0 or 1; it refuses 2-class "
+            "models, so those get a constant third logit (-1e4) that never wins",
         ),
         "universal": Capability(
             {"linf": "UniversalPerturbation", "l2": "UniversalPerturbation"},
@@ -145,6 +146,28 @@ class ArtAdapter(Adapter):
 
     _estimator: Any = None
     _estimator_shape: tuple[int, ...] | None = None
+
+    def _three_class_classifier(self, x: np.ndarray) -> Any:
+        """ART's PixelAttack refuses 2-class models (it turns their labels into one column):
+        the same model with a constant third logit of -1e4, which never wins."""
+        from art.estimators.classification import PyTorchClassifier
+
+        class PadClass(nn.Module):
+            def __init__(self, inner: nn.Module) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, z: Any) -> Any:
+                import torch
+
+                out = self.inner(z)
+                return torch.cat([out, torch.full_like(out[:, :1], -1e4)], dim=1)
+
+        return PyTorchClassifier(
+            model=PadClass(self.model), loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+            nb_classes=3, clip_values=self.model.input_range, channels_first=True,
+            preprocessing=(0.0, 1.0), device_type="cpu" if self.model.device.type == "cpu" else "gpu",
+        )
 
     def _classifier(self, x: np.ndarray) -> tuple[Any, dict[str, Any]]:
         from art.estimators.classification import PyTorchClassifier
@@ -358,7 +381,14 @@ class ArtAdapter(Adapter):
             )
         else:  # pragma: no cover - guarded by capabilities
             raise ValueError(a)
+        if a == "one_pixel" and estimator.nb_classes == 2:
+            estimator = self._three_class_classifier(x)
+            extra["two_class_workaround"] = "constant third logit -1e4 (never wins) for PixelAttack"
         attack = cls(estimator, **kwargs)
+        if labels is not None and labels.ndim == 1:
+            # One-hot: with index labels ART turns a 2-class problem into (N, 1) binary
+            # labels, which PixelAttack refuses.
+            labels = np.eye(estimator.nb_classes, dtype=np.float32)[labels]
         seed = int(np.random.randint(0, 2**31 - 1))  # drawn from the unit-seeded global RNG
         with seeded_fresh_random_states(seed):
             x_adv = attack.generate(x=x, y=labels)
@@ -373,7 +403,7 @@ class ArtAdapter(Adapter):
             "kwargs": {
                 k: ("inf" if isinstance(v, float) and v == np.inf else v) for k, v in kwargs.items()
             },
-            "generate": {"y": "target labels" if targeted else "true labels (indices)"},
+            "generate": {"y": "target labels, one-hot" if targeted else "true labels, one-hot"},
             "update_order": self.update_order,
             **extra,
         }

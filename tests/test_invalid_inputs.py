@@ -299,7 +299,7 @@ CASES = [
         scenario(attacks="analyses:\n  - {name: morhp}"),
         None,
         "{path}: analyses[0].name: unknown analysis 'morhp'. Did you mean 'morph'? "
-        "Available: confidence_buckets, morph, targeted_walk\n",
+        "Available: confidence_buckets, morph, pixel_flip_study, targeted_walk\n",
         id="unknown-analysis",
     ),
     pytest.param(

@@ -151,7 +151,20 @@ def load_data(scenario: Scenario) -> Dataset:
     """The scenario's samples, before ``only_correct`` (which needs the model)."""
     spec = scenario.data
     lo, hi = scenario.model.input_range
-    if spec.builtin == "digits":
+    if spec.builtin == "lines":
+        from .lines import generate_lines
+
+        assert spec.size is not None and spec.angle_step is not None
+        lines = generate_lines(spec.size, spec.angle_step)
+        ds = Dataset(
+            _scale_into(lines.images, lo, hi),
+            lines.labels.copy(),
+            np.arange(len(lines), dtype=np.int64),
+            ["other", "0-40°"],
+            f"every unique {spec.size}x{spec.size} line image at {spec.angle_step:g}° steps "
+            f"({len(lines)} images; Kügler et al.)",
+        )
+    elif spec.builtin == "digits":
         _, _, x, y, _, i_test = digits_split()
         ds = Dataset(
             _scale_into(x, lo, hi),

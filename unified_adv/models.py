@@ -268,7 +268,15 @@ def load_model(scenario: Scenario, checkpoint: int | str | None = None) -> Loade
             file, "model.device", f"'{spec.device}' requested but CUDA is not available"
         )
     field = "model.checkpoints" if checkpoint is not None else None
-    if spec.builtin:
+    if spec.builtin == "line-cnn":
+        from .lines import builtin_line_cnn
+
+        data = scenario.data
+        assert data.size is not None and data.angle_step is not None  # checked by the schema
+        line_net, details = builtin_line_cnn(data.size, data.angle_step, spec.seed or 0)
+        net = line_net
+        fingerprint = _state_fingerprint(net)
+    elif spec.builtin:
         net, details = builtin_digits_cnn(checkpoint if isinstance(checkpoint, int) else None)
         fingerprint = _state_fingerprint(net)
     elif spec.torchscript:

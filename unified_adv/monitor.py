@@ -104,8 +104,12 @@ def run_analyses(
             "checkpoints": [],
         }
         if spec.name == "confidence_buckets":
-            entry = _confidence_buckets(prep, a_i, spec, folder, resume)
+            summaries.append(_confidence_buckets(prep, a_i, spec, folder, resume))
+            continue
+        if spec.name == "pixel_flip_study":
+            entry, study = _pixel_flip_study(prep, a_i, spec, folder, resume)
             summaries.append(entry)
+            results[(a_i, "study", "")] = study
             continue
         for ckpt in checkpoints:
             context = (
@@ -344,3 +348,141 @@ def _confidence_buckets(
         "paper_findings": bk.paper_findings(tables[primary], names) if primary else [],
         "backend_spread": bk.backend_spread(tables),
     }
+
+
+def _flip_mask(model: Any, images: np.ndarray, engine: str) -> tuple[np.ndarray, str]:
+    """(N, D, D) bool: flipping pixel (i, j) of image n changes the model's prediction."""
+    from . import pixelflip
+
+    result = pixelflip.exhaustive_flips(model, images, engine=engine)
+    mask: np.ndarray = np.asarray(result.adversarial, dtype=bool)
+    if mask.ndim == 4:  # (N, K, D, D): binary images have one candidate value per pixel
+        mask = np.asarray(mask.any(axis=1), dtype=bool)
+    return mask, str(result.engine)
+
+
+def _pixel_flip_study(
+    prep: Prepared, a_i: int, spec: Any, folder: Path, resume: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Kügler et al.: every pixel of every unique line image flipped, for several sizes, angle
+    steps and trained models; shares overall, by angle and by position, averaged over models."""
+    from .lines import PAPER_TABLE1, builtin_line_cnn, generate_lines
+
+    sizes = spec.sizes or (16,)
+    steps = spec.angle_steps or (2.0,)
+    seeds = spec.seeds or 1
+    engine = spec.engine or "auto"
+    configs: list[dict[str, Any]] = []
+    study: dict[str, Any] = {}
+    for size in sizes:
+        for step in steps:
+            t_gen = time.perf_counter()
+            lines = generate_lines(size, step)
+            gen_s = time.perf_counter() - t_gen
+            masks, times, used, trained = [], [], set(), []
+            for seed in range(seeds):
+                net, details = builtin_line_cnn(size, step, seed)
+                trained.append(
+                    {
+                        "seed": seed,
+                        "epochs": details.get("epochs"),
+                        "training_accuracy": details.get("training_accuracy"),
+                    }
+                )
+                unit = AnalysisUnit(
+                    a_i,
+                    spec.label,
+                    "pixel_flip_study",
+                    f"d{size}-s{step:g}",
+                    f"seed{seed}",
+                    (("engine", engine),),
+                    seed,
+                    f"{_fingerprint(net)}:{len(lines)}",
+                )
+                stored = load_unit(folder, unit) if resume else None
+                if stored is not None:
+                    mask = stored[0]["adversarial"].astype(bool)
+                    elapsed = float(stored[1].get("time_s", 0.0))
+                    used.add(stored[1].get("engine", engine))
+                else:
+                    t0 = time.perf_counter()
+                    mask, how = _flip_mask(net, lines.images, engine)
+                    elapsed = time.perf_counter() - t0
+                    used.add(how)
+                    save_unit(
+                        folder,
+                        unit,
+                        {"adversarial": mask},
+                        {"status": "ok", "time_s": elapsed, "engine": how},
+                    )
+                masks.append(mask)
+                times.append(elapsed)
+            stack = np.stack(masks)  # (models, N, D, D)
+            n_img = len(lines)
+            candidates = n_img * size * size
+            share_per_model = stack.reshape(len(masks), -1).mean(1)
+            angles = np.round(lines.angle, 6)
+            by_angle = []
+            for ang in np.unique(angles):
+                sel = angles == ang
+                by_angle.append(
+                    {
+                        "angle": float(ang),
+                        "images": int(sel.sum()),
+                        "share": float(stack[:, sel].mean()),
+                        "boundary_distance": float(lines.boundary_distance[sel][0]),
+                    }
+                )
+            key = f"{size}x{size} @ {step:g}°"
+            configs.append(
+                {
+                    "size": size,
+                    "angle_step": float(step),
+                    "images": n_img,
+                    "paper_images": PAPER_TABLE1.get((size, float(step))),
+                    "ambiguous_images": int(lines.n_ambiguous),
+                    "models": trained,
+                    "candidates_per_model": candidates,
+                    "adversarial_share": float(share_per_model.mean()),
+                    "adversarial_share_per_model": [float(v) for v in share_per_model],
+                    "images_with_adversarial_flip": float(stack.any(axis=(2, 3)).mean()),
+                    "by_angle": by_angle,
+                    "engine": sorted(used),
+                    "seconds_per_model": float(np.median(times)) if times else None,
+                    "candidates_per_second": candidates / float(np.median(times))
+                    if times and np.median(times) > 0
+                    else None,
+                    "generation_seconds": gen_s,
+                }
+            )
+            study[key] = {
+                "heatmap": stack.mean(axis=(0, 1)),
+                "by_angle": by_angle,
+                "size": size,
+                "step": step,
+            }
+    # The exhaustive upper bound on the scenario's own line images, for its one-pixel attacks.
+    bound = None
+    if prep.scenario.data.builtin == "lines" and prep.scenario.model.builtin == "line-cnn":
+        wrapper = prep.model.wrapper
+        mask, _ = _flip_mask(wrapper if wrapper.normalised else wrapper.net, prep.data.x, engine)
+        any_flip: list[bool] = np.asarray(mask.any(axis=(1, 2)), dtype=bool).tolist()
+        bound = {
+            "images": len(any_flip),
+            "share_with_adversarial_flip": float(np.mean(any_flip)) if any_flip else 0.0,
+            "per_sample": {int(s): v for s, v in zip(prep.data.index, any_flip, strict=True)},
+        }
+    return {
+        "id": spec.label,
+        "name": "pixel_flip_study",
+        "configs": configs,
+        "upper_bound": bound,
+    }, study
+
+
+def _fingerprint(net: Any) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]

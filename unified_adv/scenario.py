@@ -30,8 +30,8 @@ from pydantic import (
 from .attacks import ALL_PARAMS, ATTACKS
 from .errors import InputError, Problem, did_you_mean, format_loc
 
-BUILTIN_MODELS = ("digits-cnn",)
-BUILTIN_DATA = ("digits",)
+BUILTIN_MODELS = ("digits-cnn", "line-cnn")
+BUILTIN_DATA = ("digits", "lines")
 
 
 # --------------------------------------------------------------------------- numbers
@@ -136,6 +136,8 @@ class ModelSpec(_Strict):
     mean: tuple[Exact, ...] | None = None
     std: tuple[Exact, ...] | None = None
     device: str = "cpu"
+    #: Training seed of the builtin line-cnn (Kügler et al.'s CNN, trained on the lines data).
+    seed: int | None = Field(default=None, ge=0)
     #: Earlier states of the same model for the training-state monitor: epochs of the
     #: builtin digits CNN, weight files for a factory, TorchScript files otherwise.
     checkpoints: tuple[int | str, ...] | None = None
@@ -169,6 +171,8 @@ class ModelSpec(_Strict):
                 "give exactly one of builtin, torchscript, factory"
                 + (f" (got {', '.join(given)})" if given else "")
             )
+        if self.seed is not None and self.builtin != "line-cnn":
+            raise ValueError("seed: only used with builtin: line-cnn")
         if self.weights is not None and self.factory is None:
             raise ValueError("weights: only used with factory")
         lo, hi = self.input_range
@@ -177,6 +181,8 @@ class ModelSpec(_Strict):
         if self.checkpoints is not None:
             if not self.checkpoints:
                 raise ValueError("checkpoints: give at least one, or leave it out")
+            if self.builtin == "line-cnn":
+                raise ValueError("checkpoints: the builtin line-cnn keeps no checkpoints")
             if self.builtin:
                 from .models import DIGITS_CHECKPOINTS
 
@@ -213,6 +219,9 @@ class DataSpec(_Strict):
     image_folder: str | None = None
     image_size: tuple[int, int] | None = None
     grayscale: bool = False
+    #: builtin lines (Kügler et al.): image side D and angle grid step in degrees.
+    size: int | None = Field(default=None, ge=14, le=128)
+    angle_step: Exact | None = None
     limit: int | None = Field(default=None, gt=0)
     only_correct: bool = True
 
@@ -235,6 +244,13 @@ class DataSpec(_Strict):
             raise ValueError("image_folder needs image_size: [height, width]")
         if self.image_size is not None and self.image_folder is None:
             raise ValueError("image_size: only used with image_folder")
+        if self.builtin == "lines":
+            if self.size is None or self.angle_step is None:
+                raise ValueError("builtin lines needs size (image side) and angle_step (degrees)")
+            if not 0 < self.angle_step <= 90:
+                raise ValueError(f"angle_step: must be in (0, 90], got {self.angle_step:g}")
+        elif self.size is not None or self.angle_step is not None:
+            raise ValueError("size and angle_step are only used with builtin: lines")
         if self.image_size is not None and min(self.image_size) < 1:
             raise ValueError("image_size: both sides must be >= 1")
         return self
@@ -364,6 +380,10 @@ ANALYSES = {
         ("images_per_class", "step_size", "max_steps", "backends"),
         "targeted iterative FGSM until the target class is reached (Ding & Möller)",
     ),
+    "pixel_flip_study": (
+        ("sizes", "angle_steps", "seeds", "engine"),
+        "exhaustive one-pixel flips on the line data set, per size and angle step (Kügler et al.)",
+    ),
     "confidence_buckets": (
         ("mode", "thresholds", "buckets", "eps", "steps", "step_size", "k", "backends"),
         "top-1/top-5 error of FGSM and BIM, inverse and least likely, per confidence bucket (Possas)",
@@ -388,6 +408,10 @@ class AnalysisSpec(_Strict):
     buckets: int | None = Field(default=None, ge=2, le=10)
     eps: Exact | None = None
     k: int | None = Field(default=None, ge=2)
+    sizes: tuple[int, ...] | None = None
+    angle_steps: tuple[Exact, ...] | None = None
+    seeds: int | None = Field(default=None, ge=1, le=20)
+    engine: Literal["auto", "fast", "generic", "bruteforce"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -420,6 +444,10 @@ class AnalysisSpec(_Strict):
                 "buckets",
                 "eps",
                 "k",
+                "sizes",
+                "angle_steps",
+                "seeds",
+                "engine",
             )
             if getattr(self, f) is not None and f not in takes
         ]
@@ -429,6 +457,14 @@ class AnalysisSpec(_Strict):
             problems.append(_at("thresholds", "only used with mode: paper"))
         if self.buckets is not None and self.mode != "quantile":
             problems.append(_at("buckets", "only used with mode: quantile"))
+        if self.sizes is not None and (
+            not self.sizes or any(not 14 <= d <= 128 for d in self.sizes)
+        ):
+            problems.append(_at("sizes", "give image sides between 14 and 128"))
+        if self.angle_steps is not None and (
+            not self.angle_steps or any(not 0 < s <= 90 for s in self.angle_steps)
+        ):
+            problems.append(_at("angle_steps", "give steps in degrees, each in (0, 90]"))
         if self.eps is not None and not self.eps > 0:
             problems.append(_at("eps", f"must be > 0, got {self.eps:g}"))
         if problems:
@@ -492,6 +528,10 @@ class Scenario(_Strict):
             for i, attack in enumerate(self.attacks)
             for msg in check_backends(attack, self.model.input_range)
         ]
+        if self.model.builtin == "line-cnn" and self.data.builtin != "lines":
+            problems.append(
+                "model.builtin: line-cnn is trained on the lines data: use data: {builtin: lines, ...}"
+            )
         if not self.attacks and not self.analyses:
             problems.append("attacks: give at least one attack (or an analysis under analyses)")
         for i, analysis in enumerate(self.analyses):

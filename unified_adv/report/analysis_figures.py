@@ -197,6 +197,13 @@ def analysis_figures(prep: Prepared, analysis: dict[str, Any]) -> dict[str, Any]
         names = [str(c) for c in range(prep.num_classes)]
     figs: dict[str, Any] = {"per_analysis": {}, "trend": None}
     for a_i, entry in enumerate(analysis["analyses"]):
+        if entry["name"] == "pixel_flip_study":
+            study = analysis["results"][(a_i, "study", "")]
+            figs["per_analysis"][a_i] = {
+                "by_angle": by_angle_plot(study),
+                "heatmaps": {key: flip_heatmap(v["heatmap"], key) for key, v in study.items()},
+            }
+            continue
         if entry["name"] == "confidence_buckets":
             figs["per_analysis"][a_i] = {}
             continue
@@ -238,3 +245,43 @@ def analysis_figures(prep: Prepared, analysis: dict[str, Any]) -> dict[str, Any]
     ):
         figs["trend"] = trend(analysis["monitor"])
     return figs
+
+
+def by_angle_plot(study: dict[str, Any]) -> str:
+    """Kügler et al.'s Figure 4: adversarial share by line angle, per configuration."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    for k, (key, v) in enumerate(study.items()):
+        rows = v["by_angle"]
+        ax.plot(
+            [r["angle"] for r in rows],
+            [r["share"] for r in rows],
+            linewidth=1.1,
+            color=PALETTE[k % len(PALETTE)],
+            label=key,
+        )
+    for boundary in (0, 40, 180):
+        ax.axvline(boundary, color="black", linestyle=":", linewidth=0.8)
+    ax.set_xlabel("line angle α (°); decision boundaries at 0°/180° and 40°")
+    ax.set_ylabel("adversarial flips / candidates")
+    ax.set_title("one-pixel flips that change the class, by angle", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def flip_heatmap(heat: np.ndarray, key: str) -> str:
+    """Kügler et al.'s Figure 5: where a flip succeeds, as a share of images (and models)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3.4, 3.0))
+    im = ax.imshow(heat, cmap="cividis")
+    ax.set_title(key, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    out = _png(fig)
+    plt.close(fig)
+    return out
