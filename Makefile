@@ -23,6 +23,7 @@ test: setup
 
 bench: setup
 	$(PY) bench/morph.py
+	$(PY) bench/pixelflip.py
 
 lint: setup
 	$(VENV)/bin/ruff check unified_adv adapters tests bench
