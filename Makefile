@@ -22,8 +22,7 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) bench/morph.py
-	$(PY) bench/pixelflip.py
+	$(PY) bench/run.py
 
 lint: setup
 	$(VENV)/bin/ruff check unified_adv adapters tests bench

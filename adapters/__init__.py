@@ -94,17 +94,18 @@ def check_backends(attack: AttackSpec, input_range: Sequence[float]) -> list[str
     """Every reason the attack's backend list cannot run, as messages (empty if fine)."""
     from unified_adv.errors import did_you_mean
 
-    if attack.backends == ("all",):
+    if attack.backends in (("all",), ("fastest",)):
         if not capable_backends(attack, input_range):
             reasons = [_why_not(b, attack, input_range) for b in BACKENDS]
             return ["no backend can run this attack: " + "; ".join(r for r in reasons if r)]
         return []
     problems = []
-    if "all" in attack.backends:
-        problems.append("'all' cannot be combined with backend names")
+    for word in ("all", "fastest"):
+        if word in attack.backends:
+            problems.append(f"'{word}' cannot be combined with backend names")
     seen: set[str] = set()
     for name in attack.backends:
-        if name == "all":
+        if name in ("all", "fastest"):
             continue
         if name in seen:
             problems.append(f"backend '{name}' is listed twice")

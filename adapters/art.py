@@ -146,6 +146,7 @@ class ArtAdapter(Adapter):
 
     _estimator: Any = None
     _estimator_shape: tuple[int, ...] | None = None
+    _estimator_args: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance, never mutated
 
     def _three_class_classifier(self, x: np.ndarray) -> Any:
         """ART's PixelAttack refuses 2-class models (it turns their labels into one column):
@@ -164,14 +165,23 @@ class ArtAdapter(Adapter):
                 return torch.cat([out, torch.full_like(out[:, :1], -1e4)], dim=1)
 
         return PyTorchClassifier(
-            model=PadClass(self.model), loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-            nb_classes=3, clip_values=self.model.input_range, channels_first=True,
-            preprocessing=(0.0, 1.0), device_type="cpu" if self.model.device.type == "cpu" else "gpu",
+            model=PadClass(self.model),
+            loss=nn.CrossEntropyLoss(),
+            input_shape=tuple(x.shape[1:]),
+            nb_classes=3,
+            clip_values=self.model.input_range,
+            channels_first=True,
+            preprocessing=(0.0, 1.0),
+            device_type="cpu" if self.model.device.type == "cpu" else "gpu",
         )
 
     def _classifier(self, x: np.ndarray) -> tuple[Any, dict[str, Any]]:
         from art.estimators.classification import PyTorchClassifier
 
+        key = tuple(x.shape[1:])
+        if self._estimator is not None and self._estimator_shape == key:
+            # Built once per adapter and input shape, not once per unit.
+            return self._estimator, self._estimator_args
         n_classes = int(self.model.logits(x[:1]).shape[1])
         args: dict[str, Any] = {
             "loss": "torch.nn.CrossEntropyLoss()",
@@ -182,14 +192,12 @@ class ArtAdapter(Adapter):
             "preprocessing": (0.0, 1.0),
             "device_type": "cpu" if self.model.device.type == "cpu" else "gpu",
         }
-        key = (*x.shape[1:], n_classes)
-        if self._estimator is None or self._estimator_shape != key:
-            # Built once per adapter and input shape, not once per unit.
-            self._estimator = PyTorchClassifier(
-                model=self.model, **{**args, "loss": nn.CrossEntropyLoss()}
-            )
-            self._estimator_shape = key
-        return self._estimator, {"PyTorchClassifier": args}
+        self._estimator = PyTorchClassifier(
+            model=self.model, **{**args, "loss": nn.CrossEntropyLoss()}
+        )
+        self._estimator_shape = key
+        self._estimator_args = {"PyTorchClassifier": args}
+        return self._estimator, self._estimator_args
 
     def _generate(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None

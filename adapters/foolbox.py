@@ -83,6 +83,8 @@ class FoolboxAdapter(Adapter):
         "source_step": "source_step",
     }
 
+    _fmodel: Any = None
+
     def facts(self, request: AttackRequest) -> dict[str, Any]:
         a = request.attack
         out: dict[str, Any] = {}
@@ -108,9 +110,11 @@ class FoolboxAdapter(Adapter):
         import foolbox as fb
 
         device = self.model.device
-        fmodel = fb.PyTorchModel(
-            self.model, bounds=self.model.input_range, device=device, preprocessing=None
-        )
+        if self._fmodel is None:  # built once per adapter, not once per unit
+            self._fmodel = fb.PyTorchModel(
+                self.model, bounds=self.model.input_range, device=device, preprocessing=None
+            )
+        fmodel = self._fmodel
         cls_name = self.capabilities[request.attack].classes[request.norm]
         cls = getattr(fb.attacks, cls_name)
         p = request.params

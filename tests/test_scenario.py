@@ -128,3 +128,26 @@ def test_validate_reports_a_valid_scenario(cli) -> None:
     result = cli("validate", REPO / "scenarios" / "quickstart.yaml")
     assert result.code == 0, result.err
     assert "valid" in result.out and "clean accuracy" in result.out
+
+
+def test_fastest_picks_the_quickest_equivalent_backend() -> None:
+    from unified_adv.speed import fastest_backend
+
+    table = {
+        "cw_l2": {
+            "art": {"seconds_per_sample": 0.04, "success_rate": 1.0},
+            "foolbox": {"seconds_per_sample": 0.004, "success_rate": 1.0},
+            "torchattacks": {"seconds_per_sample": 0.001, "success_rate": 0.6},  # not equivalent
+        }
+    }
+    assert fastest_backend("cw_l2", ("art", "foolbox", "torchattacks"), table) == "foolbox"
+    assert fastest_backend("cw_l2", ("art",), table) == "art"
+    assert fastest_backend("square", ("art", "torchattacks"), table) == "art"  # not measured
+
+
+def test_fastest_in_a_scenario() -> None:
+    s = _scenario("  - {name: deepfool, backends: fastest}\n")
+    (chosen,) = s.backends_for(s.attacks[0])
+    assert chosen in ("art", "foolbox", "torchattacks")
+    with pytest.raises(unified_adv.InputError, match="'fastest' cannot be combined"):
+        _scenario("  - {name: deepfool, backends: [fastest, art]}\n")

@@ -72,9 +72,9 @@ def _backend_list(value: Any) -> tuple[str, ...]:
         return (value,)
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         if not value:
-            raise ValueError("needs at least one backend, or 'all'")
+            raise ValueError("needs at least one backend, or 'all', or 'fastest'")
         return tuple(value)
-    raise ValueError(f"expected 'all' or a list of backend names, got {value!r}")
+    raise ValueError(f"expected 'all', 'fastest' or a list of backend names, got {value!r}")
 
 
 # --------------------------------------------------------------------------- sections
@@ -583,6 +583,10 @@ class Scenario(_Strict):
 
         if attack.backends == ("all",):
             return capable_backends(attack, self.model.input_range)
+        if attack.backends == ("fastest",):
+            from .speed import fastest_backend
+
+            return (fastest_backend(attack.name, capable_backends(attack, self.model.input_range)),)
         return attack.backends
 
 
