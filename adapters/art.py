@@ -125,86 +125,70 @@ class ArtAdapter(Adapter):
     }
     name_overrides = {"boundary": {"spherical_step": "delta", "source_step": "epsilon"}}
 
-    def facts(self, request: AttackRequest) -> dict[str, Any]:
-        a = request.attack
-        out: dict[str, Any] = {}
-        if a in ("fgsm", "bim", "pgd", "mifgsm"):
-            out["update_order"] = self.update_order
-            out["loss"] = "cross-entropy, mean over the batch"
-            if request.norm == "l2":
-                out["l2_step"] = "g / ||g||_2"
-        if a == "mifgsm":
-            out["momentum"] = "paper: mu*g + grad/||grad||_1, step along sign"
-        if a == "deepfool":
-            out["overshoot_applied_to"] = "total perturbation"
-            out["labels"] = "model's own predictions"
-        if a == "cw_l2":
-            out["optimiser"] = "gradient descent with step halving/doubling"
-        if a in ("hopskipjump", "boundary"):
-            out["dtype"] = "float64 inside ART (cast to float32 by the model wrapper)"
-        return out
+    loss_convention = "cross-entropy, mean over the batch"
+    l2_step_rule = "g / ||g||_2"
+    attack_facts = {
+        "mifgsm": {"momentum": "paper: mu*g + grad/||grad||_1, step along sign"},
+        "deepfool": {
+            "overshoot_applied_to": "total perturbation",
+            "labels": "model's own predictions",
+        },
+        "cw_l2": {"optimiser": "gradient descent with step halving/doubling"},
+        "hopskipjump": {"dtype": "float64 inside ART (cast to float32 by the model wrapper)"},
+        "boundary": {"dtype": "float64 inside ART (cast to float32 by the model wrapper)"},
+    }
 
-    _estimator: Any = None
-    _estimator_shape: tuple[int, ...] | None = None
-    _estimator_args: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance, never mutated
+    class _PadClass(nn.Module):
+        """A constant third logit of -1e4, which never wins: ART's PixelAttack refuses
+        2-class models (it turns their labels into one column)."""
 
-    def _three_class_classifier(self, x: np.ndarray) -> Any:
-        """ART's PixelAttack refuses 2-class models (it turns their labels into one column):
-        the same model with a constant third logit of -1e4, which never wins."""
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, z: Any) -> Any:
+            import torch
+
+            out = self.inner(z)
+            return torch.cat([out, torch.full_like(out[:, :1], -1e4)], dim=1)
+
+    def _classifier(
+        self, x: np.ndarray, *, pad_two_classes: bool = False
+    ) -> tuple[Any, dict[str, Any]]:
+        """The ART estimator over the model wrapper, built once per adapter and input shape."""
         from art.estimators.classification import PyTorchClassifier
 
-        class PadClass(nn.Module):
-            def __init__(self, inner: nn.Module) -> None:
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, z: Any) -> Any:
-                import torch
-
-                out = self.inner(z)
-                return torch.cat([out, torch.full_like(out[:, :1], -1e4)], dim=1)
-
-        return PyTorchClassifier(
-            model=PadClass(self.model),
-            loss=nn.CrossEntropyLoss(),
-            input_shape=tuple(x.shape[1:]),
-            nb_classes=3,
-            clip_values=self.model.input_range,
-            channels_first=True,
-            preprocessing=(0.0, 1.0),
-            device_type="cpu" if self.model.device.type == "cpu" else "gpu",
-        )
-
-    def _classifier(self, x: np.ndarray) -> tuple[Any, dict[str, Any]]:
-        from art.estimators.classification import PyTorchClassifier
-
-        key = tuple(x.shape[1:])
-        if self._estimator is not None and self._estimator_shape == key:
-            # Built once per adapter and input shape, not once per unit.
-            return self._estimator, self._estimator_args
-        n_classes = int(self.model.logits(x[:1]).shape[1])
-        args: dict[str, Any] = {
-            "loss": "torch.nn.CrossEntropyLoss()",
-            "input_shape": tuple(x.shape[1:]),
-            "nb_classes": n_classes,
-            "clip_values": self.model.input_range,
-            "channels_first": True,
-            "preprocessing": (0.0, 1.0),
-            "device_type": "cpu" if self.model.device.type == "cpu" else "gpu",
-        }
-        self._estimator = PyTorchClassifier(
-            model=self.model, **{**args, "loss": nn.CrossEntropyLoss()}
-        )
-        self._estimator_shape = key
-        self._estimator_args = {"PyTorchClassifier": args}
-        return self._estimator, self._estimator_args
+        if not hasattr(self, "_estimators"):
+            self._estimators: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
+            self._n_classes = int(self.model.logits(x[:1]).shape[1])
+        pad = pad_two_classes and self._n_classes == 2
+        key = (*x.shape[1:], pad)
+        if key not in self._estimators:
+            args: dict[str, Any] = {
+                "loss": "torch.nn.CrossEntropyLoss()",
+                "input_shape": tuple(x.shape[1:]),
+                "nb_classes": self._n_classes + int(pad),
+                "clip_values": self.model.input_range,
+                "channels_first": True,
+                "preprocessing": (0.0, 1.0),
+                "device_type": "cpu" if self.model.device.type == "cpu" else "gpu",
+            }
+            model = self._PadClass(self.model) if pad else self.model
+            estimator = PyTorchClassifier(model=model, **{**args, "loss": nn.CrossEntropyLoss()})
+            record: dict[str, Any] = {"PyTorchClassifier": args}
+            if pad:
+                record["two_class_workaround"] = (
+                    "constant third logit -1e4 (never wins) for PixelAttack"
+                )
+            self._estimators[key] = (estimator, record)
+        return self._estimators[key]
 
     def _generate(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None
     ) -> tuple[Any, ...]:
         from art.attacks import evasion
 
-        estimator, est_args = self._classifier(x)
+        estimator, est_args = self._classifier(x, pad_two_classes=request.attack == "one_pixel")
         p = request.params
         n = len(x)
         norm: float = np.inf if request.norm == "linf" else 2
@@ -389,9 +373,6 @@ class ArtAdapter(Adapter):
             )
         else:  # pragma: no cover - guarded by capabilities
             raise ValueError(a)
-        if a == "one_pixel" and estimator.nb_classes == 2:
-            estimator = self._three_class_classifier(x)
-            extra["two_class_workaround"] = "constant third logit -1e4 (never wins) for PixelAttack"
         attack = cls(estimator, **kwargs)
         if labels is not None and labels.ndim == 1:
             # One-hot: with index labels ART turns a 2-class problem into (N, 1) binary

@@ -22,6 +22,7 @@ import torch
 if TYPE_CHECKING:
     from unified_adv.models import ModelWrapper
 
+SIGN_GRADIENT_ATTACKS = ("fgsm", "bim", "pgd", "mifgsm")
 LINF_TOL = 1e-6
 L2_RTOL = 1e-5
 BOUNDS_TOL = 1e-6
@@ -119,6 +120,11 @@ class Adapter(ABC):
     #: Canonical parameter -> the library's keyword for it, and per-attack exceptions.
     #: Used to read back, from what was actually passed, the semantics the cross-check compares.
     names: ClassVar[Mapping[str, str]] = {}
+    #: The library's fixed behaviour, compared by the cross-check: its loss reduction and
+    #: L2 step normalisation for the gradient-step attacks, and per-attack facts.
+    loss_convention: ClassVar[str] = ""
+    l2_step_rule: ClassVar[str] = ""
+    attack_facts: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     name_overrides: ClassVar[Mapping[str, Mapping[str, str]]] = {}
 
     def __init__(self, *, model: ModelWrapper) -> None:
@@ -192,7 +198,14 @@ class Adapter(ABC):
 
     def facts(self, request: AttackRequest) -> dict[str, Any]:
         """Fixed behaviour of the library for this attack (loss, update order, ...)."""
-        return {}
+        out: dict[str, Any] = {}
+        if request.attack in SIGN_GRADIENT_ATTACKS:
+            out["update_order"] = self.update_order
+            out["loss"] = self.loss_convention
+            if request.norm == "l2":
+                out["l2_step"] = self.l2_step_rule
+        out.update(self.attack_facts.get(request.attack, {}))
+        return out
 
     def _check_output(self, request: AttackRequest, x: np.ndarray, x_adv: Any) -> np.ndarray:
         if isinstance(x_adv, torch.Tensor):

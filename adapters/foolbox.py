@@ -85,24 +85,14 @@ class FoolboxAdapter(Adapter):
 
     _fmodel: Any = None
 
-    def facts(self, request: AttackRequest) -> dict[str, Any]:
-        a = request.attack
-        out: dict[str, Any] = {}
-        if a in ("fgsm", "bim", "pgd", "mifgsm"):
-            out["update_order"] = self.update_order
-            out["loss"] = "cross-entropy, summed over the batch"
-            if request.norm == "l2":
-                out["l2_step"] = "g / max(||g||_2, 1e-12)"
-        if a == "mifgsm":
-            out["momentum"] = "mu*g + grad (not L1-normalised), step along sign"
-        if a == "deepfool":
-            out["overshoot_applied_to"] = "total perturbation"
-            out["labels"] = "given labels"
-        if a == "cw_l2":
-            out["optimiser"] = "Adam"
-        if a == "gaussian_noise":
-            out["noise"] = "rescaled to an exact L2 norm std*sqrt(d)"
-        return out
+    loss_convention = "cross-entropy, summed over the batch"
+    l2_step_rule = "g / max(||g||_2, 1e-12)"
+    attack_facts = {
+        "mifgsm": {"momentum": "mu*g + grad (not L1-normalised), step along sign"},
+        "deepfool": {"overshoot_applied_to": "total perturbation", "labels": "given labels"},
+        "cw_l2": {"optimiser": "Adam"},
+        "gaussian_noise": {"noise": "rescaled to an exact L2 norm std*sqrt(d)"},
+    }
 
     def _generate(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None

@@ -80,25 +80,18 @@ class TorchattacksAdapter(Adapter):
         "std": "std",
     }
 
-    def facts(self, request: AttackRequest) -> dict[str, Any]:
-        a = request.attack
-        out: dict[str, Any] = {}
-        if a in ("fgsm", "bim", "pgd", "mifgsm"):
-            out["update_order"] = self.update_order
-            out["loss"] = "cross-entropy, mean over the batch"
-            if request.norm == "l2":
-                out["l2_step"] = "g / (||g||_2 + 1e-10)"
-        if a == "mifgsm":
-            # grad/mean|grad| = d * grad/||grad||_1: the same direction as the paper's update.
-            out["momentum"] = "paper: mu*g + grad/||grad||_1, step along sign"
-        if a == "deepfool":
-            out["overshoot_applied_to"] = "each step"
-            out["labels"] = "given labels"
-            out["candidates"] = "all classes"
-        if a == "cw_l2":
-            out["optimiser"] = "Adam"
-            out["binary_search_steps"] = 1
-        return out
+    loss_convention = "cross-entropy, mean over the batch"
+    l2_step_rule = "g / (||g||_2 + 1e-10)"
+    attack_facts = {
+        # grad/mean|grad| = d * grad/||grad||_1: the same direction as the paper's update.
+        "mifgsm": {"momentum": "paper: mu*g + grad/||grad||_1, step along sign"},
+        "deepfool": {
+            "overshoot_applied_to": "each step",
+            "labels": "given labels",
+            "candidates": "all classes",
+        },
+        "cw_l2": {"optimiser": "Adam", "binary_search_steps": 1},
+    }
 
     def _generate(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None

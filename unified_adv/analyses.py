@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 from .adapters import Adapter, AttackRequest
 from .models import ModelWrapper
@@ -57,12 +58,6 @@ def morph_pairs(labels: np.ndarray, count: int | None, seed: int) -> np.ndarray:
     return both[np.lexsort((both[:, 1], both[:, 0]))]
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
-
-
 def morph_sweep(
     model: ModelWrapper, x: np.ndarray, labels: np.ndarray, pairs: np.ndarray, steps: int
 ) -> MorphResult:
@@ -80,7 +75,7 @@ def morph_sweep(
         logits = model.logits(xs, batch_size=MORPH_BATCH).reshape(len(chunk), steps, -1)
         if probs_out is None:
             probs_out = np.empty((n_pairs, steps, logits.shape[-1]), dtype=np.float16)
-        probs_out[start : start + len(chunk)] = _softmax(logits).astype(np.float16)
+        probs_out[start : start + len(chunk)] = softmax(logits, axis=-1).astype(np.float16)
         preds[start : start + len(chunk)] = logits.argmax(-1)
     assert probs_out is not None
     a, b = labels[pairs[:, 0]], labels[pairs[:, 1]]

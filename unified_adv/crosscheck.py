@@ -77,15 +77,12 @@ class PairResult:
         return d
 
 
-def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """Wilson 95 % interval for k successes in n (scipy), exact 0 / 1 at the ends."""
     if n == 0:
         return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return (lo, hi)
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return (0.0 if k == 0 else float(ci.low), 1.0 if k == n else float(ci.high))
 
 
 def paired_difference_ci(a: int, b: int, c: int, d: int) -> tuple[float, float]:

@@ -26,7 +26,7 @@ from .analyses import (
     targeted_walk,
     walk_summary,
 )
-from .models import LoadedModel, load_model
+from .models import LoadedModel, _state_fingerprint, load_model
 from .runner import Prepared
 from .units import load_unit, save_unit, unit_seed
 
@@ -397,7 +397,7 @@ def _pixel_flip_study(
                     f"seed{seed}",
                     (("engine", engine),),
                     seed,
-                    f"{_fingerprint(net)}:{len(lines)}",
+                    f"{_state_fingerprint(net)}:{len(lines)}",
                 )
                 stored = load_unit(folder, unit) if resume else None
                 if stored is not None:
@@ -478,11 +478,3 @@ def _pixel_flip_study(
         "configs": configs,
         "upper_bound": bound,
     }, study
-
-
-def _fingerprint(net: Any) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(net.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:32]

@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import softmax
 
-from .runner import Prepared, UnitOutcome, _softmax
+from .runner import Prepared, UnitOutcome
 
 SAMPLE_COLUMNS = [
     "attack_id",
@@ -69,7 +70,7 @@ def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
             "clean_conf": prep.clean_conf[pos].astype(np.float64),
             "target": target,
             "adv_pred": adv_pred,
-            "adv_conf": _softmax(a["adv_logits"]).max(1).astype(np.float64),
+            "adv_conf": softmax(a["adv_logits"], axis=1).max(1).astype(np.float64),
             "success": success,
             "linf": np.abs(delta).max(1),
             "l2": np.linalg.norm(delta, axis=1),

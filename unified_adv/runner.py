@@ -12,11 +12,13 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import softmax
 
 from .adapters import Adapter, AttackRequest, adapter_class
 from .data import Dataset, load_data
@@ -47,23 +49,18 @@ class Prepared:
     num_classes: int
     plans: list[AttackPlan] = field(default_factory=list)
 
-    @property
+    # Derived once from the clean logits: read per unit and per sample row.
+    @cached_property
     def clean_pred(self) -> np.ndarray:
         return self.clean_logits.argmax(1)
 
-    @property
+    @cached_property
     def clean_conf(self) -> np.ndarray:
-        return _softmax(self.clean_logits).max(1)
+        return softmax(self.clean_logits, axis=1).max(1)
 
-    @property
+    @cached_property
     def correct(self) -> np.ndarray:
         return self.clean_pred == self.data.y
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def _probe(model: LoadedModel, data: Dataset, file: str) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 import jinja2
 import numpy as np
+from scipy.special import softmax
 
 from ..runner import Prepared, UnitOutcome
 
@@ -68,8 +69,7 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
                 continue
             assert o.arrays is not None
             logits = o.arrays["adv_logits"]
-            z = np.exp(logits - logits.max(1, keepdims=True))
-            conf = (z / z.sum(1, keepdims=True)).max(1)
+            conf = softmax(logits, axis=1).max(1)
             slot = per_backend.setdefault(o.unit.backend, {})
             for j, p in enumerate(o.arrays["positions"]):
                 slot[int(p)] = (o.arrays["x_adv"][j], int(logits[j].argmax()), float(conf[j]))
