@@ -382,6 +382,8 @@ class ArtAdapter(Adapter):
         with seeded_fresh_random_states(seed):
             x_adv = attack.generate(x=x, y=labels)
         if a == "universal":
+            # The perturbation itself, for the UAP study (apply it to held-out images).
+            self.last_universal_noise = np.asarray(attack.noise, dtype=np.float32)
             extra["fooling_rate_reported_by_art"] = float(
                 getattr(attack, "fooling_rate", float("nan"))
             )

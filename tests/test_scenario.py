@@ -105,6 +105,7 @@ def test_defaults_are_resolved_and_explicit() -> None:
         "steps": 10,
         "step_size": pytest.approx(2.5 * (8 / 255) / 10),
         "random_starts": 0,
+        "eot_samples": 1,
     }
     assert s.attacks[0].target.mode == "untargeted"
 

@@ -70,6 +70,13 @@ def _even_step(eps: float | None, p: Mapping[str, Any]) -> float:
 
 
 STEP_SIZE = Param("step_size", float, _madry_step, "step per iteration, in input units", minimum=0)
+#: Expectation over transformation (Athalye et al. 2018): gradients averaged over this many
+#: draws of a randomised model's randomness. 1: a plain attack. Set by the runner for attacks on
+#: a randomised defence unless the scenario sets it.
+EOT_SAMPLES = Param(
+    "eot_samples", int, 1, "draws of a randomised model averaged per gradient", minimum=1,
+    inclusive=True,
+)
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,7 @@ _CATALOGUE = [
         "Goodfellow et al. 2015",
         ("linf", "l2"),
         "ball",
+        (EOT_SAMPLES,),
     ),
     AttackDef(
         "bim",
@@ -125,7 +133,7 @@ _CATALOGUE = [
         "Kurakin et al. 2017",
         ("linf",),
         "ball",
-        (_steps(10), STEP_SIZE),
+        (_steps(10), STEP_SIZE, EOT_SAMPLES),
     ),
     AttackDef(
         "pgd",
@@ -137,6 +145,7 @@ _CATALOGUE = [
             _steps(10),
             STEP_SIZE,
             Param("random_starts", int, 0, "random initialisations", minimum=0, inclusive=True),
+            EOT_SAMPLES,
         ),
     ),
     AttackDef(
@@ -193,6 +202,27 @@ _CATALOGUE = [
                 inclusive=True,
             ),
         ),
+    ),
+    AttackDef(
+        "lbfgs",
+        "Box-constrained L-BFGS: minimise c·‖δ‖₂ + loss(x+δ, target) in the input box, "
+        "searching for the largest c that still reaches the target",
+        "Szegedy et al. 2014",
+        ("l2",),
+        "minimal",
+        (
+            _steps(100),
+            Param("c", float, 0.1, "initial trade-off constant", minimum=0),
+            Param(
+                "binary_search_steps",
+                int,
+                8,
+                "line-search steps over c",
+                minimum=1,
+                inclusive=True,
+            ),
+        ),
+        targets=("class", "least_likely", "random", "each_other_class"),
     ),
     AttackDef(
         "one_pixel",

@@ -23,7 +23,7 @@ from torch import nn
 from .errors import InputError
 
 if TYPE_CHECKING:
-    from .scenario import Scenario
+    from .scenario import ModelSpec, Scenario
 
 DIGITS_CNN_VERSION = 2
 
@@ -43,9 +43,13 @@ class ModelWrapper(nn.Module):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         device: str = "cpu",
+        pre: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.net = net
+        #: A defence in front of the classifier, working on inputs in ``input_range``
+        #: (before normalisation): every backend attacks the defended function.
+        self.pre = pre
         self.input_range = (float(input_range[0]), float(input_range[1]))
         self.normalised = mean is not None
         m = torch.tensor(mean if mean is not None else [0.0], dtype=torch.float32)
@@ -62,6 +66,8 @@ class ModelWrapper(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.float32:
             x = x.float()
+        if self.pre is not None:
+            x = self.pre(x)
         if self.normalised:
             mean, std = self.get_buffer("mean"), self.get_buffer("std")
             x = (x - mean) / std
@@ -216,20 +222,18 @@ def _state_fingerprint(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _import_factory(spec: str, base_dir: Path, file: str) -> Any:
+def _import_factory(spec: str, base_dir: Path, file: str, field: str = "model.factory") -> Any:
     module_name, attr = spec.split(":")
     sys.path.insert(0, str(base_dir))
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise InputError.one(
-            file, "model.factory", f"cannot import '{module_name}': {exc}"
-        ) from None
+        raise InputError.one(file, field, f"cannot import '{module_name}': {exc}") from None
     finally:
         sys.path.remove(str(base_dir))
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
-        raise InputError.one(file, "model.factory", f"'{module_name}' has no callable '{attr}'")
+        raise InputError.one(file, field, f"'{module_name}' has no callable '{attr}'")
     return fn
 
 
@@ -260,14 +264,25 @@ def load_model(scenario: Scenario, checkpoint: int | str | None = None) -> Loade
 
     ``checkpoint``: one of ``model.checkpoints`` instead of the model itself.
     """
-    spec = scenario.model
+    return load_model_spec(scenario.model, scenario, checkpoint=checkpoint)
+
+
+def load_model_spec(
+    spec: ModelSpec,
+    scenario: Scenario,
+    *,
+    where: str = "model",
+    checkpoint: int | str | None = None,
+) -> LoadedModel:
+    """Build one model description of the scenario; ``where`` is its field path for errors
+    (``model``, or ``analyses[2].models[1]`` for the transfer analysis's models)."""
     file = scenario.file
     details: dict[str, Any] = {}
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError.one(
-            file, "model.device", f"'{spec.device}' requested but CUDA is not available"
+            file, f"{where}.device", f"'{spec.device}' requested but CUDA is not available"
         )
-    field = "model.checkpoints" if checkpoint is not None else None
+    field = f"{where}.checkpoints" if checkpoint is not None else None
     if spec.builtin == "line-cnn":
         from .lines import builtin_line_cnn
 
@@ -284,34 +299,34 @@ def load_model(scenario: Scenario, checkpoint: int | str | None = None) -> Loade
             str(checkpoint) if checkpoint is not None else spec.torchscript
         )
         if not path.is_file():
-            raise InputError.one(file, field or "model.torchscript", f"file not found: {path}")
+            raise InputError.one(file, field or f"{where}.torchscript", f"file not found: {path}")
         raw = path.read_bytes()
         try:
             net = torch.jit.load(io.BytesIO(raw), map_location="cpu")
         except Exception as exc:  # noqa: BLE001
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError.one(
-                file, "model.torchscript", f"not a TorchScript file ({msg[:160]})"
+                file, f"{where}.torchscript", f"not a TorchScript file ({msg[:160]})"
             ) from None
         fingerprint = hashlib.sha256(raw).hexdigest()
     else:
         assert spec.factory is not None  # guaranteed by the schema
-        fn = _import_factory(spec.factory, scenario.resolve_path("."), file)
+        fn = _import_factory(spec.factory, scenario.resolve_path("."), file, f"{where}.factory")
         try:
             net = fn()
         except Exception as exc:  # noqa: BLE001 - user code
             raise InputError.one(
-                file, "model.factory", f"{spec.factory}() raised {type(exc).__name__}: {exc}"
+                file, f"{where}.factory", f"{spec.factory}() raised {type(exc).__name__}: {exc}"
             ) from None
         if not isinstance(net, nn.Module):
             raise InputError.one(
                 file,
-                "model.factory",
+                f"{where}.factory",
                 f"{spec.factory}() returned {type(net).__name__}, expected a torch.nn.Module",
             )
         weights = str(checkpoint) if checkpoint is not None else spec.weights
         if weights:
-            _load_weights(net, scenario.resolve_path(weights), file, field or "model.weights")
+            _load_weights(net, scenario.resolve_path(weights), file, field or f"{where}.weights")
         fingerprint = _state_fingerprint(net)
     wrapper = ModelWrapper(
         net, input_range=spec.input_range, mean=spec.mean, std=spec.std, device=spec.device

@@ -30,7 +30,7 @@ from pydantic import (
 from .attacks import ALL_PARAMS, ATTACKS
 from .errors import InputError, Problem, did_you_mean, format_loc
 
-BUILTIN_MODELS = ("digits-cnn", "line-cnn")
+BUILTIN_MODELS = ("digits-cnn", "digits-mlp", "digits-cnn-wide", "line-cnn")
 BUILTIN_DATA = ("digits", "lines")
 
 
@@ -295,6 +295,7 @@ class AttackSpec(_Strict):
     spherical_step: Exact | None = None
     source_step: Exact | None = None
     std: Exact | None = None
+    eot_samples: int | None = None
 
     @model_validator(mode="before")
     @classmethod
