@@ -31,6 +31,8 @@ BACKENDS: dict[str, str] = {
     "art": "unified_adv.adapters.art:ArtAdapter",
     "foolbox": "unified_adv.adapters.foolbox:FoolboxAdapter",
     "torchattacks": "unified_adv.adapters.torchattacks:TorchattacksAdapter",
+    # Project code, not a library: attacks none of the three libraries has (L-BFGS).
+    "unified-adv": "unified_adv.adapters.project:ProjectAdapter",
 }
 
 
@@ -80,6 +82,11 @@ def _why_not(name: str, attack: AttackSpec, input_range: Sequence[float]) -> str
         return (
             f"backend '{name}' can do at most {limit} random start(s) for {attack.name}, "
             f"got random_starts: {attack.random_starts}"
+        )
+    if (attack.eot_samples or 1) > 1 and attack.norm not in cap.eot_norms:
+        return (
+            f"backend '{name}' has no expectation over transformation for {attack.name} "
+            f"{attack.norm} (eot_samples > 1)"
         )
     if cls.requires_unit_range and tuple(input_range) != (0.0, 1.0):
         lo, hi = input_range

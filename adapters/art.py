@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from .base import Adapter, AttackRequest, Capability
@@ -39,17 +40,33 @@ def seeded_fresh_random_states(base_seed: int) -> Iterator[None]:
         np.random.RandomState = real  # type: ignore[misc]
 
 
+def _identity_eot() -> type:
+    """ART's EoT preprocessor with the identity transform (the model itself is random)."""
+    from art.preprocessing.expectation_over_transformation.pytorch import EoTPyTorch
+
+    class IdentityEoT(EoTPyTorch):  # type: ignore[misc]
+        def _transform(self, x: Any, y: Any, **kwargs: Any) -> tuple[Any, Any]:
+            return x, y
+
+    return IdentityEoT
+
+
 class ArtAdapter(Adapter):
     name = "art"
     distribution = "adversarial-robustness-toolbox"
     update_order = "step -> clip -> project"
     capabilities = {
-        "fgsm": Capability({"linf": "FastGradientMethod", "l2": "FastGradientMethod"}, _ALL),
-        "bim": Capability({"linf": "BasicIterativeMethod"}, _ALL),
+        "fgsm": Capability(
+            {"linf": "FastGradientMethod", "l2": "FastGradientMethod"},
+            _ALL,
+            eot_norms=("linf", "l2"),
+        ),
+        "bim": Capability({"linf": "BasicIterativeMethod"}, _ALL, eot_norms=("linf",)),
         "pgd": Capability(
             {"linf": "ProjectedGradientDescent", "l2": "ProjectedGradientDescent"},
             _ALL,
             max_random_starts=None,
+            eot_norms=("linf", "l2"),
         ),
         "mifgsm": Capability(
             {"linf": "MomentumIterativeMethod"},
@@ -153,16 +170,25 @@ class ArtAdapter(Adapter):
             return torch.cat([out, torch.full_like(out[:, :1], -1e4)], dim=1)
 
     def _classifier(
-        self, x: np.ndarray, *, pad_two_classes: bool = False
+        self, x: np.ndarray, *, pad_two_classes: bool = False, eot: int = 1
     ) -> tuple[Any, dict[str, Any]]:
-        """The ART estimator over the model wrapper, built once per adapter and input shape."""
+        """The ART estimator over the model wrapper, built once per adapter and input shape.
+
+        ``eot`` > 1: ART's expectation over transformation (an ``EoTPyTorch`` preprocessor)
+        copies each input ``eot`` times; the transformation is the identity because the
+        randomness lives in the (defended) model, which draws it anew for every copy, and
+        the loss gradients of the copies are summed back onto the input.
+        """
         from art.estimators.classification import PyTorchClassifier
 
         if not hasattr(self, "_estimators"):
             self._estimators: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
-            self._n_classes = int(self.model.logits(x[:1]).shape[1])
+            # Through the bare network: a defence's random draws are not spent on a probe.
+            with torch.no_grad():
+                probe = self.model.net(torch.from_numpy(x[:1]).to(self.model.device))
+            self._n_classes = int(probe.shape[1])
         pad = pad_two_classes and self._n_classes == 2
-        key = (*x.shape[1:], pad)
+        key = (*x.shape[1:], pad, eot)
         if key not in self._estimators:
             args: dict[str, Any] = {
                 "loss": "torch.nn.CrossEntropyLoss()",
@@ -174,7 +200,23 @@ class ArtAdapter(Adapter):
                 "device_type": "cpu" if self.model.device.type == "cpu" else "gpu",
             }
             model = self._PadClass(self.model) if pad else self.model
-            estimator = PyTorchClassifier(model=model, **{**args, "loss": nn.CrossEntropyLoss()})
+            defences = []
+            if eot > 1:
+                defences.append(
+                    _identity_eot()(
+                        nb_samples=eot,
+                        clip_values=tuple(self.model.input_range),
+                        apply_fit=False,
+                        apply_predict=True,
+                    )
+                )
+                args["preprocessing_defences"] = (
+                    f"EoTPyTorch(nb_samples={eot}, apply_predict=True), identity transform"
+                )
+            real = {**args, "loss": nn.CrossEntropyLoss()}
+            if defences:
+                real["preprocessing_defences"] = defences
+            estimator = PyTorchClassifier(model=model, **real)
             record: dict[str, Any] = {"PyTorchClassifier": args}
             if pad:
                 record["two_class_workaround"] = (
@@ -188,8 +230,13 @@ class ArtAdapter(Adapter):
     ) -> tuple[Any, ...]:
         from art.attacks import evasion
 
-        estimator, est_args = self._classifier(x, pad_two_classes=request.attack == "one_pixel")
         p = request.params
+        eot = int(p.get("eot_samples", 1))
+        estimator, est_args = self._classifier(
+            x, pad_two_classes=request.attack == "one_pixel", eot=eot
+        )
+        if eot > 1:
+            est_args = {**est_args, "eot": {"samples": eot, "average": "loss gradients (summed)"}}
         n = len(x)
         norm: float = np.inf if request.norm == "linf" else 2
         targeted = request.targeted

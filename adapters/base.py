@@ -43,6 +43,9 @@ class Capability:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     #: False where a library draws from an RNG that cannot be seeded from outside.
     reproducible: bool = True
+    #: Norms for which the library can average gradients over a randomised model's
+    #: randomness (expectation over transformation, ``eot_samples`` > 1).
+    eot_norms: tuple[str, ...] = ()
     note: str = ""
 
     @property
@@ -154,6 +157,11 @@ class Adapter(ABC):
             raise ValueError(f"backend '{self.name}' has no attack '{request.attack}'")
         if request.norm not in cap.norms:
             raise ValueError(f"backend '{self.name}' runs {request.attack} only with {cap.norms}")
+        if request.params.get("eot_samples", 1) > 1 and request.norm not in cap.eot_norms:
+            raise ValueError(
+                f"backend '{self.name}' has no expectation over transformation for "
+                f"{request.attack} {request.norm} (it has: {', '.join(cap.eot_norms) or 'none'})"
+            )
         if x.ndim != 4 or x.dtype != np.float32:
             raise ValueError(f"x must be float32 (N, C, H, W), got {x.dtype} {x.shape}")
         if y.shape != (x.shape[0],) or y.dtype != np.int64:
@@ -169,6 +177,9 @@ class Adapter(ABC):
 
         self.model.eval()
         seed_everything(seed)
+        from unified_adv.defences import reseed
+
+        reseed(self.model, seed)  # a randomised defence draws from its own seeded generator
         result = self._generate(request, x, y, target)
         x_adv, call = result[0], result[1]
         failed = result[2] if len(result) > 2 else None
@@ -193,6 +204,11 @@ class Adapter(ABC):
                 out[canon] = int(value) if isinstance(value, bool) else value
         if "eps" not in out and request.eps is not None:
             out["eps"] = call.get("call", {}).get("epsilons")
+        if "eot_samples" in request.params:
+            eot = call.get("eot") or {}
+            out["eot_samples"] = int(eot.get("samples", 1))
+            if out["eot_samples"] > 1:
+                out["eot_average"] = eot.get("average", "")
         out.update(self.facts(request))
         return out
 

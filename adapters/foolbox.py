@@ -34,9 +34,10 @@ class FoolboxAdapter(Adapter):
             {"linf": "LinfFastGradientAttack", "l2": "L2FastGradientAttack"},
             _UNTARGETED,
             note="Foolbox's FGSM raises on targeted criteria",
+            eot_norms=("linf", "l2"),
         ),
-        "bim": Capability({"linf": "LinfBasicIterativeAttack"}, _ALL),
-        "pgd": Capability({"linf": "LinfPGD", "l2": "L2PGD"}, _ALL),
+        "bim": Capability({"linf": "LinfBasicIterativeAttack"}, _ALL, eot_norms=("linf",)),
+        "pgd": Capability({"linf": "LinfPGD", "l2": "L2PGD"}, _ALL, eot_norms=("linf", "l2")),
         "mifgsm": Capability(
             {"linf": "LinfMomentumIterativeFastGradientMethod"},
             _ALL,
@@ -105,6 +106,10 @@ class FoolboxAdapter(Adapter):
                 self.model, bounds=self.model.input_range, device=device, preprocessing=None
             )
         fmodel = self._fmodel
+        eot = int(request.params.get("eot_samples", 1))
+        if eot > 1:
+            # Foolbox's EOT wrapper averages the logits of `n_steps` forward passes.
+            fmodel = fb.models.ExpectationOverTransformationWrapper(fmodel, n_steps=eot)
         cls_name = self.capabilities[request.attack].classes[request.norm]
         cls = getattr(fb.attacks, cls_name)
         p = request.params
@@ -209,6 +214,12 @@ class FoolboxAdapter(Adapter):
                 "result": "clipped",
             },
             "update_order": self.update_order,
+            "eot": {
+                "samples": eot,
+                "average": "logits (ExpectationOverTransformationWrapper)",
+            }
+            if eot > 1
+            else None,
             **extra,
         }
         return out, call, failed

@@ -24,11 +24,12 @@ class TorchattacksAdapter(Adapter):
     requires_unit_range = True
     update_order = "step -> project -> clip"
     capabilities = {
-        "fgsm": Capability({"linf": "FGSM"}, _ALL),
-        "bim": Capability({"linf": "BIM"}, _ALL),
+        "fgsm": Capability({"linf": "FGSM"}, _ALL, eot_norms=("linf",)),
+        "bim": Capability({"linf": "BIM"}, _ALL, eot_norms=("linf",)),
         "pgd": Capability(
             {"linf": "PGD", "l2": "PGDL2"},
             _ALL,
+            eot_norms=("linf",),
             note="PGDL2 divides the gradient of the batch-mean loss by ||g|| + 1e-10: "
             "short steps for confidently classified samples",
         ),
@@ -67,6 +68,7 @@ class TorchattacksAdapter(Adapter):
         "step_size": "alpha",
         "steps": "steps",
         "random_starts": "random_start",
+        "eot_samples": "eot_iter",
         "decay": "decay",
         "overshoot": "overshoot",
         "lr": "lr",
@@ -99,11 +101,25 @@ class TorchattacksAdapter(Adapter):
         import torchattacks
 
         cls_name = self.capabilities[request.attack].classes[request.norm]
-        cls = getattr(torchattacks, cls_name)
         p = request.params
         a = request.attack
-        if a == "fgsm":
-            kwargs: dict[str, Any] = {"eps": request.eps}
+        eot = int(p.get("eot_samples", 1))
+        if eot > 1:
+            # torchattacks' EOTPGD sums the loss gradients of `eot_iter` forward passes per
+            # step; FGSM is its one step of size eps, BIM its run without a random start.
+            cls_name = "EOTPGD"
+        cls = getattr(torchattacks, cls_name)
+        kwargs: dict[str, Any]
+        if eot > 1:
+            kwargs = {
+                "eps": request.eps,
+                "alpha": request.eps if a == "fgsm" else p["step_size"],
+                "steps": 1 if a == "fgsm" else p["steps"],
+                "eot_iter": eot,
+                "random_start": bool(p.get("random_starts", 0)),
+            }
+        elif a == "fgsm":
+            kwargs = {"eps": request.eps}
         elif a == "bim":
             kwargs = {"eps": request.eps, "alpha": p["step_size"], "steps": p["steps"]}
         elif a == "pgd":
@@ -166,6 +182,7 @@ class TorchattacksAdapter(Adapter):
             "class": f"torchattacks.{cls_name}",
             "kwargs": kwargs,
             "mode": "targeted_by_label" if request.targeted else "default",
+            "eot": {"samples": eot, "average": "loss gradients (summed)"} if eot > 1 else None,
             "model_training": False,
             "update_order": self.update_order,
         }

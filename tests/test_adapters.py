@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def _request(
 
 
 # Small budgets: the suite checks contracts and translation, not attack strength.
-FAST = {
+FAST: dict[str, dict[str, Any]] = {
     "bim": {"steps": 10},
     "pgd": {"steps": 10},
     "mifgsm": {"steps": 10},
@@ -50,8 +51,9 @@ FAST = {
     "hopskipjump": {"steps": 3, "max_evals": 100, "init_evals": 20},
     "boundary": {"steps": 20},
     "gaussian_noise": {"std": 0.1},
+    "lbfgs": {"steps": 50, "binary_search_steps": 2},
 }
-SLOW = {"deepfool", "cw_l2", "one_pixel", "hopskipjump", "boundary", "square"}
+SLOW = {"deepfool", "cw_l2", "one_pixel", "hopskipjump", "boundary", "square", "lbfgs"}
 EPS = {"linf": 0.2, "l2": 1.0}
 
 # Canonical parameter -> the name each library receives it under.
@@ -112,6 +114,12 @@ TRANSLATION = {
         "p_init": "p_init",
         "std": "std",
     },
+    # Project code (unified_adv.lbfgs), registered as a backend for the attacks no library has.
+    "unified-adv": {
+        "steps": "max_iter",
+        "c": "c",
+        "binary_search_steps": "search_steps",
+    },
 }
 # Canonical parameters a library does not take, each for a stated reason (see capabilities).
 NOT_PASSED = {
@@ -132,7 +140,16 @@ CASES = [
 
 
 def test_every_backend_has_cases() -> None:
-    assert {c[0] for c in CASES} == {"art", "foolbox", "torchattacks"}
+    assert {c[0] for c in CASES} == {"art", "foolbox", "torchattacks", "unified-adv"}
+    # The project backend runs only what no library has.
+    project = adapter_class("unified-adv").capabilities
+    assert set(project) == {"lbfgs"}
+    for name in ("art", "foolbox", "torchattacks"):
+        assert not set(project) & set(adapter_class(name).capabilities), name
+
+
+def _backends_with(attack: str) -> list[str]:
+    return [b for b in backend_names() if attack in adapter_class(b).capabilities]
 
 
 @pytest.mark.parametrize(("backend", "attack", "norm"), CASES, ids=["-".join(c) for c in CASES])
@@ -145,17 +162,23 @@ def test_threat_model_record_and_reproducibility(
         x, y = x[:12], y[:12]
     eps = EPS[norm] if spec.takes_eps else None
     params = spec.resolve(eps, FAST.get(attack, {}))
-    req = AttackRequest(attack=attack, norm=norm, eps=eps, params=params, targeted=False)
     adapter = adapter_class(backend)(model=model)
-    out = adapter.generate(req, x, y, None, seed=1)
+    cap = adapter.capabilities[attack]
+    # Targeted-only attacks (L-BFGS, as Szegedy et al.) get a targeted request.
+    targeted = "untargeted" not in cap.targets
+    target = ((y + 1) % 10).astype(np.int64) if targeted else None
+    req = AttackRequest(attack=attack, norm=norm, eps=eps, params=params, targeted=targeted)
+    out = adapter.generate(req, x, y, target, seed=1)
     n = len(x)
     delta = (out.x_adv - x).reshape(n, -1).astype(np.float64)
     assert out.x_adv.dtype == np.float32 and out.x_adv.shape == x.shape
     assert out.x_adv.min() >= 0.0 and out.x_adv.max() <= 1.0
-    if spec.threat == "ball" and norm == "linf":
-        assert np.abs(delta).max() <= eps + 1e-6
-    elif spec.threat == "ball":
-        assert np.linalg.norm(delta, axis=1).max() <= eps * (1 + 1e-5) + 1e-6
+    if spec.threat == "ball":
+        assert eps is not None
+        if norm == "linf":
+            assert np.abs(delta).max() <= eps + 1e-6
+        else:
+            assert np.linalg.norm(delta, axis=1).max() <= eps * (1 + 1e-5) + 1e-6
     elif spec.threat == "l0":
         changed = (np.abs(out.x_adv - x) > 1e-6).any(axis=1).reshape(n, -1).sum(1)
         assert changed.max() <= params["pixels"]
@@ -163,10 +186,11 @@ def test_threat_model_record_and_reproducibility(
     assert np.abs(delta).max() > 0
     if attack != "gaussian_noise":
         assert (model.logits(out.x_adv).argmax(1) != y).any()
+    if targeted:
+        assert (model.logits(out.x_adv).argmax(1) == target).any()
 
     # The record holds the exact values handed to the library, under the library's names.
     call = out.library_call
-    cap = adapter.capabilities[attack]
     assert call["library"] == adapter.distribution
     assert call["class"].endswith(cap.classes[norm])
     kwargs = call["kwargs"]
@@ -190,7 +214,7 @@ def test_threat_model_record_and_reproducibility(
     # Seeded twice: the same bits (every attack here is reproducible, ART's black-box ones
     # thanks to the seeded fresh RandomState).
     assert cap.reproducible
-    again = adapter.generate(req, x, y, None, seed=1)
+    again = adapter.generate(req, x, y, target, seed=1)
     assert np.array_equal(out.x_adv, again.x_adv)
 
 
@@ -212,8 +236,9 @@ def test_linf_backends_agree_bit_for_bit(
     req = AttackRequest(attack=attack, norm="linf", eps=eps, params=params, targeted=False)
     outs = {
         b: adapter_class(b)(model=model).generate(req, x, y, None, seed=0).x_adv
-        for b in backend_names()
+        for b in _backends_with(attack)
     }
+    assert len(outs) == 3  # every library has FGSM and PGD
     for a, b in itertools.combinations(outs, 2):
         assert np.array_equal(outs[a], outs[b]), (
             f"{a} and {b} differ by {np.abs(outs[a] - outs[b]).max()}"
@@ -226,8 +251,9 @@ def test_targeted_pgd_agrees_across_backends(model: ModelWrapper, batch) -> None
     req = _request("pgd", "linf", 0.2, targeted=True, steps=20, step_size=0.02)
     outs = {
         b: adapter_class(b)(model=model).generate(req, x, y, target, seed=0).x_adv
-        for b in backend_names()
+        for b in _backends_with("pgd")
     }
+    assert len(outs) == 3
     for a, b in itertools.combinations(outs, 2):
         assert np.array_equal(outs[a], outs[b])
     hit = model.logits(outs["art"]).argmax(1) == target
@@ -247,7 +273,7 @@ def test_l2_pgd_art_and_foolbox_differ_only_by_clip_order(model: ModelWrapper, b
 def test_random_start_is_reproducible_with_the_same_seed(model: ModelWrapper, batch) -> None:
     x, y = batch
     req = _request("pgd", "linf", 0.1, random_starts=1)
-    for backend in backend_names():
+    for backend in _backends_with("pgd"):
         adapter = adapter_class(backend)(model=model)
         first = adapter.generate(req, x, y, None, seed=7).x_adv
         again = adapter.generate(req, x, y, None, seed=7).x_adv

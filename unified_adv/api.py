@@ -18,10 +18,12 @@ import pandas as pd
 from . import __version__
 from .adapters import adapter_class, backend_names
 from .crosscheck import crosscheck
+from .defended import defence_summary, non_adaptive_outcomes
 from .findings import model_findings, result_findings
 from .monitor import run_analyses
 from .report import disagreement_figures, render, triptychs
 from .report.analysis_figures import analysis_figures
+from .report.defence_figures import defence_figures
 from .results import headline, samples_table
 from .runner import Prepared, UnitOutcome, plan_units, prepare, run_units
 from .scenario import Scenario
@@ -119,16 +121,7 @@ def _build_summary(
         "attacks": attacks,
         "crosscheck": checks,
         "findings": [f.to_dict() for f in findings],
-        "units": [
-            {
-                "name": o.unit.name,
-                "status": o.meta.get("status", "error"),
-                "time_s": float(o.meta.get("time_s", 0.0)),
-                "reused": o.reused,
-                **({"error": o.meta["error"]} if "error" in o.meta else {}),
-            }
-            for o in outcomes
-        ],
+        "units": [_unit_entry(o) for o in outcomes],
         "provenance": {
             "versions": versions(),
             "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
@@ -137,6 +130,35 @@ def _build_summary(
             "duration_s": duration,
         },
     }
+
+
+def _unit_entry(o: UnitOutcome) -> dict[str, Any]:
+    return {
+        "name": o.unit.name,
+        "status": o.meta.get("status", "error"),
+        "time_s": float(o.meta.get("time_s", 0.0)),
+        "reused": o.reused,
+        **({"error": o.meta["error"]} if "error" in o.meta else {}),
+    }
+
+
+def _defences(
+    prep: Prepared,
+    samples: pd.DataFrame,
+    outcomes: list[UnitOutcome],
+    defended: list[UnitOutcome],
+    derived: list[UnitOutcome],
+) -> dict[str, Any]:
+    """Lim's table and the honest (adaptive) numbers; the backends cross-checked on each
+    defended model too."""
+    out = defence_summary(prep, samples, outcomes + defended + derived)
+    pairs = []
+    for variant in prep.variants.values():
+        mine = [o for o in defended if o.unit.defence == variant.id]
+        for pair in crosscheck(prep, mine)["pairs"] if mine else []:
+            pairs.append({**pair, "defence": variant.id})
+    out["crosscheck"] = pairs
+    return out
 
 
 def default_out_dir(scenario: Scenario) -> Path:
@@ -174,17 +196,28 @@ def run(
         outcomes = run_units(prep, units, out_dir / "units", resume=resume, progress=tick)
     analysis = run_analyses(prep, out_dir / "units", resume=resume)
 
-    samples = samples_table(prep, outcomes)
+    # Units run against a defence, and the undefended examples scored through each defence.
+    defended = [o for o in outcomes if o.unit.defence]
+    outcomes = [o for o in outcomes if not o.unit.defence]
+    derived = non_adaptive_outcomes(prep, outcomes) if prep.variants else []
+    samples = samples_table(prep, outcomes + defended + derived)
     samples.to_parquet(out_dir / "samples.parquet.tmp", index=False)
     (out_dir / "samples.parquet.tmp").replace(out_dir / "samples.parquet")
     _write_text(out_dir / "samples.csv", samples.to_csv(index=False))
-    summary = _build_summary(prep, samples, outcomes, started, time.perf_counter() - t0)
+    main_samples = samples[samples["evaluation"] == "undefended"]
+    summary = _build_summary(prep, main_samples, outcomes, started, time.perf_counter() - t0)
+    if prep.variants:
+        summary["defences"] = _defences(prep, samples, outcomes, defended, derived)
+        summary["findings"] += summary["defences"]["findings"]
+        summary["units"] += [_unit_entry(o) for o in defended]
     summary["analyses"] = analysis["analyses"]
     _compare_with_search(summary, samples)
     summary["monitor"] = analysis["monitor"]
     _write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default))
     context = _report_context(prep, summary, outcomes)
     context["analysis_figures"] = analysis_figures(prep, analysis) if analysis["analyses"] else {}
+    context["defences"] = summary.get("defences")
+    context["defence_figures"] = defence_figures(prep, summary.get("defences", {}), outcomes)
     render(out_dir, context)
     return RunResult(out_dir, summary, samples)
 

@@ -74,7 +74,11 @@ STEP_SIZE = Param("step_size", float, _madry_step, "step per iteration, in input
 #: draws of a randomised model's randomness. 1: a plain attack. Set by the runner for attacks on
 #: a randomised defence unless the scenario sets it.
 EOT_SAMPLES = Param(
-    "eot_samples", int, 1, "draws of a randomised model averaged per gradient", minimum=1,
+    "eot_samples",
+    int,
+    1,
+    "draws of a randomised model averaged per gradient",
+    minimum=1,
     inclusive=True,
 )
 

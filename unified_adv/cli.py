@@ -89,7 +89,8 @@ def list_capabilities() -> None:
             cls = adapter_class(name)
             cap = cls.capabilities.get(attack)
             if cap is None:
-                table.add_row(attack, name, "—", "", "", "", "")
+                if name != "unified-adv":  # project code: listed only where it has the attack
+                    table.add_row(attack, name, "—", "", "", "", "")
                 continue
             classes = ", ".join(sorted(set(cap.classes.values())))
             if "random_starts" not in ATTACKS[attack].params:

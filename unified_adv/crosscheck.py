@@ -138,6 +138,7 @@ def _stack(prep: Prepared, units: list[UnitOutcome], shards: set[int]) -> dict[s
     )
     cat["success"] = success_mask(prep.data.y[cat["positions"]], cat)
     cat["calls"] = chosen[0].meta.get("library_call", {})
+    cat["defence"] = chosen[0].unit.defence
     cat["note"] = chosen[0].meta.get("note", "")
     return cat
 
@@ -205,6 +206,8 @@ def compare_pair(
         dist[name] = (float(np.median(da)), float(np.median(db)))
     p_value = mcnemar_exact(only_a, only_b)
     randomised = is_randomised(spec.name, spec.resolved_params(eps))
+    if a.get("defence") and prep.variants[a["defence"]].randomized:
+        randomised = True  # the defended model itself draws random numbers
     worst = float(diff.max(initial=0.0))
     if worst == 0.0:
         verdict = "identical"

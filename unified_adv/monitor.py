@@ -106,6 +106,14 @@ def run_analyses(
         if spec.name == "confidence_buckets":
             summaries.append(_confidence_buckets(prep, a_i, spec, folder, resume))
             continue
+        if spec.name in ("uap", "transfer"):
+            from .studies import run_transfer, run_uap
+
+            run = run_uap if spec.name == "uap" else run_transfer
+            study_entry, extra = run(prep, a_i, spec, folder, resume)
+            summaries.append(study_entry)
+            results[(a_i, spec.name, "")] = extra
+            continue
         if spec.name == "pixel_flip_study":
             entry, study = _pixel_flip_study(prep, a_i, spec, folder, resume)
             summaries.append(entry)

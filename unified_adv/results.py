@@ -16,6 +16,8 @@ SAMPLE_COLUMNS = [
     "norm",
     "eps",
     "backend",
+    "defence",
+    "evaluation",
     "target_mode",
     "sample",
     "label",
@@ -56,6 +58,8 @@ def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
     target = a["target"]
     success = success_mask(label, a)
     n = max(len(pos), 1)
+    # Clean prediction of the model the row is about: the defended one for defence rows.
+    clean = prep.variants[u.defence] if u.defence else prep
     return pd.DataFrame(
         {
             "attack_id": u.attack_id,
@@ -63,11 +67,13 @@ def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
             "norm": u.norm,
             "eps": np.nan if u.eps is None else u.eps,
             "backend": u.backend,
+            "defence": u.defence or "none",
+            "evaluation": u.evaluation,
             "target_mode": u.target,
             "sample": prep.data.index[pos],
             "label": label,
-            "clean_pred": prep.clean_pred[pos],
-            "clean_conf": prep.clean_conf[pos].astype(np.float64),
+            "clean_pred": clean.clean_pred[pos],
+            "clean_conf": clean.clean_conf[pos].astype(np.float64),
             "target": target,
             "adv_pred": adv_pred,
             "adv_conf": softmax(a["adv_logits"], axis=1).max(1).astype(np.float64),

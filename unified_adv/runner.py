@@ -48,6 +48,11 @@ class Prepared:
     clean_logits: np.ndarray
     num_classes: int
     plans: list[AttackPlan] = field(default_factory=list)
+    #: The scenario's defences: the classifier with each defence in front (unified_adv.defended).
+    variants: dict[str, Any] = field(default_factory=dict)
+
+    def wrapper_for(self, defence: str) -> Any:
+        return self.variants[defence].wrapper if defence else self.model.wrapper
 
     # Derived once from the clean logits: read per unit and per sample row.
     @cached_property
@@ -163,6 +168,10 @@ def prepare(scenario: Scenario) -> Prepared:
         prep.plans.append(
             AttackPlan(spec, i, positions, targets, scenario.backends_for(spec), scope)
         )
+    if scenario.defences:
+        from .defended import build_variants
+
+        prep.variants = build_variants(prep)
     return prep
 
 
@@ -179,28 +188,40 @@ def plan_units(prep: Prepared) -> list[Unit]:
         context = (
             f"{prep.model.fingerprint}:{prep.data.fingerprint}:{targets_fp}:{plan.positions.size}"
         )
+        from .defended import adaptive_defences, eot_for
+
+        defences = ["", *adaptive_defences(prep, spec.label, spec.name)]
         for e_i, eps in enumerate(spec.eps_values):
-            params = tuple(sorted(spec.resolved_params(eps).items()))
-            for s_i, start in enumerate(range(0, len(plan.positions), shard)):
-                for backend in plan.backends:
-                    units.append(
-                        Unit(
-                            attack_index=plan.index,
-                            attack_id=spec.label,
-                            attack=spec.name,
-                            backend=backend,
-                            norm=spec.norm,
-                            eps_index=e_i,
-                            eps=eps,
-                            params=params,
-                            target=spec.target.describe(),
-                            shard_index=s_i,
-                            start=start,
-                            stop=min(start + shard, len(plan.positions)),
-                            seed=unit_seed(scenario.seed, plan.index, e_i, s_i),
-                            context=context,
+            resolved = spec.resolved_params(eps)
+            for defence in defences:
+                for s_i, start in enumerate(range(0, len(plan.positions), shard)):
+                    for backend in plan.backends:
+                        params = dict(resolved)
+                        unit_context = context
+                        if defence:
+                            eot = eot_for(prep, defence, spec.name, spec.norm, backend)
+                            if eot is not None and spec.eot_samples is None:
+                                params["eot_samples"] = eot
+                            unit_context = f"{context}:{prep.variants[defence].fingerprint}"
+                        units.append(
+                            Unit(
+                                attack_index=plan.index,
+                                attack_id=spec.label,
+                                attack=spec.name,
+                                backend=backend,
+                                norm=spec.norm,
+                                eps_index=e_i,
+                                eps=eps,
+                                params=tuple(sorted(params.items())),
+                                target=spec.target.describe(),
+                                shard_index=s_i,
+                                start=start,
+                                stop=min(start + shard, len(plan.positions)),
+                                seed=unit_seed(scenario.seed, plan.index, e_i, s_i),
+                                context=unit_context,
+                                defence=defence,
+                            )
                         )
-                    )
     return units
 
 
@@ -235,7 +256,10 @@ def execute_unit(
     out = adapter.generate(request, x, y, target, seed=unit.seed)
     elapsed = time.perf_counter() - t0
     # unified-adv decides success itself, from the model's prediction on what came back.
-    adv_logits = prep.model.wrapper.logits(out.x_adv)
+    if unit.defence:
+        adv_logits = prep.variants[unit.defence].score(out.x_adv)
+    else:
+        adv_logits = prep.model.wrapper.logits(out.x_adv)
     arrays = {
         "positions": positions.astype(np.int64),
         "x_adv": out.x_adv,
@@ -265,7 +289,7 @@ def run_units(
     progress: Callable[[Unit], None] | None = None,
 ) -> list[UnitOutcome]:
     """Run (or, with ``resume``, reuse) every unit; a failing unit is recorded, not fatal."""
-    adapters: dict[str, Adapter] = {}
+    adapters: dict[tuple[str, str], Adapter] = {}
     outcomes = []
     for unit in units:
         stored = load_unit(folder, unit) if resume else None
@@ -273,11 +297,14 @@ def run_units(
             outcomes.append(UnitOutcome(unit, stored[0], stored[1], reused=True))
         else:
             try:
-                if unit.backend not in adapters:
-                    adapters[unit.backend] = adapter_class(unit.backend)(model=prep.model.wrapper)
-                arrays, meta = execute_unit(prep, unit, adapters[unit.backend])
+                which = (unit.backend, unit.defence)
+                if which not in adapters:
+                    adapters[which] = adapter_class(unit.backend)(
+                        model=prep.wrapper_for(unit.defence)
+                    )
+                arrays, meta = execute_unit(prep, unit, adapters[which])
                 if prep.scenario.crosscheck.repeat:
-                    again, _ = execute_unit(prep, unit, adapters[unit.backend])
+                    again, _ = execute_unit(prep, unit, adapters[which])
                     meta["repeat_identical"] = bool(np.array_equal(arrays["x_adv"], again["x_adv"]))
                 save_unit(folder, unit, arrays, meta)
                 outcomes.append(UnitOutcome(unit, arrays, meta))

@@ -371,6 +371,113 @@ class AttackSpec(_Strict):
         return ATTACKS[self.name].resolve(eps, self.given_params())
 
 
+DEFENCES = {
+    # name: (fields it takes, summary)
+    "randomization": (
+        ("min_size", "max_size", "pad_to"),
+        "random resize, then random zero padding (Xie et al. 2018, as Lim): project code",
+    ),
+    "autoencoder": (
+        ("width", "noise", "epochs"),
+        "convolutional autoencoder denoiser trained on clean, noise-augmented training data "
+        "(Lim): project code, built in for the digits data",
+    ),
+    "spatial_smoothing": (("window_size",), "ART SpatialSmoothing (median filter)"),
+    "jpeg_compression": (("quality",), "ART JpegCompression"),
+    "feature_squeezing": (("bit_depth",), "ART FeatureSqueezing (colour bit depth)"),
+    "gaussian_augmentation": (
+        ("sigma",),
+        "ART GaussianAugmentation at inference: Gaussian noise added to every input",
+    ),
+    "chain": (("of",), "several of the defences above, applied in the order given"),
+}
+_DEFENCE_FIELDS = (
+    "min_size",
+    "max_size",
+    "pad_to",
+    "width",
+    "noise",
+    "epochs",
+    "window_size",
+    "quality",
+    "bit_depth",
+    "sigma",
+    "of",
+)
+
+
+class DefenceSpec(_Strict):
+    """A defence placed in front of the unchanged classifier: one defended model variant.
+
+    Every attack runs against it twice over: non-adaptively (the adversarial examples made
+    against the undefended model, passed through the defence, as Lim reports) and, unless
+    ``adaptive: false``, adaptively (the attack sees the defended model; gradient attacks on a
+    randomised defence average ``eot_samples`` draws: expectation over transformation).
+    """
+
+    name: str
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.+-]+$")
+    min_size: int | None = Field(default=None, ge=1)
+    max_size: int | None = Field(default=None, ge=1)
+    pad_to: int | None = Field(default=None, ge=1)
+    width: int | None = Field(default=None, ge=1, le=256)
+    noise: Exact | None = None
+    epochs: int | None = Field(default=None, ge=1, le=500)
+    window_size: int | None = Field(default=None, ge=1, le=11)
+    quality: int | None = Field(default=None, ge=1, le=100)
+    bit_depth: int | None = Field(default=None, ge=1, le=64)
+    sigma: Exact | None = None
+    of: tuple[str, ...] | None = None
+    adaptive: bool = True
+    #: Attack ids run adaptively against this defence (default: every attack).
+    attacks: tuple[str, ...] | None = None
+    eot_samples: int | None = Field(default=None, ge=1, le=1000)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in DEFENCES:
+            raise ValueError(did_you_mean("defence", v, DEFENCES))
+        return v
+
+    @model_validator(mode="after")
+    def _fields_fit(self) -> DefenceSpec:
+        takes, _ = DEFENCES[self.name]
+        problems = [
+            _at(f, f"{self.name} takes no '{f}' (it takes: {', '.join(takes)})")
+            for f in _DEFENCE_FIELDS
+            if getattr(self, f) is not None and f not in takes
+        ]
+        for f in ("noise", "sigma"):
+            value = getattr(self, f)
+            if value is not None and not value > 0:
+                problems.append(_at(f, f"must be > 0, got {value:g}"))
+        lo, hi, pad = self.min_size, self.max_size, self.pad_to
+        if lo is not None and hi is not None and lo > hi:
+            problems.append(_at("max_size", f"must be >= min_size ({lo}), got {hi}"))
+        if hi is not None and pad is not None and hi > pad:
+            problems.append(_at("pad_to", f"must be >= max_size ({hi}), got {pad}"))
+        if self.name == "chain" and not self.of:
+            problems.append(_at("of", "name at least one defence id to chain"))
+        if self.eot_samples is not None and not self.adaptive:
+            problems.append(_at("eot_samples", "only used with adaptive: true"))
+        if self.attacks is not None and not self.adaptive:
+            problems.append(_at("attacks", "only used with adaptive: true"))
+        if problems:
+            raise ValueError(_MULTI.join(problems))
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.id or self.name
+
+
+class NamedModelSpec(ModelSpec):
+    """One of several models (the transfer analysis): a model source with its own id."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$", max_length=40)
+
+
 ANALYSES = {
     # name: (fields it takes, summary)
     "morph": (
@@ -389,7 +496,42 @@ ANALYSES = {
         ("mode", "thresholds", "buckets", "eps", "steps", "step_size", "k", "backends"),
         "top-1/top-5 error of FGSM and BIM, inverse and least likely, per confidence bucket (Possas)",
     ),
+    "uap": (
+        ("norms", "zetas", "targets", "attacker", "max_iter", "delta", "fit_images", "seed"),
+        "universal adversarial perturbations, non-targeted (fooling rate) and targeted (success "
+        "rate), each against a random control of the same norm (Hirano & Takemoto, in Zingade)",
+    ),
+    "transfer": (
+        ("models", "norm", "eps", "steps", "step_size", "backends"),
+        "black-box transfer: PGD on each surrogate model, success on each target model (Zingade)",
+    ),
 }
+_ANALYSIS_FIELDS = (
+    "steps",
+    "pairs",
+    "seed",
+    "step_size",
+    "max_steps",
+    "backends",
+    "mode",
+    "thresholds",
+    "buckets",
+    "eps",
+    "k",
+    "sizes",
+    "angle_steps",
+    "seeds",
+    "engine",
+    "norms",
+    "zetas",
+    "targets",
+    "attacker",
+    "max_iter",
+    "delta",
+    "fit_images",
+    "models",
+    "norm",
+)
 
 
 class AnalysisSpec(_Strict):
@@ -413,6 +555,15 @@ class AnalysisSpec(_Strict):
     angle_steps: tuple[Exact, ...] | None = None
     seeds: int | None = Field(default=None, ge=1, le=20)
     engine: Literal["auto", "fast", "generic", "bruteforce"] | None = None
+    norms: tuple[Literal["l2", "linf"], ...] | None = None
+    zetas: tuple[Exact, ...] | None = None
+    targets: tuple[int, ...] | Literal["all"] | None = None
+    attacker: Literal["fgsm", "deepfool"] | None = None
+    max_iter: int | None = Field(default=None, ge=1, le=1000)
+    delta: Exact | None = None
+    fit_images: int | None = Field(default=None, gt=0)
+    models: tuple[NamedModelSpec, ...] | None = None
+    norm: Literal["linf", "l2"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -433,25 +584,29 @@ class AnalysisSpec(_Strict):
         takes, _ = ANALYSES[self.name]
         problems = [
             _at(f, f"{self.name} takes no '{f}' (it takes: {', '.join(takes)})")
-            for f in (
-                "steps",
-                "pairs",
-                "seed",
-                "step_size",
-                "max_steps",
-                "backends",
-                "mode",
-                "thresholds",
-                "buckets",
-                "eps",
-                "k",
-                "sizes",
-                "angle_steps",
-                "seeds",
-                "engine",
-            )
+            for f in _ANALYSIS_FIELDS
             if getattr(self, f) is not None and f not in takes
         ]
+        if self.zetas is not None and (not self.zetas or any(not 0 < z < 1 for z in self.zetas)):
+            problems.append(
+                _at("zetas", "give magnitudes as fractions of the data norm, in (0, 1)")
+            )
+        if self.norms is not None and (not self.norms or len(set(self.norms)) != len(self.norms)):
+            problems.append(_at("norms", "give distinct norms: l2, linf"))
+        if isinstance(self.targets, tuple) and any(t < 0 for t in self.targets):
+            problems.append(_at("targets", "class indices must be >= 0"))
+        if self.delta is not None and not 0 < self.delta < 1:
+            problems.append(_at("delta", f"must be in (0, 1), got {self.delta:g}"))
+        if self.name == "transfer":
+            if self.models is None or len(self.models) < 2:
+                problems.append(_at("models", "give at least two models (surrogates and targets)"))
+            else:
+                ids = [m.id for m in self.models]
+                for j, mid in enumerate(ids):
+                    if mid in ids[:j]:
+                        problems.append(_at(f"models[{j}].id", f"'{mid}' is used twice"))
+            if self.eps is None:
+                problems.append(_at("eps", "required: the transfer PGD is bounded by an eps-ball"))
         if self.thresholds is not None and not 0 < self.thresholds[0] < self.thresholds[1] < 1:
             problems.append(_at("thresholds", "need 0 < low < high < 1"))
         if self.thresholds is not None and self.mode == "quantile":
@@ -512,6 +667,7 @@ class Scenario(_Strict):
     data: DataSpec
     attacks: list[AttackSpec] = Field(default_factory=list)
     analyses: list[AnalysisSpec] = Field(default_factory=list)
+    defences: list[DefenceSpec] = Field(default_factory=list)
     report: ReportSpec = ReportSpec()
     crosscheck: CrosscheckSpec = CrosscheckSpec()
     execution: ExecutionSpec = ExecutionSpec()
@@ -556,10 +712,39 @@ class Scenario(_Strict):
                 problems.append(
                     f"attacks[{i}].id: '{label}' is used twice; give each attack its own id"
                 )
+        problems += self._defence_problems(labels)
         if problems:
             # Several problems: joined with a marker split again by the formatter.
             raise ValueError(_MULTI.join(problems))
         return self
+
+    def _defence_problems(self, attack_labels: list[str]) -> list[str]:
+        out: list[str] = []
+        ids = [d.label for d in self.defences]
+        kinds = {d.label: d.name for d in self.defences}
+        for i, d in enumerate(self.defences):
+            if d.label in ids[:i]:
+                out.append(f"defences[{i}].id: '{d.label}' is used twice; give each its own id")
+            for j, ref in enumerate(d.of or ()):
+                if ref not in kinds:
+                    out.append(f"defences[{i}].of[{j}]: {did_you_mean('defence id', ref, ids)}")
+                elif kinds[ref] == "chain":
+                    out.append(f"defences[{i}].of[{j}]: '{ref}' is itself a chain; list its parts")
+            for j, ref in enumerate(d.attacks or ()):
+                if ref not in attack_labels:
+                    out.append(
+                        f"defences[{i}].attacks[{j}]: {did_you_mean('attack id', ref, attack_labels)}"
+                    )
+            if d.name == "autoencoder" and self.data.builtin != "digits":
+                out.append(
+                    f"defences[{i}].name: the autoencoder is built in for the digits data "
+                    "(data: {builtin: digits}) only"
+                )
+        if self.defences and not self.attacks:
+            out.append(
+                "defences: defences are evaluated under the attacks: give at least one attack"
+            )
+        return out
 
     # ------------------------------------------------------------------ provenance
     @property

@@ -34,13 +34,28 @@ class Unit:
     stop: int
     seed: int
     context: str  # fingerprint of model, data and target choice
+    #: "" for the model itself, else the id of the defence in front of it (scenario defences).
+    defence: str = ""
+    #: False: the adversarial examples made against the undefended model, scored through the
+    #: defence (derived from the undefended unit, never run). True: the attack saw the defence.
+    adaptive: bool = True
 
     @property
     def name(self) -> str:
-        return (
+        base = (
             f"{self.attack_index:02d}-{self.attack_id}-eps{self.eps_index}"
             f"-{self.backend}-shard{self.shard_index:03d}"
         )
+        if not self.defence:
+            return base
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.defence)
+        return f"{base}-{'vs' if self.adaptive else 'via'}-{safe}"
+
+    @property
+    def evaluation(self) -> str:
+        if not self.defence:
+            return "undefended"
+        return "adaptive" if self.adaptive else "non-adaptive"
 
     @property
     def key(self) -> str:

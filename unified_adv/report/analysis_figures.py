@@ -20,16 +20,26 @@ def _plt() -> Any:
     return plt
 
 
-def heatmap(matrix: list[list[float | None]], title: str, fmt: str, names: list[str]) -> str:
+def heatmap(
+    matrix: list[list[float | None]],
+    title: str,
+    fmt: str,
+    names: list[str],
+    *,
+    xlabel: str = "target class (B)",
+    ylabel: str = "source class (A)",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> str:
     plt = _plt()
     m = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
-    im = ax.imshow(m, cmap="cividis")
+    im = ax.imshow(m, cmap="cividis", vmin=vmin, vmax=vmax)
     n = len(m)
     ax.set_xticks(range(n), names[:n] if len(names) >= n else range(n))
     ax.set_yticks(range(n), names[:n] if len(names) >= n else range(n))
-    ax.set_xlabel("target class (B)")
-    ax.set_ylabel("source class (A)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     finite = m[np.isfinite(m)]
     mid = (finite.min() + finite.max()) / 2 if finite.size else 0
@@ -206,6 +216,14 @@ def analysis_figures(prep: Prepared, analysis: dict[str, Any]) -> dict[str, Any]
             continue
         if entry["name"] == "confidence_buckets":
             figs["per_analysis"][a_i] = {}
+            continue
+        if entry["name"] in ("uap", "transfer"):
+            from .study_figures import transfer_figures, uap_figures
+
+            make = uap_figures if entry["name"] == "uap" else transfer_figures
+            figs["per_analysis"][a_i] = make(
+                prep, entry, analysis["results"][(a_i, entry["name"], "")]
+            )
             continue
         final = entry["checkpoints"][-1]
         out: dict[str, Any] = {}

@@ -1,0 +1,398 @@
+"""The scenario's defences as defended model variants, and how attacks are scored on them.
+
+Each entry of ``defences:`` becomes one :class:`Variant`: the unchanged classifier with the
+defence in front of it (inside :class:`~unified_adv.models.ModelWrapper`, so every backend
+attacks the same defended function). An attack is scored on a variant two ways:
+
+* **non-adaptive** (what Lim reports): the adversarial examples made against the undefended
+  model, passed through the defence. Derived from the undefended units; nothing is re-run.
+* **adaptive**: the attack runs against the defended model itself; on a randomised defence,
+  gradient attacks average ``eot_samples`` draws (expectation over transformation, with each
+  library's own EOT support). Only this number says what the defence is worth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import softmax
+from torch import nn
+
+from .errors import InputError
+from .models import ModelWrapper, _state_fingerprint
+from .units import unit_seed
+
+if TYPE_CHECKING:
+    from .runner import Prepared, UnitOutcome
+    from .scenario import DefenceSpec
+
+#: Gradient attacks given expectation over transformation against a randomised defence.
+EOT_ATTACKS = ("fgsm", "bim", "pgd")
+DEFAULT_EOT_SAMPLES = 10
+#: Adaptive accuracy this far (absolute) below the non-adaptive one: the defence "collapses".
+COLLAPSE_DROP = 0.10
+#: Clean accuracy lost to a defence beyond which the report warns.
+CLEAN_DROP = 0.05
+ART_DEFENCES = (
+    "spatial_smoothing",
+    "jpeg_compression",
+    "feature_squeezing",
+    "gaussian_augmentation",
+)
+
+
+@dataclass
+class Variant:
+    """The classifier with one defence in front of it."""
+
+    id: str
+    spec: DefenceSpec
+    wrapper: ModelWrapper
+    randomized: bool
+    fingerprint: str
+    parts: list[dict[str, Any]]
+    score_seed: int
+    clean_logits: np.ndarray = field(repr=False)
+    y: np.ndarray = field(repr=False)
+
+    @cached_property
+    def clean_pred(self) -> np.ndarray:
+        return self.clean_logits.argmax(1)
+
+    @cached_property
+    def clean_conf(self) -> np.ndarray:
+        return softmax(self.clean_logits, axis=1).max(1)
+
+    @cached_property
+    def correct(self) -> np.ndarray:
+        return self.clean_pred == self.y
+
+    @property
+    def eot_samples(self) -> int:
+        if self.spec.eot_samples is not None:
+            return self.spec.eot_samples
+        return DEFAULT_EOT_SAMPLES if self.randomized else 1
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Logits of the defended model, with its randomness drawn from a fixed seed, so
+        every backend's examples meet the same draws position for position."""
+        from .defences import reseed
+
+        reseed(self.wrapper, self.score_seed)
+        return self.wrapper.logits(x)
+
+
+def _part(
+    spec: DefenceSpec, index: int, prep: Prepared, file: str
+) -> tuple[nn.Module, dict[str, Any]]:
+    from . import defences as d
+
+    shape = prep.data.x.shape[1:]
+    lo, hi = prep.model.wrapper.input_range
+    where = f"defences[{index}]"
+    given = {k: getattr(spec, k) for k in ("min_size", "max_size", "pad_to") if getattr(spec, k)}
+    if spec.name == "randomization":
+        size = (int(shape[1]), int(shape[2]))
+        params = {**d.default_randomization(size), **given}
+        if params["min_size"] > params["max_size"] or params["max_size"] > params["pad_to"]:
+            raise InputError.one(
+                file,
+                where,
+                "randomization needs min_size <= max_size <= pad_to; with the defaults for "
+                f"{size[0]}x{size[1]} images that is {params}",
+            )
+        layer = d.RandomizationLayer(input_size=size, fill=lo, seed=prep.scenario.seed, **params)
+        return layer, {"kind": "randomization", "library": "unified-adv", **params, "fill": lo}
+    if spec.name == "autoencoder":
+        if (lo, hi) != (0.0, 1.0):
+            raise InputError.one(
+                file, f"{where}.name", "the builtin autoencoder works on inputs in [0, 1]"
+            )
+        ae, details = d.builtin_digits_autoencoder(
+            width=spec.width or 16,
+            noise=spec.noise if spec.noise is not None else 0.1,
+            epochs=spec.epochs or 30,
+        )
+        return ae, {"kind": "autoencoder", "library": "unified-adv", **details}
+    params = {
+        k: getattr(spec, k)
+        for k in ("window_size", "quality", "bit_depth", "sigma")
+        if getattr(spec, k) is not None
+    }
+    try:
+        art_layer = d.art_preprocessor(
+            spec.name,
+            params,
+            input_range=(lo, hi),
+            channels=int(shape[0]),
+            seed=prep.scenario.seed,
+        )
+    except ValueError as exc:
+        raise InputError.one(file, where, str(exc)) from None
+    return art_layer, {"kind": spec.name, "library": "ART", **art_layer.art_call}
+
+
+def build_variants(prep: Prepared) -> dict[str, Variant]:
+    """One defended model per entry of ``defences:``; chains reuse their parts' settings."""
+    from .defences import DefenceChain, is_randomized, reseed
+
+    scenario = prep.scenario
+    by_id = {d.label: (i, d) for i, d in enumerate(scenario.defences)}
+    spec_m = scenario.model
+    variants: dict[str, Variant] = {}
+    for i, spec in enumerate(scenario.defences):
+        members = (
+            [by_id[ref] for ref in spec.of] if spec.name == "chain" and spec.of else [(i, spec)]
+        )
+        modules, parts = [], []
+        for j, member in members:
+            module, record = _part(member, j, prep, scenario.file)
+            modules.append(module)
+            parts.append({"id": member.label, **record})
+        pre: nn.Module = modules[0] if len(modules) == 1 else DefenceChain(*modules)
+        wrapper = ModelWrapper(
+            prep.model.wrapper.net,
+            input_range=spec_m.input_range,
+            mean=spec_m.mean,
+            std=spec_m.std,
+            device=spec_m.device,
+            pre=pre,
+        )
+        blob = json.dumps(parts, sort_keys=True, default=str).encode()
+        fingerprint = hashlib.sha256(
+            blob + _state_fingerprint(pre).encode() + prep.model.fingerprint.encode()
+        ).hexdigest()
+        score_seed = unit_seed(scenario.seed, 7000 + i, 0, 0)
+        reseed(wrapper, score_seed)
+        variants[spec.label] = Variant(
+            id=spec.label,
+            spec=spec,
+            wrapper=wrapper,
+            randomized=is_randomized(pre),
+            fingerprint=fingerprint,
+            parts=parts,
+            score_seed=score_seed,
+            clean_logits=wrapper.logits(prep.data.x),
+            y=prep.data.y,
+        )
+    return variants
+
+
+def adaptive_defences(prep: Prepared, attack_label: str, attack_name: str) -> list[str]:
+    """The defences an attack runs against adaptively. A model-independent corruption
+    (Gaussian noise) gives the same images either way: it is scored non-adaptively only."""
+    from .attacks import ATTACKS
+
+    if ATTACKS[attack_name].threat == "noise":
+        return []
+    return [
+        v.id
+        for v in prep.variants.values()
+        if v.spec.adaptive and (v.spec.attacks is None or attack_label in v.spec.attacks)
+    ]
+
+
+def eot_for(prep: Prepared, defence: str, attack: str, norm: str, backend: str) -> int | None:
+    """``eot_samples`` for one adaptive unit, or None to keep the attack's own setting."""
+    from .adapters import adapter_class
+
+    variant = prep.variants[defence]
+    if attack not in EOT_ATTACKS or variant.eot_samples <= 1:
+        return None
+    cap = adapter_class(backend).capabilities[attack]
+    return variant.eot_samples if norm in cap.eot_norms else 1
+
+
+def non_adaptive_outcomes(prep: Prepared, outcomes: list[UnitOutcome]) -> list[UnitOutcome]:
+    """Every finished undefended unit, scored through every defence (forward passes only)."""
+    from .runner import UnitOutcome
+
+    derived = []
+    for o in outcomes:
+        if not o.ok or o.unit.defence or o.arrays is None:
+            continue
+        for variant in prep.variants.values():
+            arrays = {**o.arrays, "adv_logits": variant.score(o.arrays["x_adv"]).astype(np.float32)}
+            meta = {
+                **o.meta,
+                "note": "non-adaptive: the examples made against the undefended model, "
+                "passed through the defence",
+            }
+            unit = dataclasses.replace(o.unit, defence=variant.id, adaptive=False)
+            derived.append(UnitOutcome(unit, arrays, meta, reused=o.reused))
+    return derived
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _entries(
+    prep: Prepared, samples: pd.DataFrame, outcomes: list[UnitOutcome]
+) -> list[dict[str, Any]]:
+    """Accuracy of every model variant under every attack × ε × backend × evaluation."""
+    errors: dict[tuple[Any, ...], str] = {}
+    eot: dict[tuple[Any, ...], int] = {}
+    for o in outcomes:
+        k = (o.unit.attack_index, o.unit.eps_index, o.unit.backend, o.unit.defence, o.unit.adaptive)
+        if not o.ok:
+            errors[k] = o.meta.get("error", "unknown error")
+        else:
+            eot[k] = int(o.unit.param_dict.get("eot_samples", 1))
+    out = []
+    for (a_i, e_i, backend, defence, adaptive), names in _group_units(outcomes).items():
+        plan = prep.plans[a_i]
+        rows = samples[samples["unit"].isin(names)]
+        correct = prep.variants[defence].correct if defence else prep.correct
+        attacked = np.zeros(len(correct), bool)
+        attacked[plan.positions] = True
+        unattacked_correct = int((correct & ~attacked)[: plan.scope].sum())
+        right = (rows["adv_pred"] == rows["label"]).groupby(rows["sample"]).all()
+        complete = (a_i, e_i, backend, defence, adaptive) not in errors and len(rows) == len(
+            plan.positions
+        )
+        out.append(
+            {
+                "attack_id": plan.spec.label,
+                "attack": plan.spec.name,
+                "eps": plan.spec.eps_values[e_i],
+                "backend": backend,
+                "defence": defence or None,
+                "evaluation": "undefended"
+                if not defence
+                else ("adaptive" if adaptive else "non-adaptive"),
+                "eot_samples": eot.get((a_i, e_i, backend, defence, adaptive), 1),
+                "n_samples": int(len(rows)),
+                "success_rate": float(rows["success"].mean()) if len(rows) else None,
+                "accuracy": (int(right.sum()) + unattacked_correct) / plan.scope
+                if complete
+                else None,
+                "status": "ok" if complete else "error",
+                "error": errors.get((a_i, e_i, backend, defence, adaptive)),
+            }
+        )
+    return out
+
+
+def _group_units(outcomes: list[UnitOutcome]) -> dict[tuple[Any, ...], set[str]]:
+    groups: dict[tuple[Any, ...], set[str]] = {}
+    for o in outcomes:
+        u = o.unit
+        key = (u.attack_index, u.eps_index, u.backend, u.defence, u.adaptive)
+        groups.setdefault(key, set()).add(u.name)
+    return dict(
+        sorted(
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][3], not kv[0][4], kv[0][2])
+        )
+    )
+
+
+def _worst(values: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The lowest accuracy across backends, and which backend found it."""
+    ok = [v for v in values if v["accuracy"] is not None]
+    if not ok:
+        return None
+    best = min(ok, key=lambda v: (v["accuracy"], v["backend"]))
+    return {"accuracy": best["accuracy"], "backend": best["backend"], "backends": len(ok)}
+
+
+def collapse_finding(
+    defence: str,
+    attack_id: str,
+    eps: float | None,
+    non: dict[str, Any] | None,
+    ada: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """A warning when the adaptive accuracy lies more than COLLAPSE_DROP below the
+    non-adaptive one: the number a non-adaptive evaluation reports overstates the defence."""
+    if not non or not ada or not ada["accuracy"] < non["accuracy"] - COLLAPSE_DROP:
+        return None
+    eot = int(ada.get("eot_samples", 1))
+    return {
+        "level": "warning",
+        "code": "defence-collapses",
+        "attack_id": attack_id,
+        "backend": ada["backend"],
+        "message": (
+            f"{defence} against {attack_id}"
+            + (f" (eps {eps:g})" if eps is not None else "")
+            + f": {100 * non['accuracy']:.1f} % accuracy when the attack ignores the defence, "
+            f"{100 * ada['accuracy']:.1f} % when it attacks the defended model "
+            f"({ada['backend']}" + (f", EOT over {eot} draws" if eot > 1 else "") + "). "
+            "The non-adaptive number overstates the defence."
+        ),
+    }
+
+
+def defence_summary(
+    prep: Prepared, samples: pd.DataFrame, outcomes: list[UnitOutcome]
+) -> dict[str, Any]:
+    """Lim's table, generalised: per attack × ε, accuracy (a) clean, (b) attacked, then for
+    every defence the non-adaptive and the adaptive accuracy (worst case across backends);
+    plus findings where a defence collapses under the adaptive attack or costs clean accuracy."""
+    if not prep.variants:
+        return {}
+    entries = _entries(prep, samples, outcomes)
+    clean = float(prep.correct.mean())
+    variants = [
+        {
+            "id": v.id,
+            "name": v.spec.name,
+            "parts": v.parts,
+            "randomized": v.randomized,
+            "eot_samples": v.eot_samples,
+            "adaptive": v.spec.adaptive,
+            "clean_accuracy": float(v.correct.mean()),
+            "fingerprint": v.fingerprint,
+        }
+        for v in prep.variants.values()
+    ]
+    rows = []
+    findings = []
+    for plan in prep.plans:
+        for eps in plan.spec.eps_values:
+            mine = [e for e in entries if e["attack_id"] == plan.spec.label and e["eps"] == eps]
+            row: dict[str, Any] = {
+                "attack_id": plan.spec.label,
+                "attack": plan.spec.name,
+                "eps": eps,
+                "clean": clean,
+                "attacked": _worst([e for e in mine if e["evaluation"] == "undefended"]),
+                "defences": {},
+            }
+            for v in prep.variants.values():
+                non = _worst(
+                    [e for e in mine if e["defence"] == v.id and e["evaluation"] == "non-adaptive"]
+                )
+                ada_entries = [
+                    e for e in mine if e["defence"] == v.id and e["evaluation"] == "adaptive"
+                ]
+                ada = _worst(ada_entries)
+                if ada is not None:
+                    ada["eot_samples"] = max(e["eot_samples"] for e in ada_entries)
+                row["defences"][v.id] = {"non_adaptive": non, "adaptive": ada}
+                finding = collapse_finding(v.id, plan.spec.label, eps, non, ada)
+                if finding is not None:
+                    findings.append(finding)
+            rows.append(row)
+    for v in variants:
+        if v["clean_accuracy"] < clean - CLEAN_DROP:
+            findings.append(
+                {
+                    "level": "warning",
+                    "code": "defence-costs-clean-accuracy",
+                    "attack_id": None,
+                    "backend": None,
+                    "message": (
+                        f"{v['id']}: clean accuracy {100 * v['clean_accuracy']:.1f} % against "
+                        f"{100 * clean:.1f} % without it."
+                    ),
+                }
+            )
+    return {"variants": variants, "table": rows, "entries": entries, "findings": findings}
