@@ -1,0 +1,237 @@
+"""Universal adversarial perturbations against random controls (Hirano & Takemoto)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from unified_adv.data import digits_split
+from unified_adv.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.uap import (
+    UapStudy,
+    data_norm,
+    fooling_rate,
+    perturbation_norm,
+    random_control,
+    success_rate,
+    uap_study,
+)
+
+N_FIT = 300
+N_EVAL = 300
+
+
+# --------------------------------------------------------------------------- controls
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 1, 8, 8), (3, 16, 16), (5,)])
+@pytest.mark.parametrize("radius", [1e-3, 0.04, 1.0, 7.5])
+def test_random_control_has_exactly_the_norm(
+    norm: str, shape: tuple[int, ...], radius: float
+) -> None:
+    v = random_control(shape, norm, radius, np.random.default_rng(3))
+    assert v.shape == shape and v.dtype == np.float32
+    assert perturbation_norm(v, norm) == pytest.approx(radius, rel=1e-6)
+    if norm == "linf":
+        assert np.abs(v).max() <= radius * (1 + 1e-7)
+        # Uniform, rescaled: not the sign vector (every value at +-radius).
+        assert (np.abs(v) < 0.99 * radius).any()
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_random_control_is_seeded(norm: str) -> None:
+    def draw(seed: int) -> np.ndarray:
+        return random_control((1, 8, 8), norm, 0.5, np.random.default_rng(seed))
+
+    assert np.array_equal(draw(0), draw(0))
+    assert not np.allclose(draw(0), draw(1))
+    # Successive draws from one generator differ too.
+    rng = np.random.default_rng(0)
+    assert not np.allclose(
+        random_control((1, 8, 8), norm, 0.5, rng), random_control((1, 8, 8), norm, 0.5, rng)
+    )
+
+
+def test_random_control_rejects_bad_arguments() -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="radius"):
+        random_control((1, 8, 8), "l2", 0.0, rng)
+    with pytest.raises(ValueError, match="norm"):
+        random_control((1, 8, 8), "l1", 1.0, rng)
+    with pytest.raises(ValueError, match="shape"):
+        random_control((0, 8), "l2", 1.0, rng)
+
+
+def test_data_norm_by_hand() -> None:
+    x = np.array([[[[3.0, 4.0]]], [[[0.0, -2.0]]]], dtype=np.float32)  # (2, 1, 1, 2)
+    assert data_norm(x, "l2") == pytest.approx((5.0 + 2.0) / 2)
+    assert data_norm(x, "linf") == pytest.approx((4.0 + 2.0) / 2)
+    with pytest.raises(ValueError, match="non-empty"):
+        data_norm(x[:0], "l2")
+
+
+# --------------------------------------------------------------------------- rates
+
+
+def _linear_model() -> ModelWrapper:
+    """Logits (x0 + 0.5, x1): class 1 exactly where x1 > x0 + 0.5."""
+    lin = nn.Linear(2, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.eye(2))
+        lin.bias.copy_(torch.tensor([0.5, 0.0]))
+    return ModelWrapper(nn.Sequential(nn.Flatten(), lin))
+
+
+# A: class 0; with delta its x1 reaches 1.2 > 1.1, but clipped to 1.0 it stays class 0.
+# B: class 0, flips to 1.   C: class 1, stays 1.   D: class 0, stays 0.
+_X = np.array([[0.6, 0.9], [0.1, 0.5], [0.0, 0.7], [0.3, 0.2]], dtype=np.float32).reshape(
+    4, 1, 1, 2
+)
+_DELTA = np.array([0.0, 0.3], dtype=np.float32)
+
+
+def test_fooling_rate_on_a_linear_model() -> None:
+    model = _linear_model()
+    assert model.logits(_X).argmax(1).tolist() == [0, 0, 1, 0]
+    # Clipped to [0, 1]: only B changes class.
+    assert fooling_rate(model, _X, _DELTA.reshape(1, 1, 2), 0.0, 1.0) == pytest.approx(0.25)
+    # Wider bounds: A flips as well; a (1, C, H, W) perturbation is accepted too.
+    assert fooling_rate(model, _X, _DELTA.reshape(1, 1, 1, 2), 0.0, 2.0) == pytest.approx(0.5)
+    assert fooling_rate(model, _X, np.zeros(2, np.float32), 0.0, 1.0) == 0.0
+    with pytest.raises(ValueError, match="does not fit"):
+        fooling_rate(model, _X, np.zeros(3, np.float32), 0.0, 1.0)
+
+
+def test_success_rate_on_a_linear_model() -> None:
+    model = _linear_model()
+    y = np.array([0, 0, 1, 0])
+    # Images of other classes than 1 (A, B, D): only B becomes class 1.
+    assert success_rate(model, _X, _DELTA, 1, 0.0, 1.0, y=y) == pytest.approx(1 / 3)
+    # Without labels every image counts: B and C are class 1 after the perturbation.
+    assert success_rate(model, _X, _DELTA, 1, 0.0, 1.0) == pytest.approx(0.5)
+    # Target 0: the one other-class image (C) stays class 1.
+    assert success_rate(model, _X, _DELTA, 0, 0.0, 1.0, y=y) == 0.0
+    with pytest.raises(ValueError, match="other than the target"):
+        success_rate(model, _X, _DELTA, 0, 0.0, 1.0, y=np.zeros(4, np.int64))
+
+
+# --------------------------------------------------------------------------- digits CNN
+
+
+Digits = tuple[ModelWrapper, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@pytest.fixture(scope="module")
+def digits() -> Iterator[Digits]:
+    # One torch thread: ART's UAP loop runs thousands of one-image passes through a tiny
+    # CNN, where a second thread only adds synchronisation, and on a busy 2-core machine
+    # that made one 3 s study take a minute.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    net, _ = builtin_digits_cnn()
+    x_train, y_train, x_test, y_test, _, _ = digits_split()
+    yield ModelWrapper(net), x_train[:N_FIT], y_train[:N_FIT], x_test[:N_EVAL], y_test[:N_EVAL]
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def linf_study(digits: Digits) -> UapStudy:
+    # Measured (300 fit / 300 eval, fgsm attacker, max_iter 10, delta 0.2, 5 controls),
+    # R_f [control R_f] for seeds 0 / 1:
+    #   L-inf zeta 0.1: 0.04 [0.01] / 0.04 [0.01];  0.2: 0.08 [0.02] / 0.23 [0.03];
+    #   zeta 0.3: 0.80 [0.04] / 0.74 [0.07] (about 3 s);  0.4: 0.90 [0.12] / 0.90 [0.12].
+    # Targeted, target 3 (the class untargeted UAPs favour), R_s [control R_s]:
+    #   zeta 0.2: 0.23 [0.003] / 0.54 [0.005];  0.3: 0.92 [0.01] / 0.93 [0.01].
+    # Other targets are far weaker at zeta 0.3 (target 0: 0.03, target 8: 0.24).
+    model, xf, yf, xe, ye = digits
+    return uap_study(model, xf, yf, xe, ye, norms=("linf",), zetas=(0.3,), targets=(3,), seed=0)
+
+
+def test_untargeted_linf_uap_beats_its_random_control(linf_study: UapStudy) -> None:
+    row = linf_study.row("linf", 0.3)
+    assert row.kind == "untargeted" and row.target is None
+    assert row.radius == pytest.approx(0.3 * linf_study.data_norms["linf"])
+    assert row.uap_norm <= row.radius + 1e-6
+    assert row.rate >= 0.6
+    assert row.control_rate <= 0.2
+    assert row.rate >= row.control_rate + 0.4
+    # ART's fooling rate is against the true labels, ours against the clean predictions;
+    # on the training images the model classifies almost all correctly, so they agree.
+    assert row.fit_rate == pytest.approx(row.art_fooling_rate, abs=0.05)
+    # Hirano's dominant class: most images go to one class.
+    assert max(row.predicted_share) >= 0.5
+    assert sum(row.predicted_share) == pytest.approx(1.0)
+    assert max(linf_study.clean_predicted_share) < 0.2
+
+
+def test_targeted_linf_uap_beats_its_random_control(linf_study: UapStudy) -> None:
+    row = linf_study.row("linf", 0.3, target=3)
+    assert row.kind == "targeted"
+    assert row.uap_norm <= row.radius + 1e-6
+    assert row.rate >= 0.5
+    assert row.rate >= row.control_rate + 0.4
+    assert row.dominant_class == 3
+
+
+def test_untargeted_l2_uap_beats_its_random_control(
+    digits: Digits,
+) -> None:
+    # Measured, R_f [control R_f], seeds 0 / 1: L2 zeta 0.1 (radius 0.39): 0.03 [0.006] /
+    # 0.04 [0.008]; 0.2: 0.11 [0.02] / 0.09 [0.01]; 0.3: 0.23 [0.04] / 0.35 [0.03];
+    # 0.4 (radius 1.56): 0.76 [0.05] / 0.70 [0.08], about 3 s.
+    model, xf, yf, xe, ye = digits
+    study = uap_study(model, xf, yf, xe, ye, norms=("l2",), zetas=(0.4,), seed=0)
+    (row,) = study.rows
+    assert row.uap_norm <= row.radius * (1 + 1e-5)
+    assert row.uap_zeta == pytest.approx(row.uap_norm / study.data_norms["l2"])
+    assert row.rate >= 0.4
+    assert row.rate >= row.control_rate + 0.3
+    assert study.perturbations[0].shape == xf.shape[1:]
+    assert perturbation_norm(study.controls[0], "l2") == pytest.approx(row.radius, rel=1e-6)
+
+
+def test_study_is_reproducible_and_json_able(
+    digits: Digits,
+    linf_study: UapStudy,
+) -> None:
+    model, xf, yf, xe, ye = digits
+    again = uap_study(model, xf, yf, xe, ye, norms=("linf",), zetas=(0.3,), targets=(3,), seed=0)
+
+    def strip(s: UapStudy) -> list[dict[str, object]]:
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in s.to_dict()["rows"]]
+
+    assert strip(again) == strip(linf_study)
+    for a, b in zip(again.perturbations, linf_study.perturbations, strict=True):
+        assert np.array_equal(a, b)
+    text = json.dumps(linf_study.to_dict(include_perturbations=True))
+    assert json.loads(text)["rows"][0]["norm"] == "linf"
+
+
+def test_study_rejects_bad_input(
+    digits: Digits,
+) -> None:
+    model, xf, yf, xe, ye = digits
+    with pytest.raises(ValueError, match="zeta"):
+        uap_study(model, xf, yf, xe, ye, zetas=(0.0,))
+    with pytest.raises(ValueError, match="zeta"):
+        uap_study(model, xf, yf, xe, ye, zetas=(-0.1,))
+    with pytest.raises(ValueError, match="not a class of the model"):
+        uap_study(model, xf, yf, xe, ye, targets=(10,))
+    with pytest.raises(ValueError, match="not a class of the model"):
+        uap_study(model, xf, yf, xe, ye, targets=(-1,))
+    with pytest.raises(ValueError, match="x_fit must be a non-empty"):
+        uap_study(model, xf[:0], yf[:0], xe, ye)
+    with pytest.raises(ValueError, match="x_eval must be a non-empty"):
+        uap_study(model, xf, yf, xe[:0], ye[:0])
+    with pytest.raises(ValueError, match="y_eval"):
+        uap_study(model, xf, yf, xe, ye[:-1])
+    with pytest.raises(ValueError, match="norm"):
+        uap_study(model, xf, yf, xe, ye, norms=("l1",))
+    with pytest.raises(ValueError, match="attacker 'fgsm'"):
+        uap_study(model, xf, yf, xe, ye, targets=(3,), attacker="deepfool")
