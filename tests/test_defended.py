@@ -253,8 +253,6 @@ def test_defence_input_errors(cli, write_scenario) -> None:
         defences:
           - {name: randomisation}
           - {id: r, name: randomization, quality: 50, min_size: 9, max_size: 8}
-          - {name: chain, of: [r, nope]}
-          - {name: jpeg_compression, attacks: [pgd]}
         """
     )
     result = cli("validate", path)
@@ -262,13 +260,35 @@ def test_defence_input_errors(cli, write_scenario) -> None:
     err = result.err
     assert (
         f"{path}: defences[0].name: unknown defence 'randomisation'. Did you mean 'randomization'?"
-        in err
-    )
+    ) in err
     assert f"{path}: defences[1].quality: randomization takes no 'quality'" in err
     assert f"{path}: defences[1].max_size: must be >= min_size (9), got 8" in err
-    assert f"{path}: defences[2].of[1]: unknown defence id 'nope'" in err
-    assert f"{path}: defences[3].attacks[0]: unknown attack id 'pgd'" in err
     assert "Traceback" not in err
+
+
+def test_defence_references_are_checked(cli, write_scenario) -> None:
+    """Cross-references are checked once every entry is valid on its own."""
+    path = write_scenario(
+        """
+        name: bad
+        model: {builtin: digits-cnn}
+        data: {builtin: digits, limit: 20}
+        attacks: [{name: fgsm, eps: 0.1}]
+        defences:
+          - {id: r, name: randomization}
+          - {name: chain, of: [r, nope]}
+          - {name: jpeg_compression, attacks: [pgd]}
+          - {id: r, name: spatial_smoothing}
+        """
+    )
+    result = cli("validate", path)
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        f"{path}: defences[1].of[1]: unknown defence id 'nope'. Available: chain, "
+        "jpeg_compression, r",
+        f"{path}: defences[2].attacks[0]: unknown attack id 'pgd'. Available: fgsm",
+        f"{path}: defences[3].id: 'r' is used twice; give each its own id",
+    ]
 
 
 def test_randomized_layer_draws_differ_per_forward() -> None:

@@ -86,7 +86,7 @@ CASES = [
         scenario(attacks=attack("{name: pgd, eps: 0.1, stpes: 5}")),
         None,
         "{path}: attacks[0].stpes: unknown field 'stpes'. Did you mean 'steps'? "
-        "Available: attacker, backends, binary_search_steps, c, candidates, confidence, decay, delta, eps, id, init_evals, limit, lr, max_evals, max_iter, name, norm, overshoot, p_init, pixels, popsize, queries, random_starts, restarts, source_step, spherical_step, std, step_size, steps, target\n",
+        "Available: attacker, backends, binary_search_steps, c, candidates, confidence, decay, delta, eot_samples, eps, id, init_evals, limit, lr, max_evals, max_iter, name, norm, overshoot, p_init, pixels, popsize, queries, random_starts, restarts, source_step, spherical_step, std, step_size, steps, target\n",
         id="typo-key",
     ),
     pytest.param(
@@ -125,14 +125,14 @@ CASES = [
         scenario(attacks=attack("{name: fgms, eps: 0.1}")),
         None,
         "{path}: attacks[0].name: unknown attack 'fgms'. Did you mean 'fgsm'? "
-        "Available: bim, boundary, cw_l2, deepfool, fgsm, gaussian_noise, hopskipjump, mifgsm, one_pixel, pgd, square, universal\n",
+        "Available: bim, boundary, cw_l2, deepfool, fgsm, gaussian_noise, hopskipjump, lbfgs, mifgsm, one_pixel, pgd, square, universal\n",
         id="unknown-attack",
     ),
     pytest.param(
         scenario(attacks=attack("{name: fgsm, eps: 0.1, backends: [folbox]}")),
         None,
         "{path}: attacks[0].backends: unknown backend 'folbox'. Did you mean 'foolbox'? "
-        "Available: art, foolbox, torchattacks\n",
+        "Available: art, foolbox, torchattacks, unified-adv\n",
         id="unknown-backend",
     ),
     pytest.param(
@@ -250,7 +250,7 @@ CASES = [
     pytest.param(
         scenario(attacks=attack("{name: fgsm, eps: 0.1, steps: 3}")),
         None,
-        "{path}: attacks[0].steps: fgsm takes no 'steps' (it takes: no parameters besides eps, norm, target)\n",
+        "{path}: attacks[0].steps: fgsm takes no 'steps' (it takes: eot_samples)\n",
         id="param-not-taken",
     ),
     pytest.param(
@@ -299,7 +299,7 @@ CASES = [
         scenario(attacks="analyses:\n  - {name: morhp}"),
         None,
         "{path}: analyses[0].name: unknown analysis 'morhp'. Did you mean 'morph'? "
-        "Available: confidence_buckets, morph, pixel_flip_study, targeted_walk\n",
+        "Available: confidence_buckets, morph, pixel_flip_study, targeted_walk, transfer, uap\n",
         id="unknown-analysis",
     ),
     pytest.param(

@@ -80,7 +80,9 @@ def test_summary_numbers_follow_from_the_sample_table(first: unified_adv.RunResu
             assert (rows.success == (rows.adv_pred == 3)).all()
         assert entry["library_call"]["library"]
         assert set(entry["params"]) == (
-            {"steps", "step_size", "random_starts"} if entry["attack"] == "pgd" else set()
+            {"steps", "step_size", "random_starts", "eot_samples"}
+            if entry["attack"] == "pgd"
+            else {"eot_samples"}
         )
     # Distances are measured, and bounded by eps for L-inf attacks.
     assert (samples.linf <= samples.eps + 1e-6).all()
@@ -92,7 +94,7 @@ def test_step_size_fraction_and_defaults_are_resolved_explicitly(
 ) -> None:
     by_id = {(e["attack_id"], e["backend"]): e for e in first.summary["attacks"]}
     pgd = by_id[("pgd", "art")]
-    assert pgd["params"] == {"steps": 10, "step_size": 1 / 50, "random_starts": 1}
+    assert pgd["params"] == {"steps": 10, "step_size": 1 / 50, "random_starts": 1, "eot_samples": 1}
     assert pgd["library_call"]["kwargs"]["eps_step"] == 1 / 50
     targeted = by_id[("pgd-to-3", "torchattacks")]
     assert targeted["params"]["step_size"] == pytest.approx(2.5 * 0.2 / 10)

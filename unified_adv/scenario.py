@@ -727,7 +727,9 @@ class Scenario(_Strict):
                 out.append(f"defences[{i}].id: '{d.label}' is used twice; give each its own id")
             for j, ref in enumerate(d.of or ()):
                 if ref not in kinds:
-                    out.append(f"defences[{i}].of[{j}]: {did_you_mean('defence id', ref, ids)}")
+                    out.append(
+                        f"defences[{i}].of[{j}]: {did_you_mean('defence id', ref, set(ids))}"
+                    )
                 elif kinds[ref] == "chain":
                     out.append(f"defences[{i}].of[{j}]: '{ref}' is itself a chain; list its parts")
             for j, ref in enumerate(d.attacks or ()):

@@ -79,10 +79,11 @@ def uap_figures(prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]) ->
     out["rates"] = _png(fig)
     plt.close(fig)
 
-    # The first UAP on four held-out images, with the model's predictions.
+    # The strongest UAP on four held-out images, with the model's predictions.
+    best = max(range(len(rows)), key=lambda k: (rows[k]["kind"] == "untargeted", rows[k]["rate"]))
     lo, hi = prep.model.wrapper.input_range
     x = prep.data.x[:4]
-    p = np.asarray(perts[0]).reshape((1, *x.shape[1:]))
+    p = np.asarray(perts[best]).reshape((1, *x.shape[1:]))
     x_adv = np.clip(x + p, lo, hi).astype(np.float32)
     clean = prep.model.wrapper.logits(x).argmax(1)
     adv = prep.model.wrapper.logits(x_adv).argmax(1)
@@ -94,7 +95,7 @@ def uap_figures(prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]) ->
         axes[1][j].set_title(
             f"+ UAP: {adv[j]}", fontsize=7, color="#D55E00" if adv[j] != clean[j] else "black"
         )
-    fig.suptitle(_row_title(rows[0]).replace("\n", ", "), fontsize=8)
+    fig.suptitle(_row_title(rows[best]).replace("\n", ", "), fontsize=8)
     fig.tight_layout()
     out["examples"] = _png(fig)
     plt.close(fig)
