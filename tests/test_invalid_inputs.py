@@ -1,12 +1,21 @@
 """Invalid input: exit code 2 and exactly one ``FILE: field.path: message`` line per problem.
 
-Every case runs through ``validate`` and through ``run --out DIR`` (the same checks); the
+Every case runs through ``validate`` and through ``run --out DIR`` (the same checks, all made
+in ``prepare`` before any unit runs); a few also through the installed console script. The
 expected stderr is the whole of stderr, with ``{path}`` standing for the scenario file and
-``{dir}`` for its (resolved) folder.
+``{dir}`` for its (resolved) folder. A failed ``run`` leaves no output folder at all: no
+``index.html``, ``summary.json`` or samples file, not even an empty ``units/``.
+
+Models here are tiny (one Linear layer over 8x8 images, weights set by hand: it predicts one
+class whatever the input), written into each test's own folder; no case trains or loads the
+builtin CNN, so the corpus runs in seconds.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import pickle
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -38,63 +47,271 @@ def attack(spec: str) -> str:
     return f"attacks:\n  - {spec}"
 
 
+TINY = "model: {torchscript: model.pt}"
+NPZ = "data: {npz: data.npz}"
+FACTORY = 'model: {factory: "mynet:build", weights: weights.pt}'
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
 # ---------------------------------------------------------------------------- fixture files
 
 
-def _digits(n: int = 60) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out digits, scaled to [0, 1] exactly as ``data: {builtin: digits}`` serves them."""
-    from unified_adv.data import digits_split
+def _tiny_net(classes: int = 10, *, nan: bool = False) -> torch.nn.Module:
+    """Flatten + Linear(64, classes) that always predicts class 0 (or NaN with ``nan``)."""
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, classes))
+    with torch.no_grad():
+        net[1].weight.zero_()
+        net[1].bias.zero_()
+        net[1].bias[0] = float("nan") if nan else 1.0
+    return net
 
-    _, _, x, y, _, _ = digits_split()
-    return x[:n, 0].copy(), y[:n].copy()
 
-
-def _factory_with_weights(blob: object) -> Callable[[Path], None]:
+def _torchscript(name: str = "model.pt", **kw: Any) -> Callable[[Path], None]:
     def setup(folder: Path) -> None:
-        (folder / "mynet.py").write_text(
-            "import torch\n\n\n"
-            "def build():\n"
-            "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n",
-            encoding="utf-8",
-        )
-        torch.save(blob, folder / "weights.pt")
+        torch.jit.script(_tiny_net(**kw)).save(str(folder / name))
 
     return setup
 
 
-def _npz_16x16(folder: Path) -> None:
-    np.savez(folder / "data.npz", x=np.zeros((4, 16, 16), np.float32), y=np.zeros(4, np.int64))
+def _write(name: str, content: bytes) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        (folder / name).write_bytes(content)
+
+    return setup
 
 
-def _npz_all_labels_wrong(folder: Path) -> None:
-    x, y = _digits()
-    np.savez(folder / "data.npz", x=x, y=(y + 1) % 10)  # every label is some other digit
+def _saved(name: str, blob: object) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        torch.save(blob, folder / name)
+
+    return setup
 
 
-def _npz_label_12(folder: Path) -> None:
-    x, y = _digits()
-    y[3] = 12
-    np.savez(folder / "data.npz", x=x, y=y)
+def _npz(name: str = "data.npz", n: int = 10, **arrays: Any) -> Callable[[Path], None]:
+    """x: n grey 8x8 images in [0, 1]; y: 0, 1, 2, ... (class 0 is classified correctly)."""
+
+    def setup(folder: Path) -> None:
+        x = np.linspace(0, 1, n * 64, dtype=np.float32).reshape(n, 8, 8)
+        y = np.arange(n, dtype=np.int64) % 10
+        np.savez(folder / name, **{"x": x, "y": y, **arrays})
+
+    return setup
 
 
-FACTORY = 'model: {factory: "mynet:build", weights: weights.pt}'
-NPZ = "data: {npz: data.npz}"
+def _both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        for s in setups:
+            s(folder)
+
+    return setup
+
+
+def _mynet(body: str) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        (folder / "mynet.py").write_text("import torch\n\n\n" + body, encoding="utf-8")
+
+    return setup
+
+
+_LINEAR_FACTORY = (
+    "def build():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n"
+)
+
+
+def _factory_with_weights(blob: object) -> Callable[[Path], None]:
+    return _both(_mynet(_LINEAR_FACTORY), _saved("weights.pt", blob))
+
+
+def _folder(name: str) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        (folder / name).mkdir()
+
+    return setup
+
+
+def _symlink(name: str, target: str) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        (folder / name).symlink_to(target)
+
+    return setup
+
+
+def _unreadable(name: str) -> Callable[[Path], None]:
+    """A file this process cannot read. chmod 000 does not stop root, so as root it is a
+    symbolic link to itself (a loop), which no user can open."""
+
+    def setup(folder: Path) -> None:
+        path = folder / name
+        if IS_ROOT:
+            path.symlink_to(name)
+        else:
+            _npz(name)(folder)
+            path.chmod(0)
+
+    return setup
+
+
+_UNREADABLE_WHY = "Too many levels of symbolic links" if IS_ROOT else "Permission denied"
+
+
+def _image_folder(*classes: str, images: bool = True) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        root = folder / "imgs"
+        root.mkdir()
+        for c in classes:
+            (root / c).mkdir()
+            if images:
+                from PIL import Image
+
+                Image.new("L", (8, 8)).save(root / c / "0.png")
+
+    return setup
+
+
+def _object_array() -> np.ndarray:
+    out = np.empty(10, dtype=object)
+    out[:] = [{"label": i} for i in range(10)]
+    return out
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it calls os.mkdir(marker) (any code could run there)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (str(self.marker),))
+
 
 # (scenario text or None for "no file", setup(folder) or None, expected stderr)
 CASES = [
+    # ------------------------------------------------------------------ YAML
     pytest.param(
-        scenario(attacks=attack("{name: pgd, eps: 0.1, stpes: 5}")),
+        "name: bad\nmodel: {builtin: digits-cnn\ndata: {builtin: digits}\n",
         None,
-        "{path}: attacks[0].stpes: unknown field 'stpes'. Did you mean 'steps'? "
-        "Available: attacker, backends, binary_search_steps, c, candidates, confidence, decay, delta, eot_samples, eps, id, init_evals, limit, lr, max_evals, max_iter, name, norm, overshoot, p_init, pixels, popsize, queries, random_starts, restarts, source_step, spherical_step, std, step_size, steps, target\n",
-        id="typo-key",
+        "{path}: YAML syntax error at line 3, column 5: expected ',' or '}', but got ':'\n",
+        id="yaml-syntax-error",
     ),
+    pytest.param(
+        "name: bad\nmodel:\n\tbuiltin: digits-cnn\n",
+        None,
+        "{path}: YAML syntax error at line 3, column 1: "
+        "found character '\\t' that cannot start any token\n",
+        id="yaml-tab-indent",
+    ),
+    pytest.param(
+        scenario(attacks="attacks: [{name: fgsm, eps: 0.1}"),
+        None,
+        "{path}: YAML syntax error at line 6, column 1: expected ',' or ']', "
+        "but got '<stream end>'\n",
+        id="yaml-unclosed-list",
+    ),
+    pytest.param(
+        scenario(again="seed: 1"),  # line 7 repeats line 2's key
+        None,
+        "{path}: YAML syntax error at line 7, column 1: duplicate key 'seed' "
+        "(first given at line 2)\n",
+        id="duplicate-key",
+    ),
+    pytest.param(
+        "- name: bad\n- seed: 0\n",
+        None,
+        "{path}: top level must be a mapping with name, model, data, attacks; got a list\n",
+        id="top-level-list",
+    ),
+    pytest.param(
+        "just some text\n",
+        None,
+        "{path}: top level must be a mapping with name, model, data, attacks; got a str\n",
+        id="top-level-scalar",
+    ),
+    pytest.param(
+        "",
+        None,
+        "{path}: top level must be a mapping with name, model, data, attacks; got an empty file\n",
+        id="empty-file",
+    ),
+    pytest.param(
+        None,
+        None,
+        "{path}: scenario file not found\n",
+        id="no-such-scenario-file",
+    ),
+    pytest.param(
+        scenario(seed="seed: !!python/object/apply:os.getpid []"),
+        None,
+        "{path}: YAML syntax error at line 2, column 7: could not determine a constructor for "
+        "the tag 'tag:yaml.org,2002:python/object/apply:os.getpid'\n",
+        id="yaml-python-tag-not-constructed",
+    ),
+    # ------------------------------------------------------------------ schema, top level
     pytest.param(
         scenario(seed='seed: "abc"'),
         None,
         "{path}: seed: input should be a valid integer, "
         "unable to parse string as an integer (got 'abc')\n",
         id="wrong-type-seed",
+    ),
+    pytest.param(
+        scenario(extra="atacks: []"),
+        None,
+        "{path}: atacks: unknown field 'atacks'. Did you mean 'attacks'? Available: analyses, "
+        "attacks, crosscheck, data, defences, description, execution, model, name, report, seed\n",
+        id="unknown-top-level-key",
+    ),
+    pytest.param(
+        scenario(attacks=None),
+        None,
+        "{path}: attacks: give at least one attack (or an analysis under analyses)\n",
+        id="missing-attacks",
+    ),
+    # ------------------------------------------------------------------ schema, model
+    pytest.param(
+        scenario(model="model: {builtin: digits-cnn, wieghts: w.pt}"),
+        None,
+        "{path}: model.wieghts: unknown field 'wieghts'. Did you mean 'weights'? Available: "
+        "builtin, checkpoints, device, factory, input_range, mean, pickle, seed, std, "
+        "torchscript, trust_model, weights\n",
+        id="model-unknown-field",
+    ),
+    pytest.param(
+        scenario(model="model: {builtin: digits-cnn, device: gpu}"),
+        None,
+        "{path}: model.device: expected cpu, cuda, cuda:N or mps, got 'gpu'\n",
+        id="model-bad-device",
+    ),
+    pytest.param(
+        scenario(model="model: {builtin: digits-cnn, input_range: [1, 0]}"),
+        None,
+        "{path}: model.input_range: low must be below high, got [1, 0]\n",
+        id="input-range-reversed",
+    ),
+    pytest.param(
+        scenario(model="model: {builtin: digits-cnn, checkpoints: [7]}"),
+        None,
+        "{path}: model.checkpoints: the builtin digits-cnn has epochs 1, 2, 3, 5, 10, 20, 40; got 7\n",
+        id="unknown-checkpoint",
+    ),
+    # ------------------------------------------------------------------ schema, data
+    pytest.param(
+        scenario(data="data: {builtin: digits, npz: data.npz}"),
+        None,
+        "{path}: data: give exactly one of builtin, npz, image_folder (got builtin, npz)\n",
+        id="builtin-and-npz",
+    ),
+    pytest.param(
+        scenario(data="data: {builtin: digits, limit: 0}"),
+        None,
+        "{path}: data.limit: must be > 0 (got 0)\n",
+        id="data-limit-zero",
+    ),
+    # ------------------------------------------------------------------ schema, attacks[i]
+    pytest.param(
+        scenario(attacks=attack("{name: pgd, eps: 0.1, stpes: 5}")),
+        None,
+        "{path}: attacks[0].stpes: unknown field 'stpes'. Did you mean 'steps'? "
+        "Available: attacker, backends, binary_search_steps, c, candidates, confidence, decay, delta, eot_samples, eps, id, init_evals, limit, lr, max_evals, max_iter, name, norm, overshoot, p_init, pixels, popsize, queries, random_starts, restarts, source_step, spherical_step, std, step_size, steps, target\n",
+        id="typo-key",
     ),
     pytest.param(
         scenario(attacks=attack("{name: pgd, eps: 0.1, steps: ten}")),
@@ -129,6 +346,65 @@ CASES = [
         id="unknown-attack",
     ),
     pytest.param(
+        scenario(attacks=attack("{name: deepfool, eps: 0.1}")),
+        None,
+        "{path}: attacks[0].eps: deepfool is a minimal-perturbation attack and takes no eps\n",
+        id="eps-on-minimal-attack",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: pgd}")),
+        None,
+        "{path}: attacks[0].eps: required: pgd is bounded by an eps-ball\n",
+        id="missing-eps",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: fgsm, eps: 0.1, steps: 3}")),
+        None,
+        "{path}: attacks[0].steps: fgsm takes no 'steps' (it takes: eot_samples)\n",
+        id="param-not-taken",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: universal, eps: 0.1, attacker: pgd}")),
+        None,
+        "{path}: attacks[0].attacker: must be one of fgsm, deepfool, got 'pgd'\n",
+        id="bad-choice",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: one_pixel, pixels: 0}")),
+        None,
+        "{path}: attacks[0].pixels: must be >= 1, got 0\n",
+        id="zero-pixels",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: fgsm, eps: 0.1}\n  - {name: fgsm, eps: 0.2}")),
+        None,
+        "{path}: attacks[1].id: 'fgsm' is used twice; give each attack its own id\n",
+        id="duplicate-attack-id",
+    ),
+    # ------------------------------------------------------------------ schema, attacks[i].target
+    pytest.param(
+        scenario(attacks=attack("{name: fgsm, eps: 0.1, target: {clas: 3}}")),
+        None,
+        "{path}: attacks[0].target: unknown target mode 'clas'. Did you mean 'class'? "
+        "Available: class, least_likely\n",
+        id="target-typo",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: deepfool, target: {class: 2}}")),
+        None,
+        "{path}: attacks[0].target: deepfool cannot be run with target class (it supports: untargeted)\n",
+        id="targeted-deepfool",
+    ),
+    pytest.param(
+        scenario(
+            model=TINY, data=NPZ, attacks=attack("{name: fgsm, eps: 0.1, target: {class: 12}}")
+        ),
+        _both(_torchscript(), _npz()),
+        "{path}: attacks[0].target.class: must be below the model's 10 classes, got 12\n",
+        id="target-class-beyond-model",
+    ),
+    # ------------------------------------------------------------------ attack x backend x norm x target
+    pytest.param(
         scenario(attacks=attack("{name: fgsm, eps: 0.1, backends: [folbox]}")),
         None,
         "{path}: attacks[0].backends: unknown backend 'folbox'. Did you mean 'foolbox'? "
@@ -150,132 +426,10 @@ CASES = [
         id="torchattacks-fgsm-l2",
     ),
     pytest.param(
-        scenario(model="model: {torchscript: missing.pt}"),
-        None,
-        "{path}: model.torchscript: file not found: {dir}/missing.pt\n",
-        id="missing-model-file",
-    ),
-    pytest.param(
-        scenario(data="data: {npz: missing.npz}"),
-        None,
-        "{path}: data.npz: file not found: {dir}/missing.npz\n",
-        id="missing-data-file",
-    ),
-    pytest.param(
-        scenario(model=FACTORY),
-        _factory_with_weights([torch.zeros(2), torch.ones(3)]),
-        "{path}: model.weights: not a state dict of tensors (got list)\n",
-        id="weights-list-of-tensors",
-    ),
-    pytest.param(
-        scenario(model=FACTORY),
-        _factory_with_weights(7),
-        "{path}: model.weights: not a state dict of tensors (got int)\n",
-        id="weights-plain-int",
-    ),
-    pytest.param(
-        scenario(data=NPZ),
-        _npz_16x16,
-        "{path}: data: images of shape (1, 16, 16) do not fit the model "
-        "(mat1 and mat2 shapes cannot be multiplied (2x2048 and 512x64))\n",
-        id="image-size-mismatch",
-    ),
-    pytest.param(
-        scenario(data=NPZ),
-        _npz_all_labels_wrong,
-        "{path}: data.only_correct: no correctly classified samples left to attack (0 of 60)\n",
-        id="nothing-left-after-only-correct",
-    ),
-    pytest.param(
-        scenario(data=NPZ),
-        _npz_label_12,
-        "{path}: data: labels must lie in [0, 9] for this model; found 12\n",
-        id="label-outside-classes",
-    ),
-    pytest.param(
-        "name: bad\nmodel: {builtin: digits-cnn\ndata: {builtin: digits}\n",
-        None,
-        "{path}: YAML syntax error at line 3, column 5: expected ',' or '}', but got ':'\n",
-        id="yaml-syntax-error",
-    ),
-    pytest.param(
-        "- name: bad\n- seed: 0\n",
-        None,
-        "{path}: top level must be a mapping with name, model, data, attacks; got a list\n",
-        id="top-level-list",
-    ),
-    pytest.param(
-        "",
-        None,
-        "{path}: top level must be a mapping with name, model, data, attacks; got an empty file\n",
-        id="empty-file",
-    ),
-    pytest.param(
-        scenario(again="seed: 1"),  # line 7 repeats line 2's key
-        None,
-        "{path}: YAML syntax error at line 7, column 1: duplicate key 'seed' "
-        "(first given at line 2)\n",
-        id="duplicate-key",
-    ),
-    pytest.param(
-        scenario(attacks=None),
-        None,
-        "{path}: attacks: give at least one attack (or an analysis under analyses)\n",
-        id="missing-attacks",
-    ),
-    pytest.param(
-        scenario(data="data: {builtin: digits, npz: data.npz}"),
-        None,
-        "{path}: data: give exactly one of builtin, npz, image_folder (got builtin, npz)\n",
-        id="builtin-and-npz",
-    ),
-    pytest.param(
-        None,
-        None,
-        "{path}: scenario file not found\n",
-        id="no-such-scenario-file",
-    ),
-    pytest.param(
-        scenario(attacks=attack("{name: deepfool, eps: 0.1}")),
-        None,
-        "{path}: attacks[0].eps: deepfool is a minimal-perturbation attack and takes no eps\n",
-        id="eps-on-minimal-attack",
-    ),
-    pytest.param(
-        scenario(attacks=attack("{name: pgd}")),
-        None,
-        "{path}: attacks[0].eps: required: pgd is bounded by an eps-ball\n",
-        id="missing-eps",
-    ),
-    pytest.param(
-        scenario(attacks=attack("{name: fgsm, eps: 0.1, steps: 3}")),
-        None,
-        "{path}: attacks[0].steps: fgsm takes no 'steps' (it takes: eot_samples)\n",
-        id="param-not-taken",
-    ),
-    pytest.param(
         scenario(attacks=attack("{name: cw_l2, binary_search_steps: 3, backends: [torchattacks]}")),
         None,
         "{path}: attacks[0].backends: backend 'torchattacks' runs cw_l2 only with binary_search_steps=1 (got binary_search_steps=3)\n",
         id="torchattacks-cw-binary-search",
-    ),
-    pytest.param(
-        scenario(attacks=attack("{name: deepfool, target: {class: 2}}")),
-        None,
-        "{path}: attacks[0].target: deepfool cannot be run with target class (it supports: untargeted)\n",
-        id="targeted-deepfool",
-    ),
-    pytest.param(
-        scenario(attacks=attack("{name: universal, eps: 0.1, attacker: pgd}")),
-        None,
-        "{path}: attacks[0].attacker: must be one of fgsm, deepfool, got 'pgd'\n",
-        id="bad-choice",
-    ),
-    pytest.param(
-        scenario(attacks=attack("{name: one_pixel, pixels: 0}")),
-        None,
-        "{path}: attacks[0].pixels: must be >= 1, got 0\n",
-        id="zero-pixels",
     ),
     pytest.param(
         scenario(attacks=attack("{name: pgd, eps: 0.1, random_starts: 3, backends: [foolbox]}")),
@@ -296,6 +450,18 @@ CASES = [
         id="backend-lacks-attack",
     ),
     pytest.param(
+        scenario(
+            model="model: {builtin: digits-cnn, input_range: [-1, 1]}",
+            attacks=attack("{name: fgsm, eps: 0.1, backends: [torchattacks]}"),
+        ),
+        None,
+        "{path}: attacks[0].backends: backend 'torchattacks' needs model.input_range [0, 1] "
+        "(it clamps to [0, 1] internally); got [-1, 1]: move the scaling into the model's "
+        "mean/std\n",
+        id="torchattacks-input-range",
+    ),
+    # ------------------------------------------------------------------ schema, other sections
+    pytest.param(
         scenario(attacks="analyses:\n  - {name: morhp}"),
         None,
         "{path}: analyses[0].name: unknown analysis 'morhp'. Did you mean 'morph'? "
@@ -310,23 +476,397 @@ CASES = [
         id="analysis-field-not-taken",
     ),
     pytest.param(
-        scenario(model="model: {builtin: digits-cnn, checkpoints: [7]}"),
+        scenario(extra="defences:\n  - {name: jpeg}"),
         None,
-        "{path}: model.checkpoints: the builtin digits-cnn has epochs 1, 2, 3, 5, 10, 20, 40; got 7\n",
-        id="unknown-checkpoint",
+        "{path}: defences[0].name: unknown defence 'jpeg'. Available: autoencoder, chain, "
+        "feature_squeezing, gaussian_augmentation, jpeg_compression, randomization, "
+        "spatial_smoothing\n",
+        id="unknown-defence",
+    ),
+    pytest.param(
+        scenario(extra="defences:\n  - {name: jpeg_compression, quality: 0}"),
+        None,
+        "{path}: defences[0].quality: must be >= 1 (got 0)\n",
+        id="defence-out-of-range",
+    ),
+    pytest.param(
+        scenario(extra="report: {triptychs: 50}"),
+        None,
+        "{path}: report.triptychs: must be <= 20 (got 50)\n",
+        id="report-triptychs-too-many",
+    ),
+    pytest.param(
+        scenario(extra="crosscheck: {alpha: 1.5}"),
+        None,
+        "{path}: crosscheck.alpha: input should be less than 1 (got 1.5)\n",
+        id="crosscheck-alpha-out-of-range",
+    ),
+    pytest.param(
+        scenario(extra="execution: {shard_size: 0}"),
+        None,
+        "{path}: execution.shard_size: must be > 0 (got 0)\n",
+        id="execution-shard-size-zero",
+    ),
+    # ------------------------------------------------------------------ files: missing, unreadable
+    pytest.param(
+        scenario(model="model: {torchscript: missing.pt}"),
+        None,
+        "{path}: model.torchscript: file not found: {dir}/missing.pt\n",
+        id="missing-model-file",
+    ),
+    pytest.param(
+        scenario(model=TINY, data="data: {npz: missing.npz}"),
+        _torchscript(),
+        "{path}: data.npz: file not found: {dir}/missing.npz\n",
+        id="missing-data-file",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _folder("data.npz")),
+        "{path}: data.npz: is a folder, expected a file: {dir}/data.npz\n",
+        id="data-file-is-a-folder",
+    ),
+    pytest.param(
+        scenario(model=TINY),
+        _symlink("model.pt", "gone.pt"),
+        "{path}: model.torchscript: broken symbolic link: {dir}/model.pt points to gone.pt\n",
+        id="model-file-broken-symlink",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _unreadable("data.npz")),
+        "{path}: data.npz: cannot read {dir}/data.npz: " + _UNREADABLE_WHY + "\n",
+        id="data-file-unreadable",
+    ),
+    pytest.param(
+        scenario(model=TINY, data="data: {image_folder: imgs, image_size: [8, 8]}"),
+        _both(_torchscript(), _write("imgs", b"not a folder")),
+        "{path}: data.image_folder: is a file, expected a folder: {dir}/imgs\n",
+        id="image-folder-is-a-file",
+    ),
+    # ------------------------------------------------------------------ model files
+    pytest.param(
+        scenario(model=TINY),
+        _write("model.pt", b"this is not a TorchScript archive"),
+        "{path}: model.torchscript: not a TorchScript file "
+        "(PytorchStreamReader failed reading zip archive: failed finding central directory)\n",
+        id="torchscript-garbage",
+    ),
+    pytest.param(
+        scenario(model=TINY),
+        _saved("model.pt", {"weight": torch.zeros(2)}),
+        "{path}: model.torchscript: is a torch.save file, not TorchScript (save with "
+        "torch.jit.script(model).save(FILE)); a state dict goes under factory + weights, "
+        "a pickled full model under pickle with trust_model: true\n",
+        id="torchscript-is-torch-save",
+    ),
+    pytest.param(
+        scenario(model=FACTORY),
+        _factory_with_weights([torch.zeros(2), torch.ones(3)]),
+        "{path}: model.weights: not a state dict of tensors (got list)\n",
+        id="weights-list-of-tensors",
+    ),
+    pytest.param(
+        scenario(model=FACTORY),
+        _factory_with_weights(7),
+        "{path}: model.weights: not a state dict of tensors (got int)\n",
+        id="weights-plain-int",
+    ),
+    pytest.param(
+        scenario(model=FACTORY),
+        _factory_with_weights({"0.weight": torch.zeros(3, 64), "0.bias": torch.zeros(3)}),
+        "{path}: model.weights: does not fit the model: Error(s) in loading state_dict for "
+        'Sequential: Missing key(s) in state_dict: "1.weight", "1.bias". '
+        'Unexpected key(s) in state_dict: "0.weight", "0.bias".\n',
+        id="weights-for-another-network",
+    ),
+    pytest.param(
+        scenario(model='model: {factory: "mynet:build"}'),
+        _mynet("def build(:\n    pass\n"),
+        "{path}: model.factory: importing 'mynet' raised SyntaxError: invalid syntax (mynet.py, line 4)\n",
+        id="factory-module-does-not-parse",
+    ),
+    # ------------------------------------------------------------------ pickles and trust
+    pytest.param(
+        scenario(model="model: {pickle: model.pkl}"),
+        _saved("model.pkl", _tiny_net()),
+        "{path}: model.pickle: loading a pickled model executes code from model.pkl; add "
+        "trust_model: true only if you trust that file, or give a state dict "
+        "(factory + weights) or a TorchScript file instead\n",
+        id="pickle-without-trust",
+    ),
+    pytest.param(
+        scenario(model="model: {pickle: model.pkl, trust_model: false}"),
+        _saved("model.pkl", _tiny_net()),
+        "{path}: model.pickle: loading a pickled model executes code from model.pkl; add "
+        "trust_model: true only if you trust that file, or give a state dict "
+        "(factory + weights) or a TorchScript file instead\n",
+        id="pickle-trust-false",
+    ),
+    pytest.param(
+        scenario(model="model: {pickle: model.pkl, trust_model: true}"),
+        None,
+        "{path}: model.pickle: file not found: {dir}/model.pkl\n",
+        id="trusted-pickle-missing",
+    ),
+    pytest.param(
+        scenario(model='model: {pickle: model.pkl, trust_model: "true"}'),
+        None,
+        "{path}: model.trust_model: input should be a valid boolean (got 'true')\n",
+        id="trust-model-as-string",
+    ),
+    pytest.param(
+        scenario(model="model: {torchscript: model.pt, trust_model: true}"),
+        None,
+        "{path}: model.trust_model: only used with pickle\n",
+        id="trust-model-without-pickle",
+    ),
+    pytest.param(
+        scenario(model=FACTORY),
+        _factory_with_weights(_tiny_net()),
+        "{path}: model.weights: is a pickled full model or object (it names "
+        "torch.nn.modules.container.Sequential), not a state dict: loading it would execute "
+        "code from the file; save model.state_dict() instead, or load the whole model with "
+        "pickle: FILE and trust_model: true\n",
+        id="weights-is-a-pickled-model",
+    ),
+    pytest.param(
+        scenario(model="model: {pickle: model.pkl, trust_model: true}"),
+        _saved("model.pkl", _tiny_net().state_dict()),
+        "{path}: model.pickle: holds a state dict, not a pickled model: give it as "
+        "weights: FILE with a factory that builds the network (no trust needed)\n",
+        id="pickle-holds-a-state-dict",
+    ),
+    # ------------------------------------------------------------------ model outputs
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(classes=3), _npz()),
+        "{path}: data: labels must lie in [0, 2] for this model; found 3\n",
+        id="model-has-fewer-classes-than-labels",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(classes=3), _npz(n=3, class_names=np.array(list("abcdefghij")))),
+        "{path}: data.npz: class_names has 10 names, but the model outputs 3 classes\n",
+        id="class-names-vs-model-classes",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(classes=1), _npz()),
+        "{path}: model: expected logits of shape (N, classes >= 2), got (2, 1)\n",
+        id="model-one-output",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(nan=True), _npz()),
+        "{path}: model: produces NaN or infinite outputs on the data\n",
+        id="model-outputs-nan",
+    ),
+    pytest.param(
+        scenario(model='model: {factory: "mynet:build"}', data=NPZ),
+        _both(
+            _mynet(
+                "class Net(torch.nn.Module):\n"
+                "    def forward(self, x):\n"
+                "        raise ValueError('expects RGB images')\n\n\n"
+                "def build():\n"
+                "    return Net()\n"
+            ),
+            _npz(),
+        ),
+        "{path}: model: forward pass on images of shape (1, 8, 8) raised ValueError: "
+        "expects RGB images\n",
+        id="model-forward-raises",
+    ),
+    pytest.param(
+        scenario(model='model: {factory: "mynet:build"}', data=NPZ),
+        _both(
+            _mynet(
+                "class Net(torch.nn.Module):\n"
+                "    def forward(self, x):\n"
+                "        return {'logits': x.flatten(1)}\n\n\n"
+                "def build():\n"
+                "    return Net()\n"
+            ),
+            _npz(),
+        ),
+        "{path}: model: returns a dict, expected a tensor of logits (N, classes)\n",
+        id="model-returns-a-dict",
+    ),
+    pytest.param(
+        scenario(
+            model="model: {torchscript: model.pt, mean: [0.5, 0.5, 0.5], std: [0.2, 0.2, 0.2]}",
+            data=NPZ,
+        ),
+        _both(_torchscript(), _npz()),
+        "{path}: model.mean: 3 values (and as many std), but the images have 1 channel(s)\n",
+        id="mean-std-channels-mismatch",
+    ),
+    # ------------------------------------------------------------------ data: shape
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(x=np.zeros((4, 16, 16), np.float32), y=np.zeros(4, np.int64))),
+        "{path}: data: images of shape (1, 16, 16) do not fit the model "
+        "(mat1 and mat2 shapes cannot be multiplied (2x256 and 64x10))\n",
+        id="image-size-mismatch",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(x=np.zeros((4, 64), np.float32), y=np.zeros(4, np.int64))),
+        "{path}: data.npz: x must be (N, H, W) or (N, C, H, W), got shape (4, 64)\n",
+        id="npz-flat-images",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(x=np.zeros((4, 8, 8, 3), np.float32), y=np.zeros(4, np.int64))),
+        "{path}: data.npz: x of shape (4, 8, 8, 3) looks channels-last (N, H, W, C); "
+        "give (N, C, H, W), e.g. x.transpose(0, 3, 1, 2)\n",
+        id="npz-channels-last",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(y=np.zeros(7, np.int64))),
+        "{path}: data.npz: y must be one label per image (10), got shape (7,)\n",
+        id="npz-labels-count-mismatch",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _write("data.npz", b"")),
+        "{path}: data.npz: is empty (0 bytes): {dir}/data.npz\n",
+        id="npz-empty-file",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _write("data.npz", pickle.dumps({"x": [0.5], "y": [0]}))),
+        "{path}: data.npz: is a pickle, not an .npz file: pickles are never loaded "
+        "(they run code)\n",
+        id="npz-is-a-pickle",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), lambda d: np.savez(d / "data.npz", images=np.zeros((2, 8, 8)))),
+        "{path}: data.npz: needs arrays 'x' and 'y'; missing x, y (has: images)\n",
+        id="npz-without-x-and-y",
+    ),
+    # ------------------------------------------------------------------ data: range
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(x=np.full((10, 8, 8), 255.0, np.float32))),
+        "{path}: data.npz: x values span [255, 255], outside model.input_range [0, 1]: "
+        "rescale x, or set model.input_range to what the model takes\n",
+        id="npz-outside-input-range",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(x=np.full((10, 8, 8), np.nan, np.float32))),
+        "{path}: data.npz: x contains NaN or infinite values\n",
+        id="npz-nan-pixels",
+    ),
+    # ------------------------------------------------------------------ data: dtype
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(x=np.full((10, 8, 8), "a"))),
+        "{path}: data.npz: x must be uint8 or floating point, got strings (<U1)\n",
+        id="npz-string-images",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(y=_object_array())),
+        "{path}: data.npz: array 'y' holds Python objects (pickled), which are never loaded: "
+        "save numeric arrays (x float32 or uint8, y integers)\n",
+        id="npz-object-array",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(y=np.arange(10) / 2)),
+        "{path}: data.npz: y must hold integer class labels; y[1] is 0.5 (float64 with fractions)\n",
+        id="npz-fractional-labels",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(y=np.array([str(i) for i in range(10)]))),
+        "{path}: data.npz: y must hold integer class labels, got strings (<U1)\n",
+        id="npz-string-labels",
+    ),
+    # ------------------------------------------------------------------ data: labels
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(y=np.r_[0, 1, 2, 12, 4, 5, 6, 7, 8, 9])),
+        "{path}: data: labels must lie in [0, 9] for this model; found 12\n",
+        id="label-outside-classes",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(y=np.r_[0, -1, 2, 3, 4, 5, 6, 7, 8, 9])),
+        "{path}: data: labels must lie in [0, 9] for this model; found -1\n",
+        id="negative-label",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(y=np.arange(10) % 9 + 1)),  # never class 0, the prediction
+        "{path}: data.only_correct: no correctly classified samples left to attack (0 of 10)\n",
+        id="nothing-left-after-only-correct",
+    ),
+    pytest.param(
+        scenario(
+            model=TINY,
+            data=NPZ,
+            attacks=attack("{name: fgsm, eps: 0.1, limit: 1, target: {class: 0}}"),
+        ),
+        _both(_torchscript(), _npz()),
+        "{path}: attacks[0]: no samples left to attack after data.only_correct, "
+        "target class 0, limit 1\n",
+        id="nothing-left-for-an-attack",
+    ),
+    # ------------------------------------------------------------------ data: empty
+    pytest.param(
+        scenario(model=TINY, data=NPZ),
+        _both(_torchscript(), _npz(n=0)),
+        "{path}: data.npz: holds no samples (x has shape (0, 8, 8))\n",
+        id="npz-no-samples",
+    ),
+    pytest.param(
+        scenario(model=TINY, data="data: {image_folder: imgs, image_size: [8, 8]}"),
+        _both(_torchscript(), _image_folder()),
+        "{path}: data.image_folder: no class folders in {dir}/imgs "
+        "(expected one subfolder of images per class)\n",
+        id="image-folder-empty",
+    ),
+    pytest.param(
+        scenario(model=TINY, data="data: {image_folder: imgs, image_size: [8, 8]}"),
+        _both(_torchscript(), _image_folder("cat", "dog", images=False)),
+        "{path}: data.image_folder: class folder(s) cat, dog in {dir}/imgs hold no images "
+        "(.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp)\n",
+        id="image-folder-class-without-images",
+    ),
+    # ------------------------------------------------------------------ what analyses load later
+    pytest.param(
+        scenario(model=TINY, data=NPZ, attacks="analyses:\n  - {name: uap, targets: [12]}"),
+        _both(_torchscript(), _npz()),
+        "{path}: analyses[0].targets: must be below the model's 10 classes, got 12\n",
+        id="uap-target-beyond-classes",
+    ),
+    pytest.param(
+        scenario(
+            model=TINY,
+            data=NPZ,
+            attacks="analyses:\n  - {name: transfer, eps: 0.1, models: "
+            "[{id: a, torchscript: model.pt}, {id: b, torchscript: missing.pt}]}",
+        ),
+        _both(_torchscript(), _npz()),
+        "{path}: analyses[0].models[1].torchscript: file not found: {dir}/missing.pt\n",
+        id="transfer-model-missing",
+    ),
+    pytest.param(
+        scenario(model="model: {torchscript: model.pt, checkpoints: [early.pt]}", data=NPZ),
+        _both(_torchscript(), _torchscript("early.pt", classes=3), _npz()),
+        "{path}: model.checkpoints[0]: has 3 classes, but the model has 10\n",
+        id="checkpoint-with-other-classes",
     ),
 ]
 
 
 # ---------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _builtin_model_trained() -> None:
-    """Train the builtin CNN up front, so its one-off 'Training ...' note is not in stderr."""
-    from unified_adv.models import builtin_digits_cnn
-
-    builtin_digits_cnn()
 
 
 @pytest.fixture(autouse=True)
@@ -353,7 +893,21 @@ def _expected(template: str, path: Path) -> str:
     return template.replace("{path}", str(path)).replace("{dir}", str(path.parent.resolve()))
 
 
+def _assert_nothing_written(out_dir: Path) -> None:
+    for name in ("index.html", "summary.json", "samples.parquet", "samples.csv"):
+        assert not (out_dir / name).exists(), f"a failed run left {name}"
+    assert not out_dir.exists(), "invalid input must not leave an output folder behind"
+
+
 # ---------------------------------------------------------------------------- tests
+
+
+def test_the_corpus_is_large_and_every_case_distinct() -> None:
+    ids = [c.id for c in CASES]
+    assert len(ids) >= 45
+    assert len(set(ids)) == len(ids)
+    inputs = [(c.values[0], c.id) for c in CASES if c.values[1] is None]
+    assert len({text for text, _ in inputs}) == len(inputs), "two cases share a scenario"
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])
@@ -374,23 +928,140 @@ def test_invalid_input_is_one_line_per_problem_and_exit_2(
     result = cli(*args)
 
     assert (result.code, result.err) == (2, _expected(expected, path))
+    assert result.err.count("\n") == 1
     assert "Traceback" not in result.out
-    assert not out_dir.exists(), "invalid input must not leave an output folder behind"
+    _assert_nothing_written(out_dir)
 
 
+_BY_ID = {c.id: c for c in CASES}
+
+
+@pytest.mark.parametrize(
+    "case", ["missing-model-file", "torchscript-garbage", "pickle-without-trust"]
+)
 def test_console_script_reports_without_traceback(
-    write_scenario: Callable[..., Path],
+    case: str, write_scenario: Callable[..., Path], tmp_path: Path
 ) -> None:
+    """The installed command, in a fresh process: no warning or traceback around the line."""
     exe = Path(sys.executable).with_name("unified-adv")
     assert exe.exists(), f"console script not installed next to {sys.executable}"
-    path = write_scenario(scenario(model="model: {torchscript: missing.pt}"))
+    text, setup, expected = _BY_ID[case].values
+    path = _materialise(text, setup, tmp_path, write_scenario)
+    out_dir = tmp_path / "out"
 
     proc = subprocess.run(
-        [str(exe), "validate", str(path)], capture_output=True, text=True, timeout=300
+        [str(exe), "run", str(path), "--out", str(out_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
+    assert (proc.returncode, proc.stderr) == (2, _expected(expected, path))
     assert "Traceback" not in proc.stdout
-    expected = "{path}: model.torchscript: file not found: {dir}/missing.pt\n"
-    assert proc.stderr == _expected(expected, path)
+    _assert_nothing_written(out_dir)
+
+
+# ---------------------------------------------------------------------------- trusted pickles
+
+
+def test_a_pickle_runs_code_only_when_trusted(
+    cli: Callable[..., Any], write_scenario: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The same payload as weights, as an untrusted pickle and as a trusted one: only the
+    last unpickles it (and so runs its code)."""
+    marker = tmp_path / "code-ran"
+    torch.save(_RunsCode(marker), tmp_path / "payload.pt")
+    _mynet(_LINEAR_FACTORY)(tmp_path)
+    _npz()(tmp_path)
+
+    as_weights = write_scenario(
+        scenario(model='model: {factory: "mynet:build", weights: payload.pt}', data=NPZ), "w.yaml"
+    )
+    result = cli("validate", as_weights)
+    assert result.code == 2 and result.err.startswith(f"{as_weights}: model.weights: ")
+    assert "not a state dict: loading it would execute code" in result.err
+    assert not marker.exists()
+
+    untrusted = write_scenario(scenario(model="model: {pickle: payload.pt}", data=NPZ), "u.yaml")
+    result = cli("validate", untrusted)
+    assert result.code == 2 and "executes code from payload.pt" in result.err
+    assert not marker.exists()
+
+    trusted = write_scenario(
+        scenario(model="model: {pickle: payload.pt, trust_model: true}", data=NPZ), "t.yaml"
+    )
+    result = cli("validate", trusted)
+    assert (result.code, result.err) == (
+        2,
+        f"{trusted}: model.pickle: holds a NoneType, expected a pickled torch.nn.Module\n",
+    )
+    assert marker.is_dir(), "a trusted pickle is unpickled with weights_only=False"
+
+
+def test_state_dicts_and_checkpoints_load_with_weights_only(
+    monkeypatch: pytest.MonkeyPatch, write_scenario: Callable[..., Path], tmp_path: Path
+) -> None:
+    import unified_adv
+    from unified_adv.runner import prepare
+
+    calls: list[object] = []
+    real_load = torch.load
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    _mynet(_LINEAR_FACTORY)(tmp_path)
+    torch.save(_tiny_net().state_dict(), tmp_path / "weights.pt")
+    torch.save(_tiny_net().state_dict(), tmp_path / "early.pt")
+    _npz()(tmp_path)
+    path = write_scenario(
+        scenario(
+            model='model: {factory: "mynet:build", weights: weights.pt, checkpoints: [early.pt]}',
+            data=NPZ,
+        )
+    )
+
+    prepare(unified_adv.load_scenario(path))
+
+    assert calls == [True, True]
+
+
+def test_a_trusted_pickle_runs_and_the_report_says_code_ran(
+    cli: Callable[..., Any], write_scenario: Callable[..., Path], tmp_path: Path
+) -> None:
+    torch.save(_tiny_net(), tmp_path / "model.pkl")
+    _npz()(tmp_path)
+    path = write_scenario(
+        scenario(
+            model="model: {pickle: model.pkl, trust_model: true}",
+            data=NPZ,
+            attacks=attack("{name: fgsm, eps: 0.1, backends: [torchattacks]}"),
+            extra="report: {triptychs: 0}",
+        )
+    )
+    out_dir = tmp_path / "out"
+
+    result = cli("run", path, "--out", out_dir)
+
+    assert (result.code, result.err) == (0, "")
+    model = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))["model"]
+    assert model["trusted_code"] is True
+    assert model["description"] == "trusted pickle (ran code from model.pkl)"
+    assert model["code_from"] == str((tmp_path / "model.pkl").resolve())
+    html = (out_dir / "index.html").read_text(encoding="utf-8")
+    model_row = html[html.index("<th>Model</th>") :].split("</tr>", 1)[0]
+    assert "trusted pickle (ran code from model.pkl)" in model_row
+
+
+def test_other_models_record_that_no_code_ran(
+    write_scenario: Callable[..., Path], tmp_path: Path
+) -> None:
+    import unified_adv
+    from unified_adv.models import load_model
+
+    _torchscript()(tmp_path)
+    loaded = load_model(unified_adv.load_scenario(write_scenario(scenario(model=TINY))))
+    assert loaded.details["trusted_code"] is False
+    assert loaded.description == "TorchScript model.pt"

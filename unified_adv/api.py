@@ -170,10 +170,17 @@ def run(
     out: str | Path | None = None,
     *,
     resume: bool = False,
+    strict: bool = False,
     progress: bool | None = None,
 ) -> RunResult:
     """Run every unit of ``scenario`` and write the report, summary and per-sample table.
 
+    ``resume``: reuse the units an earlier run of the same scenario finished in ``out``.
+    ``strict``: the first unit that raises stops the run with
+    :class:`unified_adv.runner.UnitFailed`, before any table, summary or report is
+    written; the units finished so far stay in ``out/units`` for a later ``resume``.
+    Without it a failing unit is recorded (status ``error`` in ``summary.json`` and the
+    report) and the other units go on.
     ``progress``: a progress bar on stderr; default on when stderr is a terminal.
     """
     started = dt.datetime.now(dt.timezone.utc)
@@ -193,7 +200,9 @@ def run(
             bar.set_postfix_str(unit.name, refresh=False)
             bar.update(1)
 
-        outcomes = run_units(prep, units, out_dir / "units", resume=resume, progress=tick)
+        outcomes = run_units(
+            prep, units, out_dir / "units", resume=resume, strict=strict, progress=tick
+        )
     analysis = run_analyses(prep, out_dir / "units", resume=resume)
 
     # Units run against a defence, and the undefended examples scored through each defence.
@@ -214,16 +223,79 @@ def run(
     _compare_with_search(summary, samples)
     summary["monitor"] = analysis["monitor"]
     _write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default))
-    context = _report_context(prep, summary, outcomes)
+    context = _report_context(prep, summary, outcomes, main_samples)
     context["analysis_figures"] = analysis_figures(prep, analysis) if analysis["analyses"] else {}
     context["defences"] = summary.get("defences")
+    context["units"] += [
+        {
+            "name": o.unit.name,
+            "status": o.meta.get("status", "error"),
+            "time_s": float(o.meta.get("time_s", 0.0)),
+            "reused": o.reused,
+            "seed": o.unit.seed,
+            "call": json.dumps(
+                o.meta.get("library_call", o.meta.get("error", "")), indent=1, default=_json_default
+            ),
+        }
+        for o in defended
+    ]
     context["defence_figures"] = defence_figures(prep, summary.get("defences", {}), outcomes)
     render(out_dir, context)
     return RunResult(out_dir, summary, samples)
 
 
+def _per_attack(
+    prep: Prepared,
+    summary: dict[str, Any],
+    samples: pd.DataFrame,
+    triptych_list: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One block per attack: its rows, worst case, verdicts, figures and examples."""
+    from .attacks import ATTACKS
+    from .report.attack_figures import distance_figure, security_curve
+
+    out = []
+    for plan in prep.plans:
+        spec = plan.spec
+        entries = [e for e in summary["attacks"] if e["attack_id"] == spec.label]
+        worst = [w for w in summary["crosscheck"]["worst_case"] if w["attack_id"] == spec.label]
+        pairs = [p for p in summary["crosscheck"]["pairs"] if p["attack_id"] == spec.label]
+        verdicts: dict[str, int] = {}
+        for p in pairs:
+            verdicts[p["verdict"]] = verdicts.get(p["verdict"], 0) + 1
+        e_top = max(spec.eps) if spec.eps is not None else None
+        rows = samples[samples["attack_id"] == spec.label]
+        if e_top is not None:
+            rows = rows[rows["eps"] == e_top]
+        ball = ATTACKS[spec.name].threat == "ball"
+        robust = [e["robust_accuracy"] for e in entries if e["robust_accuracy"] is not None]
+        worst_value = [w["robust_accuracy_worst_case"] for w in worst]
+        out.append(
+            {
+                "attack_id": spec.label,
+                "attack": spec.name,
+                "summary": ATTACKS[spec.name].summary,
+                "paper": ATTACKS[spec.name].paper,
+                "norm": spec.norm,
+                "target": spec.target.describe(),
+                "eps_values": [e for e in spec.eps_values if e is not None],
+                "entries": entries,
+                "worst": worst,
+                "verdicts": verdicts,
+                "lowest_robust": min(worst_value or robust) if (worst_value or robust) else None,
+                "distances": distance_figure(rows, spec.norm, ball, e_top),
+                "curve": security_curve(entries, worst),
+                "triptych": next((t for t in triptych_list if t["attack_id"] == spec.label), None),
+            }
+        )
+    return out
+
+
 def _report_context(
-    prep: Prepared, summary: dict[str, Any], outcomes: list[UnitOutcome]
+    prep: Prepared,
+    summary: dict[str, Any],
+    outcomes: list[UnitOutcome],
+    samples: pd.DataFrame,
 ) -> dict[str, Any]:
     s = prep.scenario
     robust = [a["robust_accuracy"] for a in summary["attacks"] if a["robust_accuracy"] is not None]
@@ -233,6 +305,7 @@ def _report_context(
             "status": o.meta.get("status", "error"),
             "time_s": float(o.meta.get("time_s", 0.0)),
             "reused": o.reused,
+            "seed": o.unit.seed,
             "call": json.dumps(
                 o.meta.get("library_call", o.meta.get("error", "")), indent=1, default=_json_default
             ),
@@ -260,7 +333,8 @@ def _report_context(
         "findings": summary["findings"],
         "disagreement_figures": disagreement_figures(prep, outcomes, summary["crosscheck"]),
         "worst_robust": min(robust) if robust else None,
-        "triptychs": triptychs(prep, outcomes, s.report.triptychs),
+        "triptychs": (examples := triptychs(prep, outcomes, s.report.triptychs)),
+        "per_attack": _per_attack(prep, summary, samples, examples),
         "units": units,
         "n_failed": sum(1 for u in units if u["status"] != "ok"),
         "errors": [

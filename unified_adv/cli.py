@@ -1,24 +1,61 @@
 """The ``unified-adv`` command: run, validate, list.
 
-Exit codes: 0 success; 1 the run finished but some units failed, or an
-internal error; 2 invalid input (one line per problem on stderr, no traceback).
+Exit codes (README, "Command line"):
+
+* 0 every unit finished;
+* 1 the run finished but some units failed (listed in the report and summary.json),
+  or an internal error;
+* 2 invalid input: one line per problem on stderr, no traceback, nothing computed;
+* 3 ``--strict`` and a unit failed: one line naming the unit and the exception; the
+  units finished before it are kept for ``--resume``, no report is written;
+* 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): finished units are kept;
+  rerun with ``--resume``.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from .errors import EXIT_FAILURE, EXIT_INPUT, InputError
+
+EXIT_STRICT = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Evaluate an image classifier's adversarial robustness across ART, Foolbox and torchattacks.",
 )
+
+
+class _Terminated(BaseException):
+    """SIGTERM, turned into an exception so a run stops as cleanly as on Ctrl-C."""
+
+
+@contextmanager
+def _sigterm_stops_the_run() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -30,13 +67,40 @@ def run(
     resume: Annotated[
         bool, typer.Option("--resume", help="Reuse units finished by an earlier run.")
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Stop at the first unit that fails (exit code 3); the units finished "
+            "before it are kept for --resume.",
+        ),
+    ] = False,
 ) -> None:
     """Run a scenario; write index.html, summary.json and the per-sample table."""
     from . import api
+    from .runner import UnitFailed
     from .scenario import load_scenario
 
-    loaded = load_scenario(scenario)
-    result = api.run(loaded, out, resume=resume)
+    units: Path | None = None
+    try:
+        with _sigterm_stops_the_run():
+            loaded = load_scenario(scenario)
+            out_dir = out if out is not None else api.default_out_dir(loaded)
+            units = out_dir / "units"
+            result = api.run(loaded, out_dir, resume=resume, strict=strict)
+    except UnitFailed as exc:
+        print(
+            f"{exc}; stopped (--strict), no report written; finished units kept in "
+            f"{units} (rerun with --resume to continue)",
+            file=sys.stderr,
+        )
+        raise typer.Exit(EXIT_STRICT) from None
+    except (KeyboardInterrupt, _Terminated) as exc:
+        kept = f"finished units kept in {units}; " if units is not None else ""
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+        print(f"{what}: {kept}rerun with --resume to continue", file=sys.stderr)
+        code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED
+        raise typer.Exit(code) from None
     ok = [a for a in result.summary["attacks"] if a["status"] == "ok"]
     print(f"{len(ok)} of {len(result.summary['attacks'])} attack × backend results complete.")
     print(f"Report:   {result.report}")
@@ -122,9 +186,9 @@ def main() -> None:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         sys.exit(EXIT_INPUT)
-    except KeyboardInterrupt:
-        print("interrupted; finished units are kept (use --resume)", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt:  # outside `run` (which says more), e.g. during `validate`
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

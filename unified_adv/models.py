@@ -10,7 +10,11 @@ import hashlib
 import importlib
 import io
 import os
+import re
+import stat
 import sys
+import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -356,7 +360,15 @@ def _import_factory(spec: str, base_dir: Path, file: str, field: str = "model.fa
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise InputError.one(file, field, f"cannot import '{module_name}': {exc}") from None
+        raise InputError.one(
+            file, field, f"cannot import '{module_name}': {error_gist(exc)}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - the user's module raised (or does not parse)
+        raise InputError.one(
+            file,
+            field,
+            f"importing '{module_name}' raised {type(exc).__name__}: {error_gist(exc)}",
+        ) from None
     finally:
         sys.path.remove(str(base_dir))
     fn = getattr(module, attr, None)
@@ -365,14 +377,91 @@ def _import_factory(spec: str, base_dir: Path, file: str, field: str = "model.fa
     return fn
 
 
+def check_file(path: Path, file: str, field: str) -> Path:
+    """``path`` must be a regular file this process can read; else one clear line.
+
+    Tells apart a missing file, a broken symbolic link, a folder, something that is not a
+    regular file (a device, a FIFO: never opened) and a file that cannot be read (no
+    permission, a symbolic-link loop).
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise InputError.one(
+                file, field, f"broken symbolic link: {path} points to {os.readlink(path)}"
+            ) from None
+        raise InputError.one(file, field, f"file not found: {path}") from None
+    except OSError as exc:
+        raise InputError.one(file, field, f"cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError.one(file, field, f"is a folder, expected a file: {path}")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError.one(file, field, f"not a regular file: {path}")
+    if st.st_size == 0:
+        raise InputError.one(file, field, f"is empty (0 bytes): {path}")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise InputError.one(file, field, f"cannot read {path}: {exc.strerror}") from None
+    return path
+
+
+def error_gist(exc: BaseException, limit: int = 200) -> str:
+    """The gist of a library's exception on one line: its first sentence, or for an error
+    raised inside TorchScript the error itself (not the interpreter's traceback)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    if not text:
+        return type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[0]
+    if "TorchScript interpreter" in line:
+        raised = [m.group(1) for m in map(_RAISED.match, lines) if m]
+        line = raised[-1] if raised else line
+    head = re.split(r"(?<=[a-z)])\. ", line, maxsplit=1)[0].rstrip(".")
+    return head if len(head) <= limit else head[: limit - 1] + "…"
+
+
+_RAISED = re.compile(r"^[A-Za-z_.]*(?:Error|Exception): (.+)$")
+_UNSAFE_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
+
+
+def _is_torch_save_archive(raw: bytes) -> bool:
+    """A ``torch.save`` zip archive (a pickle inside), as opposed to a TorchScript one."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            names = [n.split("/", 1)[-1] for n in z.namelist()]
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return "data.pkl" in names and "constants.pkl" not in names
+
+
 def _load_weights(net: nn.Module, path: Path, file: str, field: str = "model.weights") -> None:
-    if not path.is_file():
-        raise InputError.one(file, field, f"file not found: {path}")
+    check_file(path, file, field)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError.one(file, field, f"not a loadable state dict ({first[:160]})") from None
+        if "Weights only load failed" in str(exc):
+            # The pickle names more than tensors and containers: unpickling it runs code.
+            unsafe = _UNSAFE_GLOBAL.search(str(exc))
+            names = f" (it names {unsafe.group(1)})" if unsafe else ""
+            raise InputError.one(
+                file,
+                field,
+                f"is a pickled full model or object{names}, not a state dict: loading it "
+                "would execute code from the file; save model.state_dict() instead, or load "
+                "the whole model with pickle: FILE and trust_model: true",
+            ) from None
+        if "TorchScript archive" in str(exc):
+            raise InputError.one(
+                file,
+                field,
+                "is a TorchScript file, not a state dict: give it as torchscript: FILE "
+                "instead of factory + weights",
+            ) from None
+        first = error_gist(exc)
+        raise InputError.one(file, field, f"not a loadable state dict ({first})") from None
     if isinstance(blob, dict) and "state_dict" in blob and isinstance(blob["state_dict"], dict):
         blob = blob["state_dict"]
     if not (isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values())):
@@ -383,8 +472,65 @@ def _load_weights(net: nn.Module, path: Path, file: str, field: str = "model.wei
         net.load_state_dict(blob)
     except RuntimeError as exc:
         lines = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in lines[:2])
-        raise InputError.one(file, field, f"does not fit the model: {detail[:200]}") from None
+        detail = " ".join(line.strip() for line in lines if line.strip())
+        if len(detail) > 300:
+            detail = detail[:299] + "…"
+        raise InputError.one(file, field, f"does not fit the model: {detail}") from None
+
+
+def _load_torchscript(path: Path, file: str, field: str) -> tuple[nn.Module, str]:
+    """A TorchScript archive, read once (the fingerprint is of the bytes that were loaded)."""
+    raw = check_file(path, file, field).read_bytes()
+    try:
+        with warnings.catch_warnings():
+            # torch >= 2.9 warns that torch.jit is deprecated: not the user's problem.
+            warnings.simplefilter("ignore", FutureWarning)
+            net = torch.jit.load(io.BytesIO(raw), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001
+        if _is_torch_save_archive(raw):
+            raise InputError.one(
+                file,
+                field,
+                "is a torch.save file, not TorchScript (save with "
+                "torch.jit.script(model).save(FILE)); a state dict goes under factory + "
+                "weights, a pickled full model under pickle with trust_model: true",
+            ) from None
+        raise InputError.one(file, field, f"not a TorchScript file ({error_gist(exc)})") from None
+    return net, hashlib.sha256(raw).hexdigest()
+
+
+def _load_trusted_pickle(
+    spec: ModelSpec, path: Path, base_dir: Path, file: str, field: str
+) -> tuple[nn.Module, str]:
+    """A whole pickled ``nn.Module``: ``torch.load(weights_only=False)``, which runs code
+    named in the file. Only ever with ``trust_model: true`` (the schema refuses it
+    otherwise; checked again here). The scenario's folder is importable while unpickling,
+    as for a factory, so classes defined next to the scenario resolve."""
+    if not spec.trust_model:
+        raise InputError.one(file, field, "a pickled model is loaded only with trust_model: true")
+    raw = check_file(path, file, field).read_bytes()
+    sys.path.insert(0, str(base_dir))
+    try:
+        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - unpickling raises anything
+        raise InputError.one(
+            file,
+            field,
+            f"cannot be unpickled ({type(exc).__name__}: {error_gist(exc)})",
+        ) from None
+    finally:
+        sys.path.remove(str(base_dir))
+    if not isinstance(obj, nn.Module):
+        kind = type(obj).__name__
+        if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise InputError.one(
+                file,
+                field,
+                "holds a state dict, not a pickled model: give it as weights: FILE with "
+                "a factory that builds the network (no trust needed)",
+            )
+        raise InputError.one(file, field, f"holds a {kind}, expected a pickled torch.nn.Module")
+    return obj, hashlib.sha256(raw).hexdigest()
 
 
 def load_model(scenario: Scenario, checkpoint: int | str | None = None) -> LoadedModel:
@@ -428,17 +574,13 @@ def load_model_spec(
         path = scenario.resolve_path(
             str(checkpoint) if checkpoint is not None else spec.torchscript
         )
-        if not path.is_file():
-            raise InputError.one(file, field or f"{where}.torchscript", f"file not found: {path}")
-        raw = path.read_bytes()
-        try:
-            net = torch.jit.load(io.BytesIO(raw), map_location="cpu")
-        except Exception as exc:  # noqa: BLE001
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError.one(
-                file, f"{where}.torchscript", f"not a TorchScript file ({msg[:160]})"
-            ) from None
-        fingerprint = hashlib.sha256(raw).hexdigest()
+        net, fingerprint = _load_torchscript(path, file, field or f"{where}.torchscript")
+    elif spec.pickle:
+        path = scenario.resolve_path(str(checkpoint) if checkpoint is not None else spec.pickle)
+        net, fingerprint = _load_trusted_pickle(
+            spec, path, scenario.resolve_path("."), file, field or f"{where}.pickle"
+        )
+        details = {"code_from": str(path.resolve())}
     else:
         assert spec.factory is not None  # guaranteed by the schema
         fn = _import_factory(spec.factory, scenario.resolve_path("."), file, f"{where}.factory")
@@ -446,7 +588,9 @@ def load_model_spec(
             net = fn()
         except Exception as exc:  # noqa: BLE001 - user code
             raise InputError.one(
-                file, f"{where}.factory", f"{spec.factory}() raised {type(exc).__name__}: {exc}"
+                file,
+                f"{where}.factory",
+                f"{spec.factory}() raised {type(exc).__name__}: {error_gist(exc)}",
             ) from None
         if not isinstance(net, nn.Module):
             raise InputError.one(
@@ -458,6 +602,9 @@ def load_model_spec(
         if weights:
             _load_weights(net, scenario.resolve_path(weights), file, field or f"{where}.weights")
         fingerprint = _state_fingerprint(net)
+    #: Whether loading ran code from a model file (a trusted pickle); recorded in the
+    #: summary's model block and the report's Model row.
+    details = {**details, "trusted_code": spec.pickle is not None}
     wrapper = ModelWrapper(
         net, input_range=spec.input_range, mean=spec.mean, std=spec.std, device=spec.device
     )

@@ -6,7 +6,9 @@ once per scenario, never once per unit.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 import sys
 import time
 import traceback
@@ -68,24 +70,67 @@ class Prepared:
         return self.clean_pred == self.data.y
 
 
-def _probe(model: LoadedModel, data: Dataset, file: str) -> int:
-    """One forward pass on one sample: shapes, classes and outputs must make sense."""
+def _forward(
+    model: LoadedModel, x: np.ndarray, file: str, field: str, data_field: str = "data"
+) -> np.ndarray:
+    """One forward pass on a few samples; any failure is the user's input, said in one line."""
+    from .models import error_gist
+
+    # A copy: the data may be a read-only memory map, which torch.from_numpy warns about.
+    xb = torch.from_numpy(np.array(x, copy=True)).to(model.wrapper.device)
+    shape = tuple(x.shape[1:])
     try:
-        out = model.wrapper.logits(data.x[:2])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:200]
+        with torch.no_grad():
+            raw = model.wrapper(xb)
+    except RuntimeError as exc:  # torch's shape and dtype errors
+        raise InputError.one(
+            file, data_field, f"images of shape {shape} do not fit the model ({error_gist(exc)})"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - the user's forward() raised
         raise InputError.one(
             file,
-            "data",
-            f"images of shape {tuple(data.x.shape[1:])} do not fit the model ({first})",
+            field,
+            f"forward pass on images of shape {shape} raised {type(exc).__name__}: "
+            f"{error_gist(exc)}",
         ) from None
-    if out.ndim != 2 or out.shape[0] != min(2, len(data.x)) or out.shape[1] < 2:
+    if not isinstance(raw, torch.Tensor):
         raise InputError.one(
-            file, "model", f"expected logits of shape (N, classes >= 2), got {tuple(out.shape)}"
+            file,
+            field,
+            f"returns a {type(raw).__name__}, expected a tensor of logits (N, classes)",
         )
+    out: np.ndarray = raw.detach().float().cpu().numpy()
+    if out.ndim != 2 or out.shape[0] != len(x) or out.shape[1] < 2:
+        raise InputError.one(
+            file, field, f"expected logits of shape (N, classes >= 2), got {tuple(out.shape)}"
+        )
+    return out
+
+
+def _probe(model: LoadedModel, data: Dataset, scenario: Scenario) -> int:
+    """One forward pass on two samples: shapes, classes and outputs must make sense."""
+    file = scenario.file
+    channels = int(data.x.shape[1])
+    if model.wrapper.normalised:
+        n_mean = int(model.wrapper.get_buffer("mean").shape[1])
+        if n_mean not in (1, channels):
+            raise InputError.one(
+                file,
+                "model.mean",
+                f"{n_mean} values (and as many std), but the images have {channels} channel(s)",
+            )
+    out = _forward(model, data.x[:2], file, "model")
     if not np.isfinite(out).all():
         raise InputError.one(file, "model", "produces NaN or infinite outputs on the data")
     num_classes = int(out.shape[1])
+    source = "data.npz" if scenario.data.npz is not None else "data"
+    if scenario.data.npz is not None and data.class_names and len(data.class_names) != num_classes:
+        raise InputError.one(
+            file,
+            source,
+            f"class_names has {len(data.class_names)} names, but the model outputs "
+            f"{num_classes} classes",
+        )
     bad = data.y[(data.y < 0) | (data.y >= num_classes)]
     if len(bad):
         raise InputError.one(
@@ -94,6 +139,51 @@ def _probe(model: LoadedModel, data: Dataset, file: str) -> int:
             f"labels must lie in [0, {num_classes - 1}] for this model; found {int(bad[0])}",
         )
     return num_classes
+
+
+def _check_other_models(prep: Prepared) -> None:
+    """Everything the analyses load or check later, checked now, before any unit runs and
+    before an output folder exists: the model's checkpoints, the transfer analysis's models,
+    the UAP analysis's targets."""
+    scenario, file = prep.scenario, prep.scenario.file
+    x = prep.data.x[:2]
+    spec = scenario.model
+    if spec.checkpoints and not spec.builtin:  # builtin epochs: checked by the schema
+        for j, ckpt in enumerate(spec.checkpoints):
+            where = f"model.checkpoints[{j}]"
+            out = _forward(load_model(scenario, ckpt), x, file, where)
+            if out.shape[1] != prep.num_classes:
+                raise InputError.one(
+                    file, where, f"has {out.shape[1]} classes, but the model has {prep.num_classes}"
+                )
+    for a_i, analysis in enumerate(scenario.analyses):
+        if analysis.name == "transfer":
+            from .models import load_model_spec
+
+            for j, m in enumerate(analysis.models or ()):
+                where = f"analyses[{a_i}].models[{j}]"
+                loaded = load_model_spec(m, scenario, where=where)
+                out = _forward(loaded, x, file, where, data_field=where)
+                if out.shape[1] != prep.num_classes:
+                    raise InputError.one(
+                        file,
+                        where,
+                        f"has {out.shape[1]} classes, but the scenario's model has "
+                        f"{prep.num_classes}",
+                    )
+        if analysis.name == "uap":
+            targets = analysis.targets if isinstance(analysis.targets, tuple) else ()
+            bad = [t for t in targets if t >= prep.num_classes]
+            if bad:
+                raise InputError.one(
+                    file,
+                    f"analyses[{a_i}].targets",
+                    f"must be below the model's {prep.num_classes} classes, got {bad[0]}",
+                )
+            if scenario.data.builtin != "digits" and len(prep.data.y) < 2:
+                raise InputError.one(
+                    file, "data", "the UAP analysis needs at least two images to split"
+                )
 
 
 def _choose_targets(
@@ -137,8 +227,17 @@ def prepare(scenario: Scenario) -> Prepared:
     if len(data.y) == 0:
         raise InputError.one(file, "data", "holds no samples")
     torch.manual_seed(scenario.seed)
-    num_classes = _probe(model, data, file)
+    num_classes = _probe(model, data, scenario)
     prep = Prepared(scenario, model, data, model.wrapper.logits(data.x), num_classes)
+    finite = np.isfinite(prep.clean_logits).all(axis=1)
+    if not finite.all():
+        first = int(data.index[int(np.argmin(finite))])
+        raise InputError.one(
+            file,
+            "model",
+            f"produces NaN or infinite outputs on the data (first on sample {first})",
+        )
+    _check_other_models(prep)
     correct = prep.correct
     if scenario.data.only_correct and not correct.any():
         raise InputError.one(
@@ -155,7 +254,16 @@ def prepare(scenario: Scenario) -> Prepared:
         keep[scope:] = False
         positions = np.flatnonzero(keep)
         if len(positions) == 0:
-            raise InputError.one(file, f"attacks[{i}]", "no samples left to attack")
+            why = ["data.only_correct"] if scenario.data.only_correct else []
+            if spec.target.mode == "class":
+                why.append(f"target class {spec.target.label}")
+            if spec.limit is not None:
+                why.append(f"limit {spec.limit}")
+            raise InputError.one(
+                file,
+                f"attacks[{i}]",
+                "no samples left to attack" + (f" after {', '.join(why)}" if why else ""),
+            )
         if spec.target.mode == "each_other_class":
             # Every sample once per class other than its own: a source x target matrix.
             others = [np.delete(np.arange(num_classes), data.y[p]) for p in positions]
@@ -237,12 +345,36 @@ class UnitOutcome:
         return self.arrays is not None
 
 
+def _batch_seed(seed: int, batch: int) -> int:
+    """The first batch keeps the unit's seed (one batch = the unbatched unit); later batches
+    draw theirs from it, so a split unit is as reproducible as a whole one."""
+    if batch == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, batch]).generate_state(1)[0])
+
+
+def unit_batch_size(prep: Prepared, unit: Unit) -> int | None:
+    """Samples per library call for ``unit``, or None when the unit runs in one call.
+
+    A universal perturbation is one perturbation for all of its samples: never split.
+    """
+    size = prep.scenario.execution.batch_size
+    if size is None or unit.attack == "universal" or size >= unit.stop - unit.start:
+        return None
+    return size
+
+
 def execute_unit(
     prep: Prepared, unit: Unit, adapter: Adapter
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Run one unit: the library call(s) on its samples, then unified-adv's own scoring.
+
+    With ``execution.batch_size`` smaller than the unit, the samples go to the library in
+    batches of that size (batch b seeded by :func:`_batch_seed`) and the scoring forward
+    passes use the same size, so no call holds more than one batch.
+    """
     plan = prep.plans[unit.attack_index]
     positions = plan.positions[unit.start : unit.stop]
-    x = prep.data.x[positions]
     y = prep.data.y[positions]
     target = None if plan.targets is None else plan.targets[unit.start : unit.stop]
     request = AttackRequest(
@@ -252,32 +384,85 @@ def execute_unit(
         params=unit.param_dict,
         targeted=target is not None,
     )
-    t0 = time.perf_counter()
-    out = adapter.generate(request, x, y, target, seed=unit.seed)
-    elapsed = time.perf_counter() - t0
+    batch = unit_batch_size(prep, unit)
+    step = batch or max(len(positions), 1)
+    x_parts, failed_parts, calls = [], [], []
+    elapsed = 0.0
+    for b, lo in enumerate(range(0, len(positions), step)):
+        hi = lo + step
+        # Fancy indexing copies only this batch, also from a memory-mapped data set.
+        xb = prep.data.x[positions[lo:hi]]
+        tb = None if target is None else target[lo:hi]
+        t0 = time.perf_counter()
+        out = adapter.generate(request, xb, y[lo:hi], tb, seed=_batch_seed(unit.seed, b))
+        elapsed += time.perf_counter() - t0
+        x_parts.append(out.x_adv)
+        failed_parts.append(
+            out.backend_failed if out.backend_failed is not None else np.zeros(len(xb), bool)
+        )
+        calls.append(out.library_call)
+    x_adv = np.concatenate(x_parts) if len(x_parts) > 1 else x_parts[0]
     # unified-adv decides success itself, from the model's prediction on what came back.
     if unit.defence:
-        adv_logits = prep.variants[unit.defence].score(out.x_adv)
+        adv_logits = prep.variants[unit.defence].score(x_adv)
+    elif batch is not None:
+        adv_logits = prep.model.wrapper.logits(x_adv, batch_size=batch)
     else:
-        adv_logits = prep.model.wrapper.logits(out.x_adv)
+        adv_logits = prep.model.wrapper.logits(x_adv)
     arrays = {
         "positions": positions.astype(np.int64),
-        "x_adv": out.x_adv,
+        "x_adv": x_adv,
         "adv_logits": adv_logits.astype(np.float32),
         "target": (target if target is not None else np.full(len(y), -1)).astype(np.int64),
-        "backend_failed": (
-            out.backend_failed if out.backend_failed is not None else np.zeros(len(y), bool)
-        ),
+        "backend_failed": np.concatenate(failed_parts),
     }
     cap = adapter.capabilities[unit.attack]
-    meta = {
+    meta: dict[str, Any] = {
         "status": "ok",
         "time_s": elapsed,
-        "library_call": out.library_call,
+        "library_call": calls[0],
         "note": cap.note,
         "reproducible": cap.reproducible,
     }
+    if batch is not None:
+        meta["batches"] = {"batch_size": batch, "count": len(calls)}
     return arrays, meta
+
+
+class UnitFailed(Exception):
+    """``strict``: a unit raised, and the run stopped there."""
+
+    def __init__(self, unit: str, error: str):
+        self.unit = unit
+        self.error = error
+        super().__init__(f"unit {unit} failed: {error}")
+
+
+def storage_unit(prep: Prepared, unit: Unit) -> Unit:
+    """The unit as keyed on disk (``load_unit``/``save_unit``): a unit split into batches
+    computes something else (randomised attacks draw per batch), so the batch size joins
+    its key. Any code that stores or reuses unit results must go through this."""
+    batch = unit_batch_size(prep, unit)
+    if batch is None:
+        return unit
+    return dataclasses.replace(unit, context=f"{unit.context}:batch{batch}")
+
+
+def _remove_stale_temp_files(folder: Path) -> None:
+    """Temp files (``.NAME.tmpPID``) of a killed run: never read as results; removed once
+    the process that wrote them is gone."""
+    if not folder.is_dir():
+        return
+    for path in folder.glob(".*.tmp*"):
+        pid = path.name.rpartition(".tmp")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass  # alive under another user, or not ours to judge: leave it
 
 
 def run_units(
@@ -286,13 +471,22 @@ def run_units(
     folder: Path,
     *,
     resume: bool = False,
+    strict: bool = False,
     progress: Callable[[Unit], None] | None = None,
 ) -> list[UnitOutcome]:
-    """Run (or, with ``resume``, reuse) every unit; a failing unit is recorded, not fatal."""
+    """Run (or, with ``resume``, reuse) every unit.
+
+    A failing unit is recorded, not fatal; with ``strict`` the first failure raises
+    :class:`UnitFailed` and the units finished before it stay on disk for ``resume``.
+    Every result is written atomically (temp file, then rename) as soon as it is done,
+    so a run killed at any point loses at most the units it was working on.
+    """
     adapters: dict[tuple[str, str], Adapter] = {}
     outcomes = []
+    _remove_stale_temp_files(folder)
     for unit in units:
-        stored = load_unit(folder, unit) if resume else None
+        stored_as = storage_unit(prep, unit)
+        stored = load_unit(folder, stored_as) if resume else None
         if stored is not None and stored[1].get("status") == "ok":
             outcomes.append(UnitOutcome(unit, stored[0], stored[1], reused=True))
         else:
@@ -306,12 +500,14 @@ def run_units(
                 if prep.scenario.crosscheck.repeat:
                     again, _ = execute_unit(prep, unit, adapters[which])
                     meta["repeat_identical"] = bool(np.array_equal(arrays["x_adv"], again["x_adv"]))
-                save_unit(folder, unit, arrays, meta)
+                save_unit(folder, stored_as, arrays, meta)
                 outcomes.append(UnitOutcome(unit, arrays, meta))
             except InputError:
                 raise
             except Exception as exc:  # noqa: BLE001 - isolate one backend's failure
                 message = f"{type(exc).__name__}: {exc}".strip()
+                if strict:
+                    raise UnitFailed(unit.name, message.splitlines()[0]) from exc
                 tb = traceback.format_exc(limit=8)
                 print(f"unit {unit.name} failed: {message.splitlines()[0]}", file=sys.stderr)
                 outcomes.append(

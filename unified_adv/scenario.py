@@ -132,6 +132,12 @@ class ModelSpec(_Strict):
     torchscript: str | None = None
     factory: str | None = None
     weights: str | None = None
+    #: A whole pickled ``torch.nn.Module`` (``torch.save(model)``). Unpickling it runs code
+    #: named in the file, so it is loaded only with ``trust_model: true``, and the summary
+    #: and the report record that code from the file ran.
+    pickle: str | None = None
+    #: Strict: only a YAML boolean true trusts a pickle, never "yes" or "1" as a string.
+    trust_model: bool = Field(default=False, strict=True)
     input_range: tuple[Exact, Exact] = (0.0, 1.0)
     mean: tuple[Exact, ...] | None = None
     std: tuple[Exact, ...] | None = None
@@ -165,12 +171,21 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        given = [k for k in ("builtin", "torchscript", "factory") if getattr(self, k) is not None]
+        sources = ("builtin", "torchscript", "factory", "pickle")
+        given = [k for k in sources if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of builtin, torchscript, factory"
+                f"give exactly one of {', '.join(sources)}"
                 + (f" (got {', '.join(given)})" if given else "")
             )
+        if self.pickle is not None and not self.trust_model:
+            raise ValueError(
+                f"pickle: loading a pickled model executes code from {self.pickle}; add "
+                "trust_model: true only if you trust that file, or give a state dict "
+                "(factory + weights) or a TorchScript file instead"
+            )
+        if self.trust_model and self.pickle is None:
+            raise ValueError("trust_model: only used with pickle")
         if self.seed is not None and self.builtin != "line-cnn":
             raise ValueError("seed: only used with builtin: line-cnn")
         if self.weights is not None and self.factory is None:
@@ -194,7 +209,8 @@ class ModelSpec(_Strict):
                     )
             elif not all(isinstance(c, str) for c in self.checkpoints):
                 raise ValueError(
-                    "checkpoints: give file paths (weights for a factory, TorchScript files)"
+                    "checkpoints: give file paths (weights for a factory, TorchScript files, "
+                    "pickled models for pickle)"
                 )
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither")
@@ -210,6 +226,8 @@ class ModelSpec(_Strict):
             return f"builtin {self.builtin}"
         if self.torchscript:
             return f"TorchScript {self.torchscript}"
+        if self.pickle:
+            return f"trusted pickle (ran code from {self.pickle})"
         return f"factory {self.factory}" + (f" + weights {self.weights}" if self.weights else "")
 
 
@@ -656,7 +674,14 @@ class CrosscheckSpec(_Strict):
 
 
 class ExecutionSpec(_Strict):
+    """How the work is cut up: samples per unit, and per library call inside a unit."""
+
+    #: Samples per unit: the grain of resumption and of failure isolation.
     shard_size: int = Field(default=512, gt=0)
+    #: Samples per library call (and per forward pass when scoring) inside a unit; bounds the
+    #: memory one call needs. None: the whole unit in one call. A unit split into batches has
+    #: a different key (a randomised attack draws a different random stream per batch).
+    batch_size: int | None = Field(default=None, gt=0)
 
 
 class Scenario(_Strict):
