@@ -21,6 +21,7 @@ BENCHES = [
     ("scaling", ["scaling.py"]),
     ("morph", ["morph.py", "--repeats", "3"]),
     ("pixelflip", ["pixelflip.py", "--repeats", "3", "--de-every", "4"]),
+    ("scaleout", ["scaleout.py", "--repeats", "3"]),
 ]
 
 

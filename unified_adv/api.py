@@ -19,13 +19,14 @@ from . import __version__
 from .adapters import adapter_class, backend_names
 from .crosscheck import crosscheck
 from .defended import defence_summary, non_adaptive_outcomes
+from .executors import run_units_with
 from .findings import model_findings, result_findings
 from .monitor import run_analyses
 from .report import disagreement_figures, render, triptychs
 from .report.analysis_figures import analysis_figures
 from .report.defence_figures import defence_figures
 from .results import headline, samples_table
-from .runner import Prepared, UnitOutcome, plan_units, prepare, run_units
+from .runner import Prepared, UnitOutcome, plan_units, prepare
 from .scenario import Scenario
 
 SUMMARY_SCHEMA = 1
@@ -132,6 +133,26 @@ def _build_summary(
     }
 
 
+def _executor(
+    scenario: Scenario, given: Any, scheduler: str | None, workers: int | None
+) -> tuple[Any, bool]:
+    """The executor to use and whether this run owns (and closes) it. Arguments win over the
+    scenario's ``execution`` fields; a scheduler or worker count alone means dask."""
+    from .errors import InputError
+    from .executors import make_executor
+
+    if given is not None and not isinstance(given, str):
+        return given, False
+    e = scenario.execution
+    kind: str = given or "dask"
+    if given is None and scheduler is None and workers is None:
+        kind, scheduler, workers = e.executor, e.scheduler, e.workers
+    try:
+        return make_executor(kind, scheduler=scheduler, workers=workers), True
+    except (ValueError, ImportError) as exc:
+        raise InputError.one(scenario.file, "execution", str(exc).splitlines()[0]) from None
+
+
 def _unit_entry(o: UnitOutcome) -> dict[str, Any]:
     return {
         "name": o.unit.name,
@@ -172,6 +193,9 @@ def run(
     resume: bool = False,
     strict: bool = False,
     progress: bool | None = None,
+    executor: Any = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
 ) -> RunResult:
     """Run every unit of ``scenario`` and write the report, summary and per-sample table.
 
@@ -182,12 +206,17 @@ def run(
     Without it a failing unit is recorded (status ``error`` in ``summary.json`` and the
     report) and the other units go on.
     ``progress``: a progress bar on stderr; default on when stderr is a terminal.
+    ``executor``: where the units run: ``"local"`` (in this process), ``"dask"`` (with
+    ``scheduler`` or ``workers``), or an executor object (e.g.
+    ``unified_adv.executors.DaskExecutor(client=...)``), which is left open. Default: the
+    scenario's ``execution`` fields. Results are identical whichever runs them.
     """
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     out_dir = Path(out) if out is not None else default_out_dir(scenario)
     prep = prepare(scenario)
     units = plan_units(prep)
+    ex, owned = _executor(scenario, executor, scheduler, workers)
     out_dir.mkdir(parents=True, exist_ok=True)
     show = sys.stderr.isatty() if progress is None else progress
     from tqdm.auto import tqdm
@@ -200,9 +229,13 @@ def run(
             bar.set_postfix_str(unit.name, refresh=False)
             bar.update(1)
 
-        outcomes = run_units(
-            prep, units, out_dir / "units", resume=resume, strict=strict, progress=tick
-        )
+        try:
+            outcomes = run_units_with(
+                ex, prep, units, out_dir / "units", resume=resume, strict=strict, progress=tick
+            )
+        finally:
+            if owned:
+                ex.close()
     analysis = run_analyses(prep, out_dir / "units", resume=resume)
 
     # Units run against a defence, and the undefended examples scored through each defence.
@@ -219,6 +252,7 @@ def run(
         summary["defences"] = _defences(prep, samples, outcomes, defended, derived)
         summary["findings"] += summary["defences"]["findings"]
         summary["units"] += [_unit_entry(o) for o in defended]
+    summary["provenance"]["executor"] = ex.describe()
     summary["analyses"] = analysis["analyses"]
     _compare_with_search(summary, samples)
     summary["monitor"] = analysis["monitor"]

@@ -75,6 +75,22 @@ def run(
             "before it are kept for --resume.",
         ),
     ] = False,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="Where units run: local (this process) or dask (needs --scheduler or "
+            "--workers; pip install 'unified-adv[dask]'). Default: the scenario's execution.",
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="Address of a running Dask scheduler, tcp://HOST:8786."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="Start a local Dask cluster of N worker processes."),
+    ] = None,
 ) -> None:
     """Run a scenario; write index.html, summary.json and the per-sample table."""
     from . import api
@@ -87,7 +103,15 @@ def run(
             loaded = load_scenario(scenario)
             out_dir = out if out is not None else api.default_out_dir(loaded)
             units = out_dir / "units"
-            result = api.run(loaded, out_dir, resume=resume, strict=strict)
+            result = api.run(
+                loaded,
+                out_dir,
+                resume=resume,
+                strict=strict,
+                executor=executor,
+                scheduler=scheduler,
+                workers=workers,
+            )
     except UnitFailed as exc:
         print(
             f"{exc}; stopped (--strict), no report written; finished units kept in "

@@ -9,9 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,12 +20,12 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
-from .adapters import Adapter, AttackRequest, adapter_class
+from .adapters import Adapter, AttackRequest
 from .data import Dataset, load_data
 from .errors import InputError
 from .models import LoadedModel, load_model
 from .scenario import AttackSpec, Scenario
-from .units import Unit, load_unit, save_unit, unit_seed
+from .units import Unit, unit_seed
 
 
 @dataclass
@@ -432,9 +430,11 @@ def execute_unit(
 class UnitFailed(Exception):
     """``strict``: a unit raised, and the run stopped there."""
 
-    def __init__(self, unit: str, error: str):
+    def __init__(self, unit: str, error: str, traceback: str = ""):
         self.unit = unit
         self.error = error
+        #: The unit's traceback as text: it may have run in another process (Dask).
+        self.traceback = traceback
         super().__init__(f"unit {unit} failed: {error}")
 
 
@@ -481,38 +481,8 @@ def run_units(
     Every result is written atomically (temp file, then rename) as soon as it is done,
     so a run killed at any point loses at most the units it was working on.
     """
-    adapters: dict[tuple[str, str], Adapter] = {}
-    outcomes = []
-    _remove_stale_temp_files(folder)
-    for unit in units:
-        stored_as = storage_unit(prep, unit)
-        stored = load_unit(folder, stored_as) if resume else None
-        if stored is not None and stored[1].get("status") == "ok":
-            outcomes.append(UnitOutcome(unit, stored[0], stored[1], reused=True))
-        else:
-            try:
-                which = (unit.backend, unit.defence)
-                if which not in adapters:
-                    adapters[which] = adapter_class(unit.backend)(
-                        model=prep.wrapper_for(unit.defence)
-                    )
-                arrays, meta = execute_unit(prep, unit, adapters[which])
-                if prep.scenario.crosscheck.repeat:
-                    again, _ = execute_unit(prep, unit, adapters[which])
-                    meta["repeat_identical"] = bool(np.array_equal(arrays["x_adv"], again["x_adv"]))
-                save_unit(folder, stored_as, arrays, meta)
-                outcomes.append(UnitOutcome(unit, arrays, meta))
-            except InputError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - isolate one backend's failure
-                message = f"{type(exc).__name__}: {exc}".strip()
-                if strict:
-                    raise UnitFailed(unit.name, message.splitlines()[0]) from exc
-                tb = traceback.format_exc(limit=8)
-                print(f"unit {unit.name} failed: {message.splitlines()[0]}", file=sys.stderr)
-                outcomes.append(
-                    UnitOutcome(unit, None, {"status": "error", "error": message, "traceback": tb})
-                )
-        if progress is not None:
-            progress(unit)
-    return outcomes
+    from .executors import LocalExecutor, run_units_with
+
+    return run_units_with(
+        LocalExecutor(), prep, units, folder, resume=resume, strict=strict, progress=progress
+    )

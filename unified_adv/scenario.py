@@ -682,6 +682,20 @@ class ExecutionSpec(_Strict):
     #: memory one call needs. None: the whole unit in one call. A unit split into batches has
     #: a different key (a randomised attack draws a different random stream per batch).
     batch_size: int | None = Field(default=None, gt=0)
+    #: Where units run: in this process, or on a Dask cluster (``unified-adv[dask]``): an
+    #: existing one at ``scheduler`` (tcp://HOST:8786) or a LocalCluster of ``workers``
+    #: processes. The command line's --executor/--scheduler/--workers win over these.
+    executor: Literal["local", "dask"] = "local"
+    scheduler: str | None = Field(default=None, pattern=r"^(tcp|tls|ucx|inproc)://\S+$")
+    workers: int | None = Field(default=None, gt=0, le=1024)
+
+    @model_validator(mode="after")
+    def _executor_fields(self) -> ExecutionSpec:
+        if self.executor == "local" and (self.scheduler or self.workers):
+            raise ValueError("executor: scheduler and workers need executor: dask")
+        if self.executor == "dask" and (self.scheduler is None) == (self.workers is None):
+            raise ValueError("executor: dask needs either a scheduler address or workers")
+        return self
 
 
 class Scenario(_Strict):

@@ -1,0 +1,623 @@
+"""Executors: where a scenario's units run.
+
+The runner cuts a scenario into :class:`~unified_adv.units.Unit` s (attack × ε × backend ×
+shard, plain data). An executor runs them and hands back one
+:class:`~unified_adv.runner.UnitOutcome` per unit, in the order they finish; the **driver**
+(:func:`run_units_with`) stays the only writer of results: it saves each finished unit
+atomically with :func:`~unified_adv.units.save_unit` exactly as the in-process runner does,
+so ``--resume`` reads the same files whichever executor wrote them.
+
+* :class:`LocalExecutor` runs the units in this process, one after the other (what
+  :func:`unified_adv.runner.run_units` does).
+* :class:`DaskExecutor` submits one ``dask.distributed`` task per unit to a cluster: an
+  existing scheduler (``scheduler="tcp://host:8786"``), a ``LocalCluster`` of ``workers``
+  processes started (and closed) here, or a ``Client`` the caller made (e.g. on a
+  dask-jobqueue ``SLURMCluster``). ``dask[distributed]`` is the optional extra
+  ``unified-adv[dask]``; nothing in the core imports it.
+
+**What a task carries.** Never a pickled model or data set: the scenario's YAML text, its
+file name and the folder its relative paths resolve against (:class:`ScenarioSource`), and
+the unit. A worker parses the text (:func:`~unified_adv.scenario.scenario_from_text`),
+prepares it (:func:`~unified_adv.runner.prepare`: model, data, clean predictions, targets,
+defences) once per worker process — cached in a module-level dict keyed by the scenario's
+sha256 and base folder — and runs :func:`~unified_adv.runner.execute_unit` with the same
+adapter the local runner would build. Before it runs anything it checks that its
+preparation is the driver's (model, data, defence fingerprints, every attack's samples and
+targets: :func:`prep_digest`); a worker that built something else raises an
+:class:`~unified_adv.errors.InputError` naming the difference instead of returning results
+that would not match a local run.
+
+**What must be reachable from every worker.**
+
+* ``unified-adv`` and the backend libraries, at the driver's versions (the adapters'
+  behaviour is pinned to them).
+* Every path the scenario names, under the same absolute path the driver resolves it to
+  (relative paths resolve against the scenario file's folder on the driver): ``data.npz``,
+  ``data.image_folder``, ``model.torchscript``, ``model.weights``, checkpoints; a
+  ``model.factory`` module must be importable on the worker (installed, or on its
+  ``PYTHONPATH``). On a cluster that means a shared file system.
+* The model cache (``$UNIFIED_ADV_CACHE``, else ``$XDG_CACHE_HOME/unified-adv``, else
+  ``~/.cache/unified-adv``): builtin models (digits CNNs, the autoencoder defence, the
+  line CNNs) are trained on first use and cached there. The driver prepares the scenario
+  before any task is submitted, so a cache directory shared with the workers (same path,
+  shared file system; ``LocalCluster`` workers inherit the driver's environment) holds the
+  driver's copy and no worker trains anything. A worker that cannot see it trains its own
+  copy, which is deterministic for a given seed and thread count; if its weights differ
+  from the driver's (another thread count, another CPU), the fingerprint check above
+  refuses to run rather than mixing models.
+
+**Worker loss and retries.** A unit that raises an ordinary exception on a worker is caught
+there and comes back as an error record (as in the local runner: recorded, not fatal), so
+Dask never sees a failed task and nothing is retried: a real error would fail the same way
+again. Tasks are submitted with ``retries=0`` for that reason. A worker that *dies* (killed,
+out of memory, node lost) is another matter: the scheduler reschedules every task that was
+running on it, or whose result it held, on another worker, up to
+``distributed.scheduler.allowed-failures`` times (default 3); past that the unit is
+recorded as an error (``KilledWorker``) and the run goes on. An ``InputError`` raised on a
+worker (a file not reachable there, a mismatching model) ends the run, as locally.
+
+**Threads.** Units seed the global torch / numpy RNGs, so two units must never run at the
+same time in one process: run workers with one thread each (``threads_per_worker=1``,
+``dask worker --nthreads 1``; what :class:`DaskExecutor` starts). With more threads per
+worker the units of one worker process are serialised by a lock (correct, but the extra
+threads idle). Dask's nanny starts workers with ``OMP_NUM_THREADS=1``, so torch runs on one
+thread per worker: scale out with worker processes, one per core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from .errors import InputError, Problem
+from .units import Unit, load_unit, save_unit
+
+if TYPE_CHECKING:
+    from .adapters import Adapter
+    from .runner import Prepared, UnitOutcome
+    from .scenario import Scenario
+
+__all__ = [
+    "DaskExecutor",
+    "Executor",
+    "cached_on_worker",
+    "LocalExecutor",
+    "ScenarioSource",
+    "execute_one",
+    "make_executor",
+    "prep_digest",
+    "run_units_with",
+]
+
+INSTALL_HINT = "the dask executor needs dask.distributed: pip install 'unified-adv[dask]'"
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def execute_one(prep: Prepared, unit: Unit, adapter: Adapter) -> UnitOutcome:
+    """One unit, isolated as the runner isolates it: an exception becomes an error record,
+    an :class:`InputError` propagates. Mirrors the body of ``runner.run_units``."""
+    from .runner import UnitOutcome, execute_unit
+
+    try:
+        arrays, meta = execute_unit(prep, unit, adapter)
+        if prep.scenario.crosscheck.repeat:
+            again, _ = execute_unit(prep, unit, adapter)
+            meta["repeat_identical"] = bool(np.array_equal(arrays["x_adv"], again["x_adv"]))
+        return UnitOutcome(unit, arrays, meta)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - isolate one backend's failure
+        return _error_outcome(unit, exc, traceback.format_exc(limit=8))
+
+
+def _error_outcome(unit: Unit, exc: BaseException, tb: str) -> UnitOutcome:
+    from .runner import UnitOutcome
+
+    message = f"{type(exc).__name__}: {exc}".strip()
+    return UnitOutcome(unit, None, {"status": "error", "error": message, "traceback": tb})
+
+
+class Executor(Protocol):
+    """Runs units; yields one outcome per unit as each finishes (any order). An outcome with
+    ``arrays=None`` is a unit that failed (``meta``: status, error, traceback); an
+    :class:`InputError` ends the iteration. Nothing is written by the executor."""
+
+    name: str
+
+    def map_units(self, prep: Prepared, units: Sequence[Unit]) -> Iterator[UnitOutcome]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def run_units_with(
+    executor: Executor | None,
+    prep: Prepared,
+    units: list[Unit],
+    folder: Path,
+    *,
+    resume: bool = False,
+    strict: bool = False,
+    progress: Callable[[Unit], None] | None = None,
+) -> list[UnitOutcome]:
+    """``runner.run_units`` through an executor: same outcomes, same files, same order.
+
+    Stored results are reused on ``resume`` (and never submitted); every other unit goes to
+    the executor, and each result is saved here, by the driver, as it arrives, under the
+    same key as the local runner's (``runner.storage_unit``). ``progress`` is called once
+    per unit, reused or run, as it completes. ``strict``: the first unit that fails stops
+    the run (``runner.UnitFailed``; the executor's remaining work is cancelled) and what
+    finished before it stays on disk for ``resume``.
+    """
+    from .runner import UnitFailed, UnitOutcome, _remove_stale_temp_files, storage_unit
+
+    executor = executor if executor is not None else LocalExecutor()
+    _remove_stale_temp_files(folder)
+    done: dict[int, UnitOutcome] = {}
+    todo: list[Unit] = []
+    where: dict[str, list[int]] = {}  # unit key -> its places in ``units``
+    for i, unit in enumerate(units):
+        stored = load_unit(folder, storage_unit(prep, unit)) if resume else None
+        if stored is not None and stored[1].get("status") == "ok":
+            done[i] = UnitOutcome(unit, stored[0], stored[1], reused=True)
+            if progress is not None:
+                progress(unit)
+        else:
+            if unit.key not in where:
+                todo.append(unit)
+            where.setdefault(unit.key, []).append(i)
+    results = executor.map_units(prep, todo)
+    try:
+        for outcome in results:
+            unit = outcome.unit
+            if outcome.arrays is not None:
+                try:
+                    save_unit(folder, storage_unit(prep, unit), outcome.arrays, outcome.meta)
+                except Exception as exc:  # noqa: BLE001 - as the runner: a unit's error
+                    outcome = _error_outcome(unit, exc, traceback.format_exc(limit=8))
+            if outcome.arrays is None:
+                first = (outcome.meta.get("error") or "").strip().splitlines()[:1]
+                if strict:
+                    raise UnitFailed(
+                        unit.name, first[0] if first else "", outcome.meta.get("traceback", "")
+                    )
+                print(f"unit {unit.name} failed: {first[0] if first else ''}", file=sys.stderr)
+            for i in where[unit.key]:
+                done[i] = outcome
+                if progress is not None:
+                    progress(unit)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # a generator's finally: the executor cancels what is still queued
+    missing = [units[i].name for i in range(len(units)) if i not in done]
+    if missing:  # an executor that lost units is a bug, never a silent gap in the results
+        raise RuntimeError(f"executor {executor.name!r} returned no result for {missing[:5]}")
+    return [done[i] for i in range(len(units))]
+
+
+# --------------------------------------------------------------------------- local
+
+
+class LocalExecutor:
+    """In this process, in order: what ``runner.run_units`` does today."""
+
+    name = "local"
+
+    def map_units(self, prep: Prepared, units: Sequence[Unit]) -> Iterator[UnitOutcome]:
+        from .adapters import adapter_class
+
+        adapters: dict[tuple[str, str], Adapter] = {}
+        for unit in units:
+            which = (unit.backend, unit.defence)
+            try:
+                if which not in adapters:
+                    adapters[which] = adapter_class(unit.backend)(
+                        model=prep.wrapper_for(unit.defence)
+                    )
+            except InputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - as the runner: recorded per unit
+                yield _error_outcome(unit, exc, traceback.format_exc(limit=8))
+                continue
+            yield execute_one(prep, unit, adapters[which])
+
+    def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[tuple[int, Any]]:
+        """(index, fn(item)) for every item, in order."""
+        for i, item in enumerate(items):
+            yield i, fn(item)
+
+    def describe(self) -> dict[str, Any]:
+        """Where the units ran: for the summary's provenance."""
+        return {"executor": "local"}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- what a task carries
+
+
+@dataclass(frozen=True)
+class ScenarioSource:
+    """The scenario as plain data: all a worker needs to rebuild it, plus the digest of the
+    driver's preparation it must reproduce."""
+
+    text: str
+    file: str
+    base_dir: str
+    digest: str = ""
+    #: The digest's parts (model, data, each defence, each attack's samples and targets), so
+    #: a worker can say which one it prepared differently.
+    parts: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, scenario: Scenario, prep: Prepared | None = None) -> ScenarioSource:
+        base = scenario._base_dir  # what Scenario.resolve_path joins relative paths to
+        return cls(
+            scenario.text,
+            scenario.file,
+            str(Path(base).resolve()),
+            prep_digest(prep) if prep is not None else "",
+            tuple(_digest_parts(prep).items()) if prep is not None else (),
+        )
+
+    @property
+    def cache_key(self) -> str:
+        blob = "\0".join((self.text, self.file, self.base_dir))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def scenario(self) -> Scenario:
+        from .scenario import scenario_from_text
+
+        if not self.text:
+            raise InputError.one(
+                self.file,
+                "",
+                "the scenario has no text (build it with load_scenario or "
+                "scenario_from_text) and cannot be sent to workers",
+            )
+        return scenario_from_text(self.text, file=self.file, base_dir=Path(self.base_dir))
+
+
+def _digest_parts(prep: Prepared) -> dict[str, str]:
+    parts = {"model": prep.model.fingerprint, "data": prep.data.fingerprint}
+    for vid, variant in sorted(prep.variants.items()):
+        parts[f"defence {vid}"] = str(getattr(variant, "fingerprint", ""))
+    for plan in prep.plans:
+        h = hashlib.sha256(np.ascontiguousarray(plan.positions, dtype=np.int64).tobytes())
+        if plan.targets is not None:
+            h.update(np.ascontiguousarray(plan.targets, dtype=np.int64).tobytes())
+        parts[f"attacks[{plan.index}] samples and targets"] = h.hexdigest()
+    return parts
+
+
+def prep_digest(prep: Prepared) -> str:
+    """One hash of what a unit's result depends on besides the unit itself: model, data,
+    defences, and every attack's samples and targets (which follow from the clean logits)."""
+    parts = _digest_parts(prep)
+    return hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- the worker side
+
+#: Per worker process: scenario cache key -> its preparation and that preparation's digest,
+#: and the adapters built on it.
+_PREPARED: dict[str, tuple[Prepared, str]] = {}
+_ADAPTERS: dict[tuple[str, str, str], Adapter] = {}
+_MAX_PREPARED = 4
+#: Units seed global RNGs: one unit at a time per process, whatever the worker's threads.
+_LOCK = threading.Lock()
+
+
+def prepared_on_worker(source: ScenarioSource) -> Prepared:
+    """The scenario prepared once in this process (rebuilt from its text, never unpickled),
+    checked against the driver's preparation on every task."""
+    from .runner import prepare
+
+    key = source.cache_key
+    if key not in _PREPARED:
+        prep = prepare(source.scenario())
+        while len(_PREPARED) >= _MAX_PREPARED:
+            old = next(iter(_PREPARED))
+            del _PREPARED[old]
+            for k in [k for k in _ADAPTERS if k[0] == old]:
+                del _ADAPTERS[k]
+        _PREPARED[key] = (prep, prep_digest(prep))
+    prep, digest = _PREPARED[key]
+    if source.digest and digest != source.digest:
+        ours, theirs = _digest_parts(prep), dict(source.parts)
+        differ = [k for k in ours if ours.get(k) != theirs.get(k)] if theirs else []
+        raise InputError.one(
+            source.file,
+            "model",
+            f"worker {_where()} prepared the scenario differently from the driver "
+            f"({', '.join(differ) or 'model, data or targets'} differ): share the model "
+            "cache (UNIFIED_ADV_CACHE) and every file the scenario names with the workers, "
+            "at the same paths, and install the same versions there",
+        )
+    return prep
+
+
+_WORKER_CACHE: dict[Any, Any] = {}
+
+
+def cached_on_worker(key: Any, build: Callable[[], Any]) -> Any:
+    """``build()`` once per process for ``key`` (hashable plain data), then the same object:
+    for tasks that rebuild a model or a data set from its description (task functions
+    defined in a script are pickled by value, so their own globals do not persist)."""
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE[key] = build()
+    return _WORKER_CACHE[key]
+
+
+def _where() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_unit_task(source: ScenarioSource, unit: Unit) -> dict[str, Any]:
+    """The Dask task: one unit, from plain data to plain data.
+
+    Returns ``{"status": "ok", "arrays": ..., "meta": ...}``, ``{"status": "error", "meta":
+    ...}`` for a unit that raised, or ``{"status": "input_error", "problems": [...]}`` (the
+    driver raises it: an InputError does not survive pickling as itself)."""
+    with _LOCK:
+        try:
+            prep = prepared_on_worker(source)
+            from .adapters import adapter_class
+
+            which = (source.cache_key, unit.backend, unit.defence)
+            try:
+                if which not in _ADAPTERS:
+                    _ADAPTERS[which] = adapter_class(unit.backend)(
+                        model=prep.wrapper_for(unit.defence)
+                    )
+            except InputError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                out = _error_outcome(unit, exc, traceback.format_exc(limit=8))
+            else:
+                out = execute_one(prep, unit, _ADAPTERS[which])
+        except InputError as exc:
+            return {
+                "status": "input_error",
+                "problems": [(p.file, p.path, p.message) for p in exc.problems],
+            }
+        except Exception as exc:  # noqa: BLE001 - preparing failed: this unit's error
+            out = _error_outcome(unit, exc, traceback.format_exc(limit=8))
+    out.meta["worker"] = _where()
+    if out.arrays is None:
+        return {"status": "error", "meta": out.meta}
+    return {"status": "ok", "arrays": out.arrays, "meta": out.meta}
+
+
+# --------------------------------------------------------------------------- dask
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ImportError(INSTALL_HINT) from exc
+    return distributed
+
+
+#: Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (a fixed glibc trim
+#: threshold, which also turns off glibc's adaptive mmap threshold): torch then maps and
+#: unmaps its large temporaries on every call. Measured on the one-pixel sweep: 1.5x slower
+#: per worker (11.8 s vs 7.9 s). Our LocalCluster leaves glibc's default; on a cluster set
+#: ``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null`` in the Dask config.
+_NO_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
+def _local_cluster(d: Any, kw: dict[str, Any]) -> Any:
+    """A LocalCluster without the fixed malloc trim threshold; the nannies, which run in this
+    process, write their workers' variables (OMP_NUM_THREADS=1, ...) into os.environ: put
+    this process's environment back as it was once they have started."""
+    import dask
+
+    saved = dict(os.environ)
+    with dask.config.set(_NO_TRIM):
+        cluster = d.LocalCluster(**kw)
+    for k in set(os.environ) - set(saved):
+        del os.environ[k]
+    os.environ.update(saved)
+    return cluster
+
+
+class DaskExecutor:
+    """Units as ``dask.distributed`` tasks, one task per unit.
+
+    Exactly one of: ``scheduler`` (address of a running scheduler, e.g.
+    ``"tcp://host:8786"``), ``workers`` (start a ``LocalCluster`` of that many single-thread
+    worker processes here, closed by :meth:`close`), or ``client`` (a
+    ``distributed.Client`` the caller owns and closes). With none of them, the current
+    default client if there is one.
+
+    The connection is opened on first use and kept for the executor's lifetime (use it as a
+    context manager, or call :meth:`close`): a run and its analyses share one cluster.
+    """
+
+    name = "dask"
+
+    def __init__(
+        self,
+        scheduler: str | None = None,
+        workers: int | None = None,
+        *,
+        client: Any = None,
+        cluster_kwargs: dict[str, Any] | None = None,
+        key_prefix: str = "unified-adv",
+    ) -> None:
+        if sum(x is not None for x in (scheduler, workers, client)) > 1:
+            raise ValueError("give one of scheduler, workers or client")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        _distributed()  # fail now, with the install hint, not at the first unit
+        self.scheduler = scheduler
+        self.workers = workers
+        self.cluster_kwargs = dict(cluster_kwargs or {})
+        self.key_prefix = key_prefix
+        self._client = client
+        self._own_client = False
+        self._cluster: Any = None
+
+    # ------------------------------------------------------------- connection
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            d = _distributed()
+            if self.workers is not None:
+                kw: dict[str, Any] = {
+                    "n_workers": self.workers,
+                    "threads_per_worker": 1,
+                    "processes": True,
+                    "dashboard_address": ":0",  # any free port: never clash with 8787
+                    **self.cluster_kwargs,
+                }
+                self._cluster = _local_cluster(d, kw)
+                self._client = d.Client(self._cluster)
+            elif self.scheduler is not None:
+                self._client = d.Client(self.scheduler)
+            else:
+                try:
+                    self._client = d.default_client()
+                    return self._client
+                except ValueError:
+                    raise ValueError(
+                        "DaskExecutor needs a scheduler address, a number of workers or a client"
+                    ) from None
+            self._own_client = True
+        return self._client
+
+    def close(self) -> None:
+        if self._own_client and self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._client = self._cluster = None
+        self._own_client = False
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        """Where the units ran: for the summary's provenance."""
+        info = self.client.scheduler_info(n_workers=-1)
+        workers = info.get("workers", {})
+        return {
+            "executor": "dask",
+            "scheduler": info.get("address"),
+            "workers": len(workers),
+            "threads": sum(int(w.get("nthreads", 0)) for w in workers.values()),
+        }
+
+    # ------------------------------------------------------------- running
+    def map(
+        self, fn: Callable[..., Any], items: Iterable[Any], *, name: str = "task"
+    ) -> Iterator[tuple[int, Any]]:
+        """(index, fn(item)) as each task finishes; one task per item, no retries on
+        exceptions (they propagate), rescheduling when a worker dies. For plain-data tasks
+        such as benchmark or analysis shards."""
+        d = _distributed()
+        client = self.client
+        token = uuid.uuid4().hex[:8]
+        futures = {
+            client.submit(fn, item, key=f"{self.key_prefix}-{name}-{i}-{token}", retries=0): i
+            for i, item in enumerate(items)
+        }
+        try:
+            for fut in d.as_completed(futures):
+                i = futures[fut]
+                yield i, fut.result()
+                fut.release()
+        finally:
+            client.cancel(list(futures))
+
+    def map_units(self, prep: Prepared, units: Sequence[Unit]) -> Iterator[UnitOutcome]:
+        from .runner import UnitOutcome
+
+        if not units:
+            return
+        if not prep.scenario.text:
+            raise InputError.one(
+                prep.scenario.file,
+                "",
+                "the dask executor sends the scenario's YAML text to the workers: load it with "
+                "load_scenario or scenario_from_text",
+            )
+        d = _distributed()
+        client = self.client
+        # A few kB of YAML per task. Not scattered: scattered data dies with the workers
+        # holding it, while a task's own arguments survive any worker's loss.
+        source = ScenarioSource.of(prep.scenario, prep)
+        token = uuid.uuid4().hex[:8]
+        futures = {
+            client.submit(
+                run_unit_task,
+                source,
+                unit,
+                key=f"{self.key_prefix}-{unit.name}-{token}",
+                retries=0,
+            ): unit
+            for unit in units
+        }
+        try:
+            for fut in d.as_completed(futures):
+                unit = futures[fut]
+                try:
+                    res = fut.result()
+                except Exception as exc:  # noqa: BLE001 - KilledWorker, a task not unpickled
+                    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                    yield _error_outcome(unit, exc, tb)
+                    continue
+                finally:
+                    fut.release()
+                if res["status"] == "input_error":
+                    raise InputError([Problem(*p) for p in res["problems"]])
+                if res["status"] == "ok":
+                    yield UnitOutcome(unit, res["arrays"], res["meta"])
+                else:
+                    yield UnitOutcome(unit, None, res["meta"])
+        finally:
+            client.cancel(list(futures))
+
+
+def make_executor(
+    kind: str = "local", *, scheduler: str | None = None, workers: int | None = None
+) -> LocalExecutor | DaskExecutor:
+    """The executor the CLI / scenario ask for (``execution.executor`` and friends)."""
+    if kind == "local":
+        if scheduler is not None or workers is not None:
+            raise ValueError("scheduler and workers need the dask executor (--executor dask)")
+        return LocalExecutor()
+    if kind == "dask":
+        if (scheduler is None) == (workers is None):
+            raise ValueError(
+                "the dask executor needs either a scheduler address or a number of workers"
+            )
+        return DaskExecutor(scheduler=scheduler, workers=workers)
+    raise ValueError(f"unknown executor {kind!r}: local or dask")
