@@ -153,6 +153,16 @@ def _executor(
         raise InputError.one(scenario.file, "execution", str(exc).splitlines()[0]) from None
 
 
+def _unit_row(o: UnitOutcome) -> dict[str, Any]:
+    """A unit in the report's provenance: its summary entry, seed and exact library call."""
+    call = o.meta.get("library_call", o.meta.get("error", ""))
+    return {
+        **_unit_entry(o),
+        "seed": o.unit.seed,
+        "call": json.dumps(call, indent=1, default=_json_default),
+    }
+
+
 def _unit_entry(o: UnitOutcome) -> dict[str, Any]:
     return {
         "name": o.unit.name,
@@ -260,19 +270,7 @@ def run(
     context = _report_context(prep, summary, outcomes, main_samples)
     context["analysis_figures"] = analysis_figures(prep, analysis) if analysis["analyses"] else {}
     context["defences"] = summary.get("defences")
-    context["units"] += [
-        {
-            "name": o.unit.name,
-            "status": o.meta.get("status", "error"),
-            "time_s": float(o.meta.get("time_s", 0.0)),
-            "reused": o.reused,
-            "seed": o.unit.seed,
-            "call": json.dumps(
-                o.meta.get("library_call", o.meta.get("error", "")), indent=1, default=_json_default
-            ),
-        }
-        for o in defended
-    ]
+    context["units"] += [_unit_row(o) for o in defended]
     context["defence_figures"] = defence_figures(prep, summary.get("defences", {}), outcomes)
     render(out_dir, context)
     return RunResult(out_dir, summary, samples)
@@ -333,19 +331,7 @@ def _report_context(
 ) -> dict[str, Any]:
     s = prep.scenario
     robust = [a["robust_accuracy"] for a in summary["attacks"] if a["robust_accuracy"] is not None]
-    units = [
-        {
-            "name": o.unit.name,
-            "status": o.meta.get("status", "error"),
-            "time_s": float(o.meta.get("time_s", 0.0)),
-            "reused": o.reused,
-            "seed": o.unit.seed,
-            "call": json.dumps(
-                o.meta.get("library_call", o.meta.get("error", "")), indent=1, default=_json_default
-            ),
-        }
-        for o in outcomes
-    ]
+    units = [_unit_row(o) for o in outcomes]
     return {
         "title": s.report.title or f"Robustness report: {s.name}",
         "scenario": {

@@ -17,16 +17,15 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import softmax
 from torch import nn
 
 from .errors import InputError
 from .models import ModelWrapper, _state_fingerprint
+from .runner import CleanScores
 from .units import unit_seed
 
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ ART_DEFENCES = (
 
 
 @dataclass
-class Variant:
+class Variant(CleanScores):
     """The classifier with one defence in front of it."""
 
     id: str
@@ -62,17 +61,8 @@ class Variant:
     clean_logits: np.ndarray = field(repr=False)
     y: np.ndarray = field(repr=False)
 
-    @cached_property
-    def clean_pred(self) -> np.ndarray:
-        return self.clean_logits.argmax(1)
-
-    @cached_property
-    def clean_conf(self) -> np.ndarray:
-        return softmax(self.clean_logits, axis=1).max(1)
-
-    @cached_property
-    def correct(self) -> np.ndarray:
-        return self.clean_pred == self.y
+    def labels(self) -> np.ndarray:
+        return self.y
 
     @property
     def eot_samples(self) -> int:

@@ -40,8 +40,30 @@ class AttackPlan:
     scope: int  # the first `scope` samples of the data set are evaluated under this attack
 
 
+class CleanScores:
+    """Prediction, confidence and correctness on the clean inputs, derived once from the
+    clean logits (read per unit and per sample row): for the model and each defended one."""
+
+    clean_logits: np.ndarray
+
+    def labels(self) -> np.ndarray:
+        raise NotImplementedError
+
+    @cached_property
+    def clean_pred(self) -> np.ndarray:
+        return self.clean_logits.argmax(1)
+
+    @cached_property
+    def clean_conf(self) -> np.ndarray:
+        return softmax(self.clean_logits, axis=1).max(1)
+
+    @cached_property
+    def correct(self) -> np.ndarray:
+        return self.clean_pred == self.labels()
+
+
 @dataclass
-class Prepared:
+class Prepared(CleanScores):
     scenario: Scenario
     model: LoadedModel
     data: Dataset
@@ -54,18 +76,8 @@ class Prepared:
     def wrapper_for(self, defence: str) -> Any:
         return self.variants[defence].wrapper if defence else self.model.wrapper
 
-    # Derived once from the clean logits: read per unit and per sample row.
-    @cached_property
-    def clean_pred(self) -> np.ndarray:
-        return self.clean_logits.argmax(1)
-
-    @cached_property
-    def clean_conf(self) -> np.ndarray:
-        return softmax(self.clean_logits, axis=1).max(1)
-
-    @cached_property
-    def correct(self) -> np.ndarray:
-        return self.clean_pred == self.data.y
+    def labels(self) -> np.ndarray:
+        return self.data.y
 
 
 def _forward(
