@@ -243,10 +243,11 @@ def run(
             outcomes = run_units_with(
                 ex, prep, units, out_dir / "units", resume=resume, strict=strict, progress=tick
             )
+            # The one-pixel study's sweeps go through the executor too; the rest runs here.
+            analysis = run_analyses(prep, out_dir / "units", resume=resume, executor=ex)
         finally:
             if owned:
                 ex.close()
-    analysis = run_analyses(prep, out_dir / "units", resume=resume)
 
     # Units run against a defence, and the undefended examples scored through each defence.
     defended = [o for o in outcomes if o.unit.defence]

@@ -79,7 +79,12 @@ def _walk_backends(spec_backends: tuple[str, ...] | None) -> tuple[str, ...]:
 
 
 def run_analyses(
-    prep: Prepared, folder: Path, *, resume: bool = False, progress: Any = None
+    prep: Prepared,
+    folder: Path,
+    *,
+    resume: bool = False,
+    progress: Any = None,
+    executor: Any = None,
 ) -> dict[str, Any]:
     """Run every analysis on every checkpoint; return their summaries and in-memory results."""
     scenario = prep.scenario
@@ -115,7 +120,7 @@ def run_analyses(
             results[(a_i, spec.name, "")] = extra
             continue
         if spec.name == "pixel_flip_study":
-            entry, study = _pixel_flip_study(prep, a_i, spec, folder, resume)
+            entry, study = _pixel_flip_study(prep, a_i, spec, folder, resume, executor)
             summaries.append(entry)
             results[(a_i, "study", "")] = study
             continue
@@ -369,8 +374,26 @@ def _flip_mask(model: Any, images: np.ndarray, engine: str) -> tuple[np.ndarray,
     return mask, str(result.engine)
 
 
+class _InProcess:
+    def map(self, fn: Any, items: list[Any]) -> Any:
+        for i, item in enumerate(items):
+            yield i, fn(item)
+
+
+def flip_task(item: tuple[int, float, int, str]) -> tuple[np.ndarray, str, float]:
+    """One trained line CNN's exhaustive one-pixel sweep, from plain data (a Dask task)."""
+    from .lines import builtin_line_cnn, generate_lines
+
+    size, step, seed, engine = item
+    net, _ = builtin_line_cnn(size, step, seed)
+    images = generate_lines(size, step).images
+    t0 = time.perf_counter()
+    mask, how = _flip_mask(net, images, engine)
+    return mask, how, time.perf_counter() - t0
+
+
 def _pixel_flip_study(
-    prep: Prepared, a_i: int, spec: Any, folder: Path, resume: bool
+    prep: Prepared, a_i: int, spec: Any, folder: Path, resume: bool, executor: Any = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Kügler et al.: every pixel of every unique line image flipped, for several sizes, angle
     steps and trained models; shares overall, by angle and by position, averaged over models."""
@@ -382,12 +405,13 @@ def _pixel_flip_study(
     engine = spec.engine or "auto"
     configs: list[dict[str, Any]] = []
     study: dict[str, Any] = {}
+    done: dict[tuple[int, float, int], tuple[np.ndarray, str, float]] = {}
     for size in sizes:
         for step in steps:
             t_gen = time.perf_counter()
             lines = generate_lines(size, step)
             gen_s = time.perf_counter() - t_gen
-            masks, times, used, trained = [], [], set(), []
+            trained, pending = [], []
             for seed in range(seeds):
                 net, details = builtin_line_cnn(size, step, seed)
                 trained.append(
@@ -409,22 +433,28 @@ def _pixel_flip_study(
                 )
                 stored = load_unit(folder, unit) if resume else None
                 if stored is not None:
-                    mask = stored[0]["adversarial"].astype(bool)
-                    elapsed = float(stored[1].get("time_s", 0.0))
-                    used.add(stored[1].get("engine", engine))
-                else:
-                    t0 = time.perf_counter()
-                    mask, how = _flip_mask(net, lines.images, engine)
-                    elapsed = time.perf_counter() - t0
-                    used.add(how)
-                    save_unit(
-                        folder,
-                        unit,
-                        {"adversarial": mask},
-                        {"status": "ok", "time_s": elapsed, "engine": how},
+                    done[(size, step, seed)] = (
+                        stored[0]["adversarial"].astype(bool),
+                        str(stored[1].get("engine", engine)),
+                        float(stored[1].get("time_s", 0.0)),
                     )
-                masks.append(mask)
-                times.append(elapsed)
+                else:
+                    pending.append((unit, (size, step, seed, engine)))
+            # One model's exhaustive sweep per task: in this process or on the Dask workers,
+            # which rebuild the line CNN from its (cached, seeded) description.
+            runner = executor if executor is not None else _InProcess()
+            for i, (mask, how, elapsed) in runner.map(flip_task, [t for _, t in pending]):
+                unit, (_, _, seed, _) = pending[i]
+                save_unit(
+                    folder,
+                    unit,
+                    {"adversarial": mask},
+                    {"status": "ok", "time_s": elapsed, "engine": how},
+                )
+                done[(size, step, seed)] = (mask, how, elapsed)
+            masks = [done[(size, step, seed)][0] for seed in range(seeds)]
+            times = [done[(size, step, seed)][2] for seed in range(seeds)]
+            used = {done[(size, step, seed)][1] for seed in range(seeds)}
             stack = np.stack(masks)  # (models, N, D, D)
             n_img = len(lines)
             candidates = n_img * size * size
