@@ -13,15 +13,9 @@ from unified_adv.adapters import AttackRequest, adapter_class, backend_names
 from unified_adv.adapters.base import AdapterContractError
 from unified_adv.attacks import ATTACKS
 from unified_adv.data import digits_split
-from unified_adv.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.models import ModelWrapper
 
 N = 96
-
-
-@pytest.fixture(scope="module")
-def model() -> ModelWrapper:
-    net, _ = builtin_digits_cnn()
-    return ModelWrapper(net)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,7 @@ import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class
 from unified_adv.attacks import ATTACKS
 from unified_adv.data import digits_split
-from unified_adv.models import ModelWrapper, builtin_digits_cnn
-
-
-@pytest.fixture(scope="module")
-def model() -> ModelWrapper:
-    net, _ = builtin_digits_cnn()
-    return ModelWrapper(net)
+from unified_adv.models import ModelWrapper
 
 
 @pytest.fixture(scope="module")

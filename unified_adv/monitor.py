@@ -65,8 +65,9 @@ def checkpoint_models(prep: Prepared) -> list[CheckpointModel]:
     """The model's checkpoints in the order given, then the model itself ("final")."""
     scenario = prep.scenario
     out = []
-    for ckpt in scenario.model.checkpoints or ():
-        loaded = load_model(scenario, ckpt)
+    for j, ckpt in enumerate(scenario.model.checkpoints or ()):
+        # File checkpoints were loaded and checked by prepare(); builtin epochs load here.
+        loaded = prep.other_models.get(f"checkpoint:{j}") or load_model(scenario, ckpt)
         acc = float((loaded.wrapper.logits(prep.data.x).argmax(1) == prep.data.y).mean())
         out.append(CheckpointModel(str(ckpt), loaded, acc))
     out.append(CheckpointModel("final", prep.model, float(prep.correct.mean())))
@@ -374,12 +375,6 @@ def _flip_mask(model: Any, images: np.ndarray, engine: str) -> tuple[np.ndarray,
     return mask, str(result.engine)
 
 
-class _InProcess:
-    def map(self, fn: Any, items: list[Any]) -> Any:
-        for i, item in enumerate(items):
-            yield i, fn(item)
-
-
 def flip_task(item: tuple[int, float, int, str]) -> tuple[np.ndarray, str, float]:
     """One trained line CNN's exhaustive one-pixel sweep, from plain data (a Dask task)."""
     from .lines import builtin_line_cnn, generate_lines
@@ -442,7 +437,9 @@ def _pixel_flip_study(
                     pending.append((unit, (size, step, seed, engine)))
             # One model's exhaustive sweep per task: in this process or on the Dask workers,
             # which rebuild the line CNN from its (cached, seeded) description.
-            runner = executor if executor is not None else _InProcess()
+            from .executors import LocalExecutor
+
+            runner = executor if executor is not None else LocalExecutor()
             for i, (mask, how, elapsed) in runner.map(flip_task, [t for _, t in pending]):
                 unit, (_, _, seed, _) = pending[i]
                 save_unit(

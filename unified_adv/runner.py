@@ -72,6 +72,9 @@ class Prepared(CleanScores):
     plans: list[AttackPlan] = field(default_factory=list)
     #: The scenario's defences: the classifier with each defence in front (unified_adv.defended).
     variants: dict[str, Any] = field(default_factory=dict)
+    #: Models the analyses use, loaded and checked once here: "checkpoint:J" (file
+    #: checkpoints) and "transfer:A:J" (analysis A's model J).
+    other_models: dict[str, LoadedModel] = field(default_factory=dict)
 
     def wrapper_for(self, defence: str) -> Any:
         return self.variants[defence].wrapper if defence else self.model.wrapper
@@ -161,7 +164,8 @@ def _check_other_models(prep: Prepared) -> None:
     if spec.checkpoints and not spec.builtin:  # builtin epochs: checked by the schema
         for j, ckpt in enumerate(spec.checkpoints):
             where = f"model.checkpoints[{j}]"
-            out = _forward(load_model(scenario, ckpt), x, file, where)
+            loaded = prep.other_models[f"checkpoint:{j}"] = load_model(scenario, ckpt)
+            out = _forward(loaded, x, file, where)
             if out.shape[1] != prep.num_classes:
                 raise InputError.one(
                     file, where, f"has {out.shape[1]} classes, but the model has {prep.num_classes}"
@@ -173,6 +177,7 @@ def _check_other_models(prep: Prepared) -> None:
             for j, m in enumerate(analysis.models or ()):
                 where = f"analyses[{a_i}].models[{j}]"
                 loaded = load_model_spec(m, scenario, where=where)
+                prep.other_models[f"transfer:{a_i}:{j}"] = loaded
                 out = _forward(loaded, x, file, where, data_field=where)
                 if out.shape[1] != prep.num_classes:
                     raise InputError.one(

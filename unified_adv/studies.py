@@ -9,9 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import digits_split
+from .data import _scale_into, digits_split
 from .errors import InputError
-from .models import load_model_spec
 from .monitor import AnalysisUnit
 from .runner import Prepared
 from .units import load_unit, save_unit, unit_seed
@@ -34,7 +33,7 @@ def fit_and_eval_split(
         x_train, y_train, *_ = digits_split()
         lo, hi = prep.model.wrapper.input_range
         n = min(fit_images or DEFAULT_FIT_IMAGES, len(x_train))
-        fit_x = (x_train[:n] * (hi - lo) + lo).astype(np.float32)
+        fit_x = _scale_into(x_train[:n], lo, hi)  # as the builtin data source scales them
         return fit_x, y_train[:n], x, y, f"the first {n} images of the digits training split"
     order = np.random.default_rng(seed).permutation(len(x))
     half = len(x) // 2
@@ -59,13 +58,7 @@ def run_uap(
     zetas = spec.zetas or (0.04,)
     every = spec.targets == "all"
     targets = tuple(range(prep.num_classes)) if every else tuple(spec.targets or ())
-    bad = [t for t in targets if t >= prep.num_classes]
-    if bad:
-        raise InputError.one(
-            scenario.file,
-            f"analyses[{a_i}].targets",
-            f"must be below the model's {prep.num_classes} classes, got {bad[0]}",
-        )
+    # Targets beyond the model's classes were refused by prepare().
     x_fit, y_fit, x_eval, y_eval, fit_from = fit_and_eval_split(prep, spec.fit_images, seed)
     attacker: str = spec.attacker or "fgsm"
     max_iter: int = spec.max_iter or 10
@@ -145,14 +138,7 @@ def run_transfer(
     models = {}
     fingerprints = []
     for j, m in enumerate(spec.models):
-        loaded = load_model_spec(m, scenario, where=f"analyses[{a_i}].models[{j}]")
-        out = loaded.wrapper.logits(prep.data.x[:2])
-        if out.shape[1] != prep.num_classes:
-            raise InputError.one(
-                scenario.file,
-                f"analyses[{a_i}].models[{j}]",
-                f"has {out.shape[1]} classes, the scenario's model {prep.num_classes}",
-            )
+        loaded = prep.other_models[f"transfer:{a_i}:{j}"]  # loaded and checked by prepare()
         models[m.id] = loaded.wrapper
         fingerprints.append(loaded.fingerprint)
     backends = _transfer_backends(spec.backends, norm)

@@ -123,12 +123,9 @@ def _strips(prep: Prepared, outcomes: list[UnitOutcome], count: int = 3) -> list
             with torch.no_grad():
                 xt = torch.from_numpy(np.ascontiguousarray(x_adv))
                 inner = v.wrapper.pre(xt) if v.wrapper.pre is not None else xt
-                logits = v.wrapper.net(
-                    (inner - v.wrapper.get_buffer("mean")) / v.wrapper.get_buffer("std")
-                    if v.wrapper.normalised
-                    else inner
-                )
-            seen.append((v.id, inner.numpy(), logits.numpy()))
+            # What follows the defence is the undefended wrapper: one draw, shown and scored.
+            logits = prep.model.wrapper.logits(inner.numpy())
+            seen.append((v.id, inner.numpy(), logits))
         cols = 2 + len(variants)
         fig, axes = plt.subplots(
             len(rows), cols, figsize=(1.5 * cols, 1.6 * len(rows) + 0.3), squeeze=False
