@@ -2,15 +2,22 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# pipefail: an install whose output is filtered still fails the target when pip fails.
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+# pip reads this machine's /etc/pip.conf, whose extra index locations may not exist here:
+# its "Location ... is ignored" lines are noise, not errors. Everything else pip says stays.
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+QUIET  := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench weights readme-numbers chromium clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PIP) --upgrade pip $(QUIET)
 	# torch first, exact: this version lies on the build machines' disk (see README).
-	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[all,dev]'
+	$(PIP) torch==2.14.1 torchvision==0.29.1 $(QUIET)
+	$(PIP) -e '.[all,dev]' $(QUIET)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -18,11 +25,32 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/unified-adv run scenarios/quickstart.yaml
 
-test: setup
+# The report tests drive a real headless Chromium (Debian's package). Installed here when
+# missing and running as root; otherwise one line says what to run, before anything else.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the report tests (apt-get) ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make test needs Chromium for the report tests: run  sudo apt-get install -y chromium  and then make test again" >&2; \
+	    exit 2; \
+	  fi; }
+
+test: chromium setup
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) bench/run.py
+
+# Retrain every builtin model and rewrite unified_adv/builtin/weights (files + manifest).
+weights: setup
+	$(PY) -m unified_adv.builtin.train
+
+# Re-run the scenarios behind README.md's number tables and rewrite them in place;
+# `make readme-numbers CHECK=1` only compares (exit 1 and a diff when they differ).
+readme-numbers: setup
+	$(PY) bench/readme_numbers.py $(if $(CHECK),--check,)
 
 lint: setup
 	$(VENV)/bin/ruff check unified_adv adapters tests bench

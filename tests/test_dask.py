@@ -237,11 +237,12 @@ def test_workers_share_the_model_cache(
     def loaded_from() -> list[str]:
         from unified_adv import executors
 
-        return [str(p.model.details.get("cache", "")) for p, _ in executors._PREPARED.values()]
+        return [str(p.model.details.get("weights", "")) for p, _ in executors._PREPARED.values()]
 
+    # The builtin net comes from the package's shipped weights, on the driver and every worker.
     paths = {p for ps in executor.client.run(loaded_from).values() for p in ps}
-    assert paths == {str(Path(cache) / "digits-cnn-v2.pt")}
-    assert [p.name for p in Path(cache).glob("digits-cnn-v*.pt")] == ["digits-cnn-v2.pt"]
+    assert paths == {prep.model.details["weights"]}
+    assert Path(prep.model.details["weights"]).name == "digits-cnn.safetensors"
 
 
 def test_worker_refuses_another_preparation(prepared: tuple[Prepared, list[Unit]]) -> None:

@@ -239,24 +239,29 @@ def test_autoencoder_helps_on_noisy_digits(
     assert details["held_out_mse_noisy"] < details["held_out_mse_noise_only"]  # type: ignore[operator]
 
 
-def test_autoencoder_cache(
+def test_autoencoder_ships_and_other_settings_are_cached(
     digits_models: tuple[torch.nn.Module, ConvAutoencoder, dict[str, object]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, ae, details = digits_models
-    path = Path(str(details["cache"]))
-    assert path.is_file() and path.name == "digits-ae-w16-n0.1-e30-v1.pt"
+    # The default settings (what scenarios name) ship in the package: no training, ever.
+    assert Path(str(details["weights"])).name == "digits-ae-w16-n0.1-e30.safetensors"
+    assert details["trained"] is False and "cache" not in details
+    # Other settings train once (2 epochs here: cheap) and are cached.
+    small, first = builtin_digits_autoencoder(epochs=2)
+    path = Path(str(first["cache"]))
+    assert first["trained"] is True and path.is_file() and path.name == "digits-ae-w16-n0.1-e2-v1.pt"
     assert path.parent == defences.cache_dir()
 
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("trained again instead of loading the cache")
 
     monkeypatch.setattr(defences, "train_autoencoder", no_training)
-    again, details2 = builtin_digits_autoencoder()
+    again, details2 = builtin_digits_autoencoder(epochs=2)
     assert details2["trained"] is False and not again.training
-    for key, value in ae.state_dict().items():
+    for key, value in small.state_dict().items():
         assert torch.equal(again.state_dict()[key], value), key
-    assert details2["held_out_mse_clean"] == details["held_out_mse_clean"]
+    assert details2["held_out_mse_clean"] == first["held_out_mse_clean"]
     assert not list(path.parent.glob("*.tmp*"))  # written atomically: no leftovers
 
 

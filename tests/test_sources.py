@@ -15,15 +15,15 @@ from unified_adv.models import DigitsCNN, builtin_digits_cnn, load_model
 from unified_adv.runner import prepare
 
 
-def test_builtin_model_is_accurate_on_held_out_digits_and_cached(_model_cache: Path) -> None:
+def test_builtin_model_is_accurate_on_held_out_digits_and_shipped() -> None:
     net, details = builtin_digits_cnn()
     _, _, x_test, y_test, i_train, i_test = digits_split()
     assert not set(i_train) & set(i_test)
     acc = (net(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean()
     assert acc >= 0.95
     assert details["held_out_accuracy"] == pytest.approx(acc)
-    assert (_model_cache / "digits-cnn-v2.pt").is_file()
-    again, _ = builtin_digits_cnn()  # from the cache: the same weights
+    assert Path(details["weights"]).name == "digits-cnn.safetensors"
+    again, _ = builtin_digits_cnn()  # from the package: the same weights
     for (k, v), (_, w) in zip(net.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(v, w), k
 

@@ -66,7 +66,7 @@ def test_every_digits_builtin_is_registered() -> None:
 
 
 @pytest.mark.parametrize("name", ARCHS)
-def test_builtin_architecture_is_accurate_on_held_out_digits(name: str, _model_cache: Path) -> None:
+def test_builtin_architecture_is_accurate_on_held_out_digits(name: str) -> None:
     net, details = builtin_digits(name)
     _, _, x_test, y_test, _, _ = digits_split()
     with torch.no_grad():
@@ -74,9 +74,8 @@ def test_builtin_architecture_is_accurate_on_held_out_digits(name: str, _model_c
     assert acc >= 0.95
     assert details["held_out_accuracy"] == pytest.approx(acc)
     assert details["architecture"] == ARCHS[name] == type(net).__name__
-    version = 2 if name == "digits-cnn" else 1
-    assert Path(details["cache"]) == _model_cache / f"{name}-v{version}.pt"
-    again, _ = builtin_digits(name)  # from the cache: the same weights
+    assert Path(details["weights"]).name == f"{name}.safetensors"
+    again, _ = builtin_digits(name)  # from the package: the same weights
     for (k, v), (_, w) in zip(net.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(v, w), k
 
@@ -133,9 +132,15 @@ def test_builtin_architecture_loads_from_a_scenario(
     assert loaded.details["architecture"] == ARCHS[name]
     net, _ = builtin_digits(name)
     x = digits_split()[2][:10]
+    for (k, v), (_, w) in zip(
+        loaded.wrapper.net.state_dict().items(), net.state_dict().items(), strict=True
+    ):
+        assert torch.equal(v, w), k
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
-    np.testing.assert_array_equal(loaded.wrapper.logits(x), expected)
+    # Scoring runs in fixed-shape passes on one thread (models.SCORE_BATCH), this forward
+    # pass on 10 rows: the same function, rounded differently (measured up to 2.6e-8).
+    np.testing.assert_allclose(loaded.wrapper.logits(x), expected, rtol=1e-5, atol=1e-6)
     early = load_model(scenario, checkpoint=5)
     assert early.details == {**early.details, "architecture": ARCHS[name], "epoch": 5}
     assert early.fingerprint != loaded.fingerprint

@@ -21,6 +21,7 @@ from .crosscheck import crosscheck
 from .defended import defence_summary, non_adaptive_outcomes
 from .executors import run_units_with
 from .findings import model_findings, result_findings
+from .models import SCORE_BATCH, SCORE_THREADS
 from .monitor import run_analyses
 from .report import disagreement_figures, render, triptychs
 from .report.analysis_figures import analysis_figures
@@ -125,6 +126,8 @@ def _build_summary(
         "units": [_unit_entry(o) for o in outcomes],
         "provenance": {
             "versions": versions(),
+            # How unified-adv's own forward passes ran (see models.SCORE_BATCH).
+            "scoring": {"batch_size": SCORE_BATCH, "torch_threads": SCORE_THREADS},
             "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
             "started": started.isoformat(timespec="seconds"),
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -300,47 +300,77 @@ def _digits_ae_path(width: int, noise: float, epochs: int) -> Path:
     return cache_dir() / f"digits-ae-w{width}-n{noise:g}-e{epochs}-v{AUTOENCODER_VERSION}.pt"
 
 
+def digits_autoencoder_name(width: int, noise: float, epochs: int) -> str:
+    """The autoencoder's name among the shipped weights (:mod:`unified_adv.builtin`)."""
+    return f"digits-ae-w{width}-n{noise:g}-e{epochs}"
+
+
+def train_digits_autoencoder(
+    width: int = 16, noise: float = 0.1, epochs: int = 30
+) -> tuple[ConvAutoencoder, dict[str, float]]:
+    """Train Lim's autoencoder on the digits training split (seed 0); with its held-out
+    reconstruction MSE for clean inputs and for inputs with Gaussian noise of std ``noise``
+    (next to that noise's own MSE, the do-nothing baseline)."""
+    from .data import digits_split
+
+    x_train, _, x_test, _, _, _ = digits_split()
+    ae = train_autoencoder(x_train, width=width, noise=noise, epochs=epochs, seed=0)
+    xh = torch.from_numpy(x_test)
+    noisy = _noisy(xh, torch.full((len(xh),), float(noise)), torch.Generator().manual_seed(1), 0, 1)
+    with torch.no_grad():
+        metrics = {
+            "held_out_mse_clean": float(F.mse_loss(ae(xh), xh)),
+            "held_out_mse_noisy": float(F.mse_loss(ae(noisy), xh)),
+            "held_out_mse_noise_only": float(F.mse_loss(noisy, xh)),
+        }
+    return ae, metrics
+
+
+def _cached_digits_autoencoder(
+    width: int, noise: float, epochs: int
+) -> tuple[dict[str, Any], str, bool]:
+    """Settings the package ships no weights for: trained once, cached under cache_dir()."""
+    path = _digits_ae_path(width, noise, epochs)
+    if path.exists():
+        return torch.load(path, map_location="cpu", weights_only=True), str(path), False
+    print(f"Training the digits autoencoder (once; cached in {path}) ...", file=sys.stderr)
+    ae, metrics = train_digits_autoencoder(width, noise, epochs)
+    blob = {"state_dict": ae.state_dict(), **metrics}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return blob, str(path), True
+
+
 def builtin_digits_autoencoder(
     *, width: int = 16, noise: float = 0.1, epochs: int = 30
 ) -> tuple[ConvAutoencoder, dict[str, Any]]:
-    """Lim's autoencoder for the builtin digits: trained once on the training split, cached.
+    """Lim's autoencoder for the builtin digits, trained on the training split.
 
-    Details: cache path, whether this call trained it, the settings, and the held-out
-    reconstruction MSE for clean inputs and for inputs with Gaussian noise of std
-    ``noise`` (next to that noise's own MSE, the do-nothing baseline).
+    The default settings ship as weights in the package (SHA-256 checked on load); other
+    settings are trained once and cached. Details: where the weights came from
+    (``weights`` + ``sha256``, or ``cache``), whether this call trained it, the settings,
+    and the held-out reconstruction MSEs of :func:`train_digits_autoencoder`.
     """
-    from .data import digits_split
+    from . import builtin
 
     width = _positive_int("width", width)
     epochs = _positive_int("epochs", epochs)
-    path = _digits_ae_path(width, noise, epochs)
-    trained = not path.exists()
-    if not trained:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        ae = ConvAutoencoder(channels=1, width=width)
-        ae.load_state_dict(blob["state_dict"])
-        ae.eval()
+    name = digits_autoencoder_name(width, noise, epochs)
+    source: dict[str, Any]
+    if builtin.shipped(name):
+        state, entry = builtin.load_state(name)
+        blob = {"state_dict": state, **entry["scores"]}
+        source, trained = {"weights": entry["path"], "sha256": entry["sha256"]}, False
     else:
-        print(f"Training the digits autoencoder (once; cached in {path}) ...", file=sys.stderr)
-        x_train, _, x_test, _, _, _ = digits_split()
-        ae = train_autoencoder(x_train, width=width, noise=noise, epochs=epochs, seed=0)
-        xh = torch.from_numpy(x_test)
-        noisy = _noisy(
-            xh, torch.full((len(xh),), float(noise)), torch.Generator().manual_seed(1), 0, 1
-        )
-        with torch.no_grad():
-            metrics = {
-                "held_out_mse_clean": float(F.mse_loss(ae(xh), xh)),
-                "held_out_mse_noisy": float(F.mse_loss(ae(noisy), xh)),
-                "held_out_mse_noise_only": float(F.mse_loss(noisy, xh)),
-            }
-        blob = {"state_dict": ae.state_dict(), **metrics}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
+        blob, path, trained = _cached_digits_autoencoder(width, noise, epochs)
+        source = {"cache": path}
+    ae = ConvAutoencoder(channels=1, width=width)
+    ae.load_state_dict(blob["state_dict"])
+    ae.eval()
     details: dict[str, Any] = {
-        "cache": str(path),
+        **source,
         "trained": trained,
         "architecture": "ConvAutoencoder",
         "width": width,

@@ -323,13 +323,31 @@ def _train(
     return net, details
 
 
+def line_cnn_name(size: int, angle_step: float, seed: int) -> str:
+    """The line CNN's name among the shipped weights (:mod:`unified_adv.builtin`)."""
+    return f"line-cnn-d{size}-step{angle_step:g}-seed{seed}"
+
+
 def builtin_line_cnn(
     size: int, angle_step: float, seed: int = 0
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """A LineCNN trained on every line image of (size, angle_step), trained once and
-    cached atomically under :func:`unified_adv.models.cache_dir`."""
-    path = cache_dir() / f"line-cnn-v{LINE_CNN_VERSION}-d{size}-step{angle_step:g}-seed{seed}.pt"
+    """A LineCNN trained on every line image of (size, angle_step).
+
+    The one ``scenarios/kugler.yaml`` names as its model ships as weights in the package
+    (SHA-256 checked on load); the others (the one-pixel study trains 5 seeds per
+    configuration, as the paper) are trained once and cached atomically under
+    :func:`unified_adv.models.cache_dir`."""
+    from . import builtin
+
     net = LineCNN(size)
+    name = line_cnn_name(size, angle_step, seed)
+    if builtin.shipped(name):
+        state, entry = builtin.load_state(name)
+        net.load_state_dict(state)
+        details = {**entry["details"], "weights": entry["path"], "sha256": entry["sha256"]}
+        net.eval()
+        return net, details
+    path = cache_dir() / f"line-cnn-v{LINE_CNN_VERSION}-d{size}-step{angle_step:g}-seed{seed}.pt"
     if path.exists():
         blob = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(blob["state_dict"])

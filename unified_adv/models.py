@@ -29,7 +29,18 @@ from .errors import InputError
 if TYPE_CHECKING:
     from .scenario import ModelSpec, Scenario
 
-DIGITS_CNN_VERSION = 2
+
+#: Scoring (clean and adversarial logits, from which unified-adv decides success) runs in
+#: fixed-shape forward passes on a fixed thread count. CPU kernels (MKL GEMM, oneDNN
+#: convolutions) pick their blocking and reduction order from the batch shape and the thread
+#: count, so the same image scored in a batch of 10 or of 120, or on 1 or 2 threads, gave
+#: logits differing in the 7th-8th significant digit (measured on the digits CNN: up to 2.6e-8).
+#: Both fixed, a sample's logits are bit-identical in any process on the same CPU kind; across
+#: CPU kinds (another instruction set) they may still differ in the last bits. One thread is
+#: also the fastest for these small passes on a shared 2-core machine (7 ms vs 128 ms per
+#: pass of 64 digits while other processes held the cores). Recorded in the provenance.
+SCORE_BATCH = 64
+SCORE_THREADS = 1
 
 
 class ModelWrapper(nn.Module):
@@ -78,13 +89,26 @@ class ModelWrapper(nn.Module):
         return self.net(x)
 
     @torch.no_grad()
-    def logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Batched forward pass on a numpy array, returned as float32 numpy."""
-        out = []
-        for start in range(0, len(x), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size]))
-            out.append(self(xb.to(self.device)).float().cpu().numpy())
+    def logits(self, x: np.ndarray, batch_size: int = SCORE_BATCH) -> np.ndarray:
+        """Forward passes on a numpy array, returned as float32 numpy: unified-adv's scoring.
+
+        Always ``batch_size`` rows per pass (the last batch padded with zeros) on
+        ``SCORE_THREADS`` torch threads, so a sample's logits depend on neither the other
+        samples scored with it nor the process's thread count (see :data:`SCORE_BATCH`).
+        """
+        threads = torch.get_num_threads()
+        torch.set_num_threads(SCORE_THREADS)
+        try:
+            out = [self._padded_pass(x[s : s + batch_size], batch_size) for s in range(0, len(x), batch_size)]
+        finally:
+            torch.set_num_threads(threads)
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def _padded_pass(self, chunk: np.ndarray, size: int) -> np.ndarray:
+        n = len(chunk)
+        xb = np.zeros((size, *chunk.shape[1:]), dtype=chunk.dtype)
+        xb[:n] = chunk
+        return self(torch.from_numpy(xb).to(self.device)).float().cpu().numpy()[:n]
 
 
 @dataclass
@@ -161,30 +185,27 @@ class WideDigitsCNN(nn.Module):
 
 @dataclass(frozen=True)
 class DigitsArch:
-    """How one builtin digits net is built and trained.
+    """How one builtin digits net is built and trained (``make weights`` retrains it).
 
-    ``version`` names its cache file: bump it whenever the class or its training changes,
-    so no stale weights are loaded. ``threads``: torch CPU threads while training. One thread
-    makes the weights the same on any machine (reductions split differently per thread count)
-    and is fastest for these tiny batches, far more so on a busy machine. None keeps the
-    process setting: digits-cnn was cached that way, and its weights must not change.
+    ``threads``: torch CPU threads while training. One thread makes retraining repeat the
+    same weights on a machine of the same CPU kind (reductions split differently per thread
+    count) and is fastest for these tiny batches, far more so on a busy machine.
     """
 
     name: str
     make: Callable[[], nn.Module]
-    version: int
     lr: float = 2e-3
     epochs: int = 40
-    threads: int | None = 1
+    threads: int = 1
 
 
 #: Every builtin digits net, by its scenario name (``model: {builtin: NAME}``).
 DIGITS_ARCHS: dict[str, DigitsArch] = {
     a.name: a
     for a in (
-        DigitsArch("digits-cnn", DigitsCNN, DIGITS_CNN_VERSION, threads=None),
-        DigitsArch("digits-mlp", DigitsMLP, 1),
-        DigitsArch("digits-cnn-wide", WideDigitsCNN, 1),
+        DigitsArch("digits-cnn", DigitsCNN),
+        DigitsArch("digits-mlp", DigitsMLP),
+        DigitsArch("digits-cnn-wide", WideDigitsCNN),
     )
 }
 
@@ -230,8 +251,7 @@ def train_digits_net(
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     threads = torch.get_num_threads()
-    if spec.threads is not None:
-        torch.set_num_threads(spec.threads)
+    torch.set_num_threads(spec.threads)
     try:
         return _train(spec, seed, epochs, checkpoints)
     finally:
@@ -244,8 +264,6 @@ def _train(
     from .data import digits_split
 
     x_train, y_train, x_test, y_test, _, _ = digits_split()
-    # This order (generator, global seed, build, optimiser) keeps digits-cnn's weights
-    # bit-for-bit those of the cached v2 file and of every expected result made with it.
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = spec.make()
@@ -283,52 +301,31 @@ def train_digits_cnn(
     return net, acc, saved
 
 
-def _digits_cache(arch: str = "digits-cnn") -> dict[str, Any]:
-    """Train once (seconds) and cache the final weights and every checkpoint, per architecture."""
-    spec = _digits_arch(arch)
-    path = cache_dir() / f"{spec.name}-v{spec.version}.pt"
-    if path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        blob["path"] = str(path)
-        return blob  # type: ignore[no-any-return]
-    what = "digits CNN" if spec.name == "digits-cnn" else spec.name
-    print(f"Training the builtin {what} (once; cached in {path}) ...", file=sys.stderr)
-    net, acc, saved = train_digits_net(spec.name)
-    if acc < 0.95:
-        raise RuntimeError(f"builtin {spec.name} reached only {acc:.3f} held-out accuracy")
-    blob = {
-        "state_dict": net.state_dict(),
-        "test_accuracy": acc,
-        "checkpoints": {e: s for e, (s, _) in saved.items()},
-        "checkpoint_accuracy": {e: a for e, (_, a) in saved.items()},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    blob["path"] = str(path)
-    return blob
+def digits_weights_name(name: str, epoch: int | None = None) -> str:
+    """A digits net's name among the shipped weights: ``digits-cnn``, ``digits-cnn-epoch5``.
+    The last checkpoint is the net itself."""
+    spec = _digits_arch(name)
+    return spec.name if epoch in (None, spec.epochs) else f"{spec.name}-epoch{epoch}"
 
 
 def builtin_digits(name: str, epoch: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """The builtin digits net ``name`` (or its state after ``epoch`` epochs of training)."""
+    """The builtin digits net ``name`` (or its state after ``epoch`` epochs of training),
+    from the weights shipped in the package (SHA-256 checked on load)."""
+    from . import builtin
+
     spec = _digits_arch(name)
-    blob = _digits_cache(spec.name)
+    key = digits_weights_name(spec.name, epoch)
+    if not builtin.shipped(key):
+        have = [e for e in DIGITS_CHECKPOINTS if builtin.shipped(digits_weights_name(name, e))]
+        raise KeyError(f"no {spec.name} checkpoint at epoch {epoch}; have {have}")
+    state, entry = builtin.load_state(key)
     net = spec.make()
-    if epoch is None:
-        net.load_state_dict(blob["state_dict"])
-        acc = float(blob["test_accuracy"])
-    else:
-        if epoch not in blob["checkpoints"]:
-            raise KeyError(
-                f"no {spec.name} checkpoint at epoch {epoch}; have {sorted(blob['checkpoints'])}"
-            )
-        net.load_state_dict(blob["checkpoints"][epoch])
-        acc = float(blob["checkpoint_accuracy"][epoch])
+    net.load_state_dict(state)
     net.eval()
     details = {
-        "held_out_accuracy": acc,
-        "cache": blob["path"],
+        "held_out_accuracy": float(entry["held_out_accuracy"]),
+        "weights": entry["path"],
+        "sha256": entry["sha256"],
         "architecture": type(net).__name__,
     }
     if epoch is not None:

@@ -386,7 +386,7 @@ def execute_unit(
 
     With ``execution.batch_size`` smaller than the unit, the samples go to the library in
     batches of that size (batch b seeded by :func:`_batch_seed`) and the scoring forward
-    passes use the same size, so no call holds more than one batch.
+    passes run in models.SCORE_BATCH rows each, so a sample's logits do not depend on it.
     """
     plan = prep.plans[unit.attack_index]
     positions = plan.positions[unit.start : unit.stop]
@@ -420,9 +420,7 @@ def execute_unit(
     # unified-adv decides success itself, from the model's prediction on what came back.
     if unit.defence:
         adv_logits = prep.variants[unit.defence].score(x_adv)
-    elif batch is not None:
-        adv_logits = prep.model.wrapper.logits(x_adv, batch_size=batch)
-    else:
+    else:  # fixed-shape passes (models.SCORE_BATCH), whatever the unit's batch size
         adv_logits = prep.model.wrapper.logits(x_adv)
     arrays = {
         "positions": positions.astype(np.int64),
