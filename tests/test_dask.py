@@ -4,6 +4,7 @@ submits only what is missing; workers share the driver's model cache."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -425,3 +426,23 @@ def test_one_pixel_study_through_dask_equals_local(
     ):
         assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
     assert len(list((tmp_path / "dask" / "units").glob("an00-*seed*.json"))) == 4
+
+
+def test_closing_the_cluster_restores_the_environment_after_a_worker_restart() -> None:
+    """The nanny writes OMP_NUM_THREADS=1 (and the like) into this process's environment each
+    time it restarts a dead worker; the executor puts the environment back on close, so
+    processes started later (a CLI run from the tests) keep their usual torch threads."""
+    before = dict(os.environ)
+    with DaskExecutor(workers=1) as ex:
+        client = ex.client
+        client.wait_for_workers(1, timeout=60)
+        (pid,) = client.run(os.getpid).values()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if pid not in client.run(os.getpid).values() and client.run(os.getpid):
+                    break
+            time.sleep(0.2)
+        assert os.environ.get("OMP_NUM_THREADS") == "1"  # the restart wrote it here
+    assert dict(os.environ) == before

@@ -439,10 +439,18 @@ def _local_cluster(d: Any, kw: dict[str, Any]) -> Any:
     saved = dict(os.environ)
     with dask.config.set(_NO_TRIM):
         cluster = d.LocalCluster(**kw)
+    _restore_environ(saved)
+    return cluster
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    """Put os.environ back to ``saved``. A nanny writes its workers' variables into this
+    process's environment again each time it restarts a worker that died: left there,
+    OMP_NUM_THREADS=1 put every process started later from this one on one torch thread
+    (how a CLI run started by the test suite scored differently from the suite's own)."""
     for k in set(os.environ) - set(saved):
         del os.environ[k]
     os.environ.update(saved)
-    return cluster
 
 
 class DaskExecutor:
@@ -481,6 +489,7 @@ class DaskExecutor:
         self._client = client
         self._own_client = False
         self._cluster: Any = None
+        self._environ: dict[str, str] | None = None
 
     # ------------------------------------------------------------- connection
     @property
@@ -495,6 +504,7 @@ class DaskExecutor:
                     "dashboard_address": ":0",  # any free port: never clash with 8787
                     **self.cluster_kwargs,
                 }
+                self._environ = dict(os.environ)
                 self._cluster = _local_cluster(d, kw)
                 self._client = d.Client(self._cluster)
             elif self.scheduler is not None:
@@ -515,8 +525,11 @@ class DaskExecutor:
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+        if self._environ is not None:
+            _restore_environ(self._environ)
         self._client = self._cluster = None
         self._own_client = False
+        self._environ = None
 
     def __enter__(self) -> DaskExecutor:
         return self
