@@ -12,12 +12,15 @@ QUIET  := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
 
 .PHONY: setup demo test lint bench weights readme-numbers chromium clean
 
+# torch first, exact: this version lies on the build machines' disk (see README).
+# The package maps unified_adv.adapters to ./adapters, so setuptools installs it in editable
+# mode through an import finder and says so in an "Editable installation." warning on every
+# install: information for setuptools' developers, not for ours.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) --upgrade pip $(QUIET)
-	# torch first, exact: this version lies on the build machines' disk (see README).
 	$(PIP) torch==2.14.1 torchvision==0.29.1 $(QUIET)
-	$(PIP) -e '.[all,dev]' $(QUIET)
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) -e '.[all,dev]' $(QUIET)
 	touch $(STAMP)
 
 setup: $(STAMP)
