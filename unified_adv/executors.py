@@ -37,8 +37,9 @@ that would not match a local run.
   ``model.factory`` module must be importable on the worker (installed, or on its
   ``PYTHONPATH``). On a cluster that means a shared file system.
 * The model cache (``$UNIFIED_ADV_CACHE``, else ``$XDG_CACHE_HOME/unified-adv``, else
-  ``~/.cache/unified-adv``): builtin models (digits CNNs, the autoencoder defence, the
-  line CNNs) are trained on first use and cached there. The driver prepares the scenario
+  ``~/.cache/unified-adv``): the builtin models the package does not ship as weights
+  (an autoencoder at non-default settings, the one-pixel study's line CNNs; see
+  :mod:`unified_adv.builtin`) are trained on first use and cached there. The driver prepares the scenario
   before any task is submitted, so a cache directory shared with the workers (same path,
   shared file system; ``LocalCluster`` workers inherit the driver's environment) holds the
   driver's copy and no worker trains anything. A worker that cannot see it trains its own
