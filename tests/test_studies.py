@@ -49,8 +49,13 @@ def test_uap_entry(studies_run: unified_adv.RunResult) -> None:
     assert kinds == {("untargeted", None), ("targeted", 3)}
     for row in uap["rows"]:
         assert row["uap_norm"] <= row["radius"] * (1 + 1e-5) + 1e-6
-        # At L-inf zeta 0.3 the UAPs beat their random controls by far on the digits CNN
-        # (measured: R_f 0.80 vs 0.04, R_s 0.92 vs 0.01 on 300 held-out digits).
+        # At L-inf zeta 0.3 the UAPs beat their random controls by far on the shipped
+        # digits CNN. Measured on this scenario, scenario seeds 0-3: untargeted R_f
+        # 0.792-0.825 vs control 0.020-0.053 (margin 0.749-0.805), targeted R_s 0.850-0.956
+        # vs 0.000-0.009 (margin 0.845-0.952). The largest seed-to-seed range is 0.107; the
+        # 0.3 margin asked is the smallest measured margin less 4 such ranges. (Weights
+        # retrained on another CPU once gave R_f 0.333 here: the rate at this zeta depends
+        # strongly on the weights, which is why they ship with the package.)
         assert row["rate"] > row["control_rate"] + 0.3
 
 
