@@ -428,10 +428,15 @@ def test_one_pixel_study_through_dask_equals_local(
     assert len(list((tmp_path / "dask" / "units").glob("an00-*seed*.json"))) == 4
 
 
-def test_closing_the_cluster_restores_the_environment_after_a_worker_restart() -> None:
+def test_closing_the_cluster_restores_the_environment_after_a_worker_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The nanny writes OMP_NUM_THREADS=1 (and the like) into this process's environment each
     time it restarts a dead worker; the executor puts the environment back on close, so
     processes started later (a CLI run from the tests) keep their usual torch threads."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)  # as in a fresh process (another test's
+        # cluster may have left them: this module's shared one restores them at its end)
     before = dict(os.environ)
     with DaskExecutor(workers=1) as ex:
         client = ex.client
