@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 import numpy as np
@@ -34,7 +36,22 @@ def _env() -> jinja2.Environment:
 
 #: Text in figures is shown as written: a class name such as ``$\\foo$`` (user data) is never
 #: parsed as a mathtext formula or handed to LaTeX, which would fail the whole report.
+F = TypeVar("F", bound=Callable[..., Any])
 PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
+def plain_text(make: F) -> F:
+    """Make a figure function draw every text as written (no mathtext, no LaTeX), from the
+    moment each text is created (``tight_layout`` draws before ``_png`` does)."""
+
+    @functools.wraps(make)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context(PLAIN_TEXT):
+            return make(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _png(fig: Any) -> str:
@@ -62,6 +79,7 @@ def _image(ax: Any, img: np.ndarray, lo: float, hi: float, **kw: Any) -> None:
     ax.set_yticks([])
 
 
+@plain_text
 def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[dict[str, Any]]:
     """Per attack (largest ε): original / perturbation / adversarial for each backend."""
     if count <= 0:
@@ -176,6 +194,7 @@ def _lookup(
     return table
 
 
+@plain_text
 def disagreement_figures(
     prep: Prepared, outcomes: list[UnitOutcome], checks: dict[str, Any], rows: int = 3
 ) -> dict[str, str]:
