@@ -64,6 +64,8 @@ def check_out_dir(out: str | Path, *, force: bool = False) -> Path:
         if not existing.is_dir():
             what = "a broken symbolic link" if existing.is_symlink() else "a file"
             raise _refuse(out, f"cannot create the folder: {existing} is {what}")
+    elif path.is_symlink() and not path.exists():
+        raise _refuse(out, f"is a broken symbolic link (to {os.readlink(path)})")
     elif not path.is_dir():
         raise _refuse(out, "is an existing file, expected a folder")
     if not os.access(existing, os.W_OK | os.X_OK):

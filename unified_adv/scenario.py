@@ -67,16 +67,16 @@ def parse_exact(value: Any) -> float:
             exact = Fraction(text)
         except (ValueError, ZeroDivisionError):
             raise ValueError(f"expected a number or a fraction like 8/255, got {value!r}") from None
-        return _bounded(exact)
+        return _bounded(exact, text)
     raise ValueError(f"expected a number or a fraction like 8/255, got {type(value).__name__}")
 
 
-def _bounded(value: float | Fraction) -> float:
-    """``value`` as a float, if it is finite and within +-MAX_NUMBER."""
+def _bounded(value: float | Fraction, text: str = "") -> float:
+    """``value`` (written ``text``) as a float, if it is finite and within +-MAX_NUMBER."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"must be a finite number, got {value}")
     if not -MAX_NUMBER <= value <= MAX_NUMBER:
-        got = shown(value)
+        got = text or shown(value)
         raise ValueError(f"must lie within +-{MAX_NUMBER:g}, got {got}")
     return float(value)
 
