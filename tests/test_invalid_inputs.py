@@ -183,6 +183,21 @@ class _RunsCode:
         return (os.mkdir, (str(self.marker),))
 
 
+def _laughs() -> str:
+    """A "billion laughs" file: 9 levels of 9 aliases each stand for 9^9 strings."""
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    return "\n".join(lines)
+
+
+def _fifo(name: str = "scenario.yaml") -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        os.mkfifo(folder / name)
+
+    return setup
+
+
 # (scenario text or None for "no file", setup(folder) or None, expected stderr)
 CASES = [
     # ------------------------------------------------------------------ YAML
@@ -243,6 +258,151 @@ CASES = [
         "{path}: YAML syntax error at line 2, column 7: could not determine a constructor for "
         "the tag 'tag:yaml.org,2002:python/object/apply:os.getpid'\n",
         id="yaml-python-tag-not-constructed",
+    ),
+    # ------------------------------------------------------------------ hostile YAML and files
+    pytest.param(
+        scenario(attacks=f"{_laughs()}\nattacks: *i"),
+        None,
+        "{path}: YAML too large at line 10, column 8: more than 100000 values once aliases "
+        "are expanded\n",
+        id="yaml-billion-laughs",
+    ),
+    pytest.param(
+        scenario(seed="seed: " + "[" * 500 + "]" * 500),
+        None,
+        "{path}: YAML too large at line 2, column 38: nested deeper than 32 levels\n",
+        id="yaml-nested-500-deep",
+    ),
+    pytest.param(
+        scenario(seed="seed: 0\x00"),
+        None,
+        "{path}: holds a NUL byte (line 2): not a YAML text file\n",
+        id="yaml-nul-byte",
+    ),
+    pytest.param(
+        None,
+        _fifo(),
+        "{path}: not a regular file (a pipe, socket or device); give a YAML file\n",
+        id="scenario-is-a-fifo",
+    ),
+    pytest.param(
+        None,
+        _write("scenario.yaml", b"name: bad\n" + b"#" * 2**20 + b"\n"),
+        "{path}: is 1048587 bytes; a scenario file is at most 1048576\n",
+        id="scenario-file-too-large",
+    ),
+    pytest.param(
+        None,
+        _write("scenario.yaml", b"name: b\xffd\n"),
+        "{path}: not UTF-8 text (byte 7: invalid start byte)\n",
+        id="scenario-not-utf8",
+    ),
+    pytest.param(
+        scenario(seed="seed: [" + ", ".join(["1"] * 1000) + "]"),
+        None,
+        "{path}: seed: input should be a valid integer\n",
+        id="long-value-not-echoed",
+    ),
+    # ------------------------------------------------------------------ numbers and sizes
+    pytest.param(
+        scenario(attacks=attack("{name: fgsm, eps: 1e999}")),
+        None,
+        "{path}: attacks[0].eps: must lie within +-1e+09, got 1e999\n",
+        id="eps-1e999",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: fgsm, eps: " + "7" * 400 + "/3}")),
+        None,
+        "{path}: attacks[0].eps: a number or fraction is at most 64 characters, got 402\n",
+        id="eps-400-digit-fraction",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: fgsm, eps: .inf}")),
+        None,
+        "{path}: attacks[0].eps: must be a finite number, got inf\n",
+        id="eps-infinite",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: fgsm, eps: .nan}")),
+        None,
+        "{path}: attacks[0].eps: must be a finite number, got nan\n",
+        id="eps-nan",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: fgsm, eps: 1.0e+308}")),
+        None,
+        "{path}: attacks[0].eps: must lie within +-1e+09, got 1e+308\n",
+        id="eps-1e308",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: fgsm, eps: 8}")),
+        None,
+        "{path}: attacks[0].eps: 8 is wider than the whole input range [0, 1]: every image "
+        "lies in that L-inf ball; give eps in input units (e.g. 8/255 for images in [0, 1])\n",
+        id="eps-wider-than-input-range",
+    ),
+    pytest.param(
+        scenario(model=TINY, data=NPZ, attacks=attack("{name: pgd, norm: l2, eps: 100}")),
+        _both(_torchscript(), _npz()),
+        "{path}: attacks[0].eps: 100 is larger than the L2 diameter of the input box (8 for "
+        "images of 64 values in [0, 1]): every image lies in that ball\n",
+        id="l2-eps-beyond-the-input-box",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: pgd, eps: 0.1, steps: 1180591620717411303424}")),
+        None,
+        "{path}: attacks[0].steps: must be <= 1000000, got 1180591620717411303424\n",
+        id="steps-2-to-the-70",
+    ),
+    pytest.param(
+        scenario(attacks=attack("{name: pgd, eps: 0.1, step_size: -.inf}")),
+        None,
+        "{path}: attacks[0].step_size: must be a finite number, got -inf\n",
+        id="step-size-minus-infinity",
+    ),
+    pytest.param(
+        scenario(model="model: {builtin: digits-cnn, input_range: [0, .inf]}"),
+        None,
+        "{path}: model.input_range[1]: must be a finite number, got inf\n",
+        id="input-range-infinite",
+    ),
+    pytest.param(
+        scenario(model="model: {builtin: digits-cnn, mean: [.nan], std: [1]}"),
+        None,
+        "{path}: model.mean[0]: must be a finite number, got nan\n",
+        id="mean-nan",
+    ),
+    pytest.param(
+        scenario(data="data: {image_folder: imgs, image_size: [100000, 100000]}"),
+        None,
+        "{path}: data.image_size: both sides must lie in [1, 4096], got [100000, 100000]\n",
+        id="image-size-huge",
+    ),
+    pytest.param(
+        scenario(data="data: {builtin: digits, limit: 100000000000000000000}"),
+        None,
+        "{path}: data.limit: must be <= 10000000 (got 100000000000000000000)\n",
+        id="data-limit-huge",
+    ),
+    pytest.param(
+        scenario(extra="execution: {shard_size: 100000000000}"),
+        None,
+        "{path}: execution.shard_size: must be <= 10000000 (got 100000000000)\n",
+        id="shard-size-huge",
+    ),
+    pytest.param(
+        scenario(extra="crosscheck: {tolerance: {fgsm: .inf}}"),
+        None,
+        "{path}: crosscheck.tolerance.fgsm: must be a finite number, got inf\n",
+        id="tolerance-infinite",
+    ),
+    pytest.param(
+        scenario(
+            extra="defences:\n  - {name: randomization, min_size: 8, max_size: 9, pad_to: 1000000}"
+        ),
+        None,
+        "{path}: defences[0].pad_to: must be <= 4096 (got 1000000)\n",
+        id="defence-pad-huge",
     ),
     # ------------------------------------------------------------------ schema, top level
     pytest.param(
@@ -1065,3 +1225,127 @@ def test_other_models_record_that_no_code_ran(
     loaded = load_model(unified_adv.load_scenario(write_scenario(scenario(model=TINY))))
     assert loaded.details["trusted_code"] is False
     assert loaded.description == "TorchScript model.pt"
+
+
+# ---------------------------------------------------------------------------- the output folder
+
+
+def _out_file(tmp: Path) -> str:
+    (tmp / "taken").write_text("a file", encoding="utf-8")
+    return str(tmp / "taken")
+
+
+def _out_under_file(tmp: Path) -> str:
+    (tmp / "taken").write_text("a file", encoding="utf-8")
+    return str(tmp / "taken" / "out")
+
+
+def _out_not_a_run(tmp: Path) -> str:
+    (tmp / "mine").mkdir()
+    for name in ("index.html", "summary.json", "samples.csv"):
+        (tmp / "mine" / name).write_text("the user's own", encoding="utf-8")
+    return str(tmp / "mine")
+
+
+def _out_broken_link(tmp: Path) -> str:
+    (tmp / "dangling").symlink_to(tmp / "nowhere")
+    return str(tmp / "dangling")
+
+
+def _out_read_only(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A folder this process may not write into: chmod 555, which root ignores, so as root
+    write access is refused at the OS boundary (os.access) instead."""
+    ro = tmp / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if IS_ROOT:
+        real = os.access
+
+        def access(path: Any, mode: int, *args: Any, **kwargs: Any) -> bool:
+            if Path(path) == ro and mode & os.W_OK:
+                return False
+            return real(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "access", access)
+    return str(ro / "out")
+
+
+def _out_no_space(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """1 MiB free, as the OS reports it (shutil.disk_usage is statvfs)."""
+    import shutil
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=2**20))
+    return str(tmp / "out")
+
+
+# (make the --out value, expected stderr with {out} for it and {tmp} for the test's folder)
+OUT_CASES = [
+    pytest.param(
+        lambda tmp, mp: "",
+        "--out: is empty: give a folder, or leave --out out for reports/<name>/\n",
+        id="out-empty-string",
+    ),
+    pytest.param(
+        lambda tmp, mp: _out_file(tmp),
+        "{out}: --out: is an existing file, expected a folder\n",
+        id="out-is-a-file",
+    ),
+    pytest.param(
+        lambda tmp, mp: _out_under_file(tmp),
+        "{out}: --out: cannot create the folder: {tmp}/taken is a file\n",
+        id="out-under-a-file",
+    ),
+    pytest.param(
+        lambda tmp, mp: _out_broken_link(tmp),
+        "{out}: --out: is a broken symbolic link (to {tmp}/nowhere)\n",
+        id="out-broken-symlink",
+    ),
+    pytest.param(
+        lambda tmp, mp: _out_not_a_run(tmp),
+        "{out}: --out: is a non-empty folder that is not an earlier unified-adv run; choose "
+        "another folder, or pass --force to write into it\n",
+        id="out-non-empty-not-a-run",
+    ),
+    pytest.param(
+        _out_read_only,
+        "{out}: --out: cannot write into {tmp}/ro (permission denied)\n",
+        id="out-read-only",
+    ),
+    pytest.param(
+        _out_no_space,
+        "{out}: --out: only 1.0 MiB free on the disk of {tmp}; a run needs at least 64 MiB\n",
+        id="out-no-free-space",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make_out", "expected"), OUT_CASES)
+def test_a_bad_output_folder_is_refused_before_any_work(
+    make_out: Callable[[Path, pytest.MonkeyPatch], str],
+    expected: str,
+    cli: Callable[..., Any],
+    write_scenario: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Refused before the model loads: the scenario's model file is missing, and the line
+    is about the folder, not the model. Nothing is written or changed."""
+    path = write_scenario(scenario(model=TINY))
+    out = make_out(tmp_path, monkeypatch)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+
+    result = cli("run", path, "--out", out)
+
+    want = expected.replace("{out}", out).replace("{tmp}", str(tmp_path))
+    assert (result.code, result.err) == (2, want)
+    assert "Traceback" not in result.out
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_the_corpus_covers_every_class_of_bad_input() -> None:
+    """Hostile YAML and files, numbers and sizes, and the output folder each have cases."""
+    ids = {c.id for c in CASES} | {c.id for c in OUT_CASES}
+    for prefix in ("yaml-", "scenario-", "eps-", "out-"):
+        assert sum(i.startswith(prefix) for i in ids) >= 3, prefix
+    assert len(CASES) + len(OUT_CASES) >= 127

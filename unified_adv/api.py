@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import platform
@@ -23,12 +24,14 @@ from .executors import run_units_with
 from .findings import model_findings, result_findings
 from .models import SCORE_BATCH, SCORE_THREADS
 from .monitor import run_analyses
+from .outdir import check_out_dir, make_out_dir, storage_errors
 from .report import disagreement_figures, render, triptychs
 from .report.analysis_figures import analysis_figures
 from .report.defence_figures import defence_figures
 from .results import headline, samples_table
 from .runner import Prepared, UnitOutcome, plan_units, prepare
 from .scenario import Scenario
+from .units import atomic_write_bytes
 
 SUMMARY_SCHEMA = 1
 
@@ -74,9 +77,24 @@ def _json_default(value: Any) -> Any:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON has neither)."""
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def strict_json(doc: Any) -> str:
+    """``doc`` as strict JSON (RFC 8259): no NaN or Infinity tokens, ever."""
+    plain = json.loads(json.dumps(doc, default=_json_default))
+    return json.dumps(_finite(plain), indent=2, allow_nan=False)
 
 
 def _build_summary(
@@ -209,6 +227,7 @@ def run(
     executor: Any = None,
     scheduler: str | None = None,
     workers: int | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Run every unit of ``scenario`` and write the report, summary and per-sample table.
 
@@ -223,14 +242,35 @@ def run(
     ``scheduler`` or ``workers``), or an executor object (e.g.
     ``unified_adv.executors.DaskExecutor(client=...)``), which is left open. Default: the
     scenario's ``execution`` fields. Results are identical whichever runs them.
+    ``force``: write into ``out`` even when it is a non-empty folder that no earlier run
+    made (without it that is refused, as is an unwritable or full disk, before any work).
     """
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
-    out_dir = Path(out) if out is not None else default_out_dir(scenario)
+    out_dir = check_out_dir(out if out is not None else default_out_dir(scenario), force=force)
     prep = prepare(scenario)
     units = plan_units(prep)
     ex, owned = _executor(scenario, executor, scheduler, workers)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out_dir, scenario.name)
+    with storage_errors(out_dir):
+        return _run_and_write(
+            prep, units, ex, owned, out_dir, resume, strict, progress, started, t0
+        )
+
+
+def _run_and_write(
+    prep: Prepared,
+    units: list[Any],
+    ex: Any,
+    owned: bool,
+    out_dir: Path,
+    resume: bool,
+    strict: bool,
+    progress: bool | None,
+    started: dt.datetime,
+    t0: float,
+) -> RunResult:
+    """Run the units and analyses, then write the tables, the summary and the report."""
     show = sys.stderr.isatty() if progress is None else progress
     from tqdm.auto import tqdm
 
@@ -257,8 +297,9 @@ def run(
     outcomes = [o for o in outcomes if not o.unit.defence]
     derived = non_adaptive_outcomes(prep, outcomes) if prep.variants else []
     samples = samples_table(prep, outcomes + defended + derived)
-    samples.to_parquet(out_dir / "samples.parquet.tmp", index=False)
-    (out_dir / "samples.parquet.tmp").replace(out_dir / "samples.parquet")
+    table = io.BytesIO()
+    samples.to_parquet(table, index=False)
+    atomic_write_bytes(out_dir / "samples.parquet", table.getvalue())
     _write_text(out_dir / "samples.csv", samples.to_csv(index=False))
     main_samples = samples[samples["evaluation"] == "undefended"]
     summary = _build_summary(prep, main_samples, outcomes, started, time.perf_counter() - t0)
@@ -270,7 +311,7 @@ def run(
     summary["analyses"] = analysis["analyses"]
     _compare_with_search(summary, samples)
     summary["monitor"] = analysis["monitor"]
-    _write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default))
+    _write_text(out_dir / "summary.json", strict_json(summary))
     context = _report_context(prep, summary, outcomes, main_samples)
     context["analysis_figures"] = analysis_figures(prep, analysis) if analysis["analyses"] else {}
     context["defences"] = summary.get("defences")

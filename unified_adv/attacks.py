@@ -18,6 +18,8 @@ TARGET_MODES = ("untargeted", "class", "least_likely", "random", "each_other_cla
 #: ball: ‖δ‖_norm ≤ eps; l0: at most `pixels` pixel positions changed; minimal: no bound
 #: (the attack minimises the distance, which is reported); noise: random corruption, no bound.
 THREATS = ("ball", "l0", "minimal", "noise")
+#: The largest value any numeric parameter may take (iterations, queries, constants, ...).
+MAX_NUMBER = 10**6
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ class Param:
     minimum: float | None = None  # exclusive lower bound for numbers, unless inclusive
     inclusive: bool = False
     choices: tuple[str, ...] = ()
+    #: Inclusive upper bound: every number has a finite, sane one (10^6 iterations, queries,
+    #: pixels, ...; a larger value is a typo that would run for days or overflow).
+    maximum: float = MAX_NUMBER
 
     def check(self, value: Any) -> Any:
         if self.choices:
@@ -48,9 +53,18 @@ class Param:
             ok = value >= self.minimum if self.inclusive else value > self.minimum
             if not ok:
                 raise ValueError(
-                    f"must be {'>=' if self.inclusive else '>'} {self.minimum:g}, got {value:g}"
+                    f"must be {'>=' if self.inclusive else '>'} {self.minimum:g}, "
+                    f"got {shown(value)}"
                 )
+        if not value <= self.maximum:
+            raise ValueError(f"must be <= {shown(self.maximum)}, got {shown(value)}")
         return value
+
+
+def shown(value: Any) -> str:
+    """A number as an error message shows it: never thousands of digits."""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= 24 else f"{text[:8]}… ({len(text)} digits)"
 
 
 def _steps(default: int) -> Param:
@@ -250,7 +264,14 @@ _CATALOGUE = [
         (
             Param("attacker", str, "fgsm", "inner attack", choices=("fgsm", "deepfool")),
             Param("max_iter", int, 10, "passes over the data", minimum=0),
-            Param("delta", float, 0.2, "stop once the fooling rate reaches 1 - delta", minimum=0),
+            Param(
+                "delta",
+                float,
+                0.2,
+                "stop once the fooling rate reaches 1 - delta",
+                minimum=0,
+                maximum=1,
+            ),
         ),
         targets=("untargeted", "class"),
     ),
@@ -262,7 +283,7 @@ _CATALOGUE = [
         "ball",
         (
             Param("queries", int, 1000, "query budget per sample", minimum=0),
-            Param("p_init", float, 0.8, "initial share of pixels changed", minimum=0),
+            Param("p_init", float, 0.8, "initial share of pixels changed", minimum=0, maximum=1),
             Param("restarts", int, 1, "restarts", minimum=1, inclusive=True),
         ),
         black_box=True,

@@ -62,7 +62,7 @@ def _sigterm_stops_the_run() -> Iterator[None]:
 def run(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
     out: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (default reports/<name>/).")
+        str | None, typer.Option("--out", help="Output folder (default reports/<name>/).")
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Reuse units finished by an earlier run.")
@@ -73,6 +73,13 @@ def run(
             "--strict",
             help="Stop at the first unit that fails (exit code 3); the units finished "
             "before it are kept for --resume.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write into --out even if it is a non-empty folder that is not an earlier run.",
         ),
     ] = False,
     executor: Annotated[
@@ -102,12 +109,13 @@ def run(
         with _sigterm_stops_the_run():
             loaded = load_scenario(scenario)
             out_dir = out if out is not None else api.default_out_dir(loaded)
-            units = out_dir / "units"
+            units = Path(out_dir) / "units" if out_dir else None
             result = api.run(
                 loaded,
                 out_dir,
                 resume=resume,
                 strict=strict,
+                force=force,
                 executor=executor,
                 scheduler=scheduler,
                 workers=workers,

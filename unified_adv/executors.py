@@ -82,7 +82,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from .errors import InputError, Problem
-from .units import Unit, load_unit, save_unit
+from .units import STORAGE_ERRNOS, Unit, load_unit, save_unit
 
 if TYPE_CHECKING:
     from .adapters import Adapter
@@ -164,7 +164,13 @@ def run_units_with(
     the run (``runner.UnitFailed``; the executor's remaining work is cancelled) and what
     finished before it stays on disk for ``resume``.
     """
-    from .runner import UnitFailed, UnitOutcome, _remove_stale_temp_files, storage_unit
+    from .runner import (
+        UnitFailed,
+        UnitOutcome,
+        _remove_stale_temp_files,
+        storage_unit,
+        stored_unit_check,
+    )
 
     executor = executor if executor is not None else LocalExecutor()
     _remove_stale_temp_files(folder)
@@ -172,7 +178,11 @@ def run_units_with(
     todo: list[Unit] = []
     where: dict[str, list[int]] = {}  # unit key -> its places in ``units``
     for i, unit in enumerate(units):
-        stored = load_unit(folder, storage_unit(prep, unit)) if resume else None
+        stored = (
+            load_unit(folder, storage_unit(prep, unit), stored_unit_check(prep, unit))
+            if resume
+            else None
+        )
         if stored is not None and stored[1].get("status") == "ok":
             done[i] = UnitOutcome(unit, stored[0], stored[1], reused=True)
             if progress is not None:
@@ -188,6 +198,10 @@ def run_units_with(
             if outcome.arrays is not None:
                 try:
                     save_unit(folder, storage_unit(prep, unit), outcome.arrays, outcome.meta)
+                except OSError as exc:
+                    if exc.errno in STORAGE_ERRNOS:
+                        raise  # the disk is full: no later unit could be kept either
+                    outcome = _error_outcome(unit, exc, traceback.format_exc(limit=8))
                 except Exception as exc:  # noqa: BLE001 - as the runner: a unit's error
                     outcome = _error_outcome(unit, exc, traceback.format_exc(limit=8))
             if outcome.arrays is None:

@@ -6,6 +6,7 @@ ART, Foolbox and torchattacks all attack the same function of the same inputs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import io
@@ -374,6 +375,49 @@ def _import_factory(spec: str, base_dir: Path, file: str, field: str = "model.fa
     return fn
 
 
+def _under(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def code_fingerprint(module_name: str, base_dir: Path, net: nn.Module | None = None) -> str:
+    """sha256 of the source a user's model runs: the factory module's file, every module it
+    imports (statically, at any depth) from the scenario's folder, and the files that define
+    the classes of ``net``'s layers when those lie in the scenario's folder. Deterministic:
+    it reads files, not what this process happened to import before."""
+    from modulefinder import ModuleFinder
+
+    files: set[Path] = set()
+    module = sys.modules.get(module_name)
+    own = getattr(module, "__file__", None)
+    if own:
+        files.add(Path(own).resolve())
+    if own and _under(Path(own), base_dir):
+        finder = ModuleFinder(path=[str(base_dir)])
+        # A module it cannot follow: hash what it found.
+        with contextlib.suppress(Exception):
+            finder.import_hook(module_name)
+        for found in finder.modules.values():
+            if found.__file__ and _under(Path(found.__file__), base_dir):
+                files.add(Path(found.__file__).resolve())
+    for layer in net.modules() if net is not None else ():
+        for cls in type(layer).__mro__:
+            path = getattr(sys.modules.get(cls.__module__), "__file__", None)
+            if path and _under(Path(path), base_dir):
+                files.add(Path(path).resolve())
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(str(path).encode() + b"\0")
+        try:
+            h.update(path.read_bytes())
+        except OSError:
+            h.update(b"<unreadable>")
+    return h.hexdigest()
+
+
 def check_file(path: Path, file: str, field: str) -> Path:
     """``path`` must be a regular file this process can read; else one clear line.
 
@@ -577,7 +621,9 @@ def load_model_spec(
         net, fingerprint = _load_trusted_pickle(
             spec, path, scenario.resolve_path("."), file, field or f"{where}.pickle"
         )
-        details = {"code_from": str(path.resolve())}
+        code = code_fingerprint("", scenario.resolve_path("."), net)
+        fingerprint = hashlib.sha256(f"{fingerprint}:{code}".encode()).hexdigest()
+        details = {"code_from": str(path.resolve()), "code_sha256": code}
     else:
         assert spec.factory is not None  # guaranteed by the schema
         fn = _import_factory(spec.factory, scenario.resolve_path("."), file, f"{where}.factory")
@@ -598,7 +644,10 @@ def load_model_spec(
         weights = str(checkpoint) if checkpoint is not None else spec.weights
         if weights:
             _load_weights(net, scenario.resolve_path(weights), file, field or f"{where}.weights")
-        fingerprint = _state_fingerprint(net)
+        # Weights and code: a fixed forward() or factory is a different model (resume).
+        code = code_fingerprint(spec.factory.split(":")[0], scenario.resolve_path("."), net)
+        fingerprint = hashlib.sha256(f"{_state_fingerprint(net)}:{code}".encode()).hexdigest()
+        details["code_sha256"] = code
     #: Whether loading ran code from a model file (a trusted pickle); recorded in the
     #: summary's model block and the report's Model row.
     details = {**details, "trusted_code": spec.pickle is not None}

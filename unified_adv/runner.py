@@ -25,7 +25,7 @@ from .data import Dataset, load_data
 from .errors import InputError
 from .models import LoadedModel, load_model
 from .scenario import AttackSpec, Scenario
-from .units import Unit, unit_seed
+from .units import Check, Unit, expect_arrays, unit_seed
 
 
 @dataclass
@@ -154,6 +154,23 @@ def _probe(model: LoadedModel, data: Dataset, scenario: Scenario) -> int:
     return num_classes
 
 
+def _check_l2_eps(scenario: Scenario, data: Dataset) -> None:
+    """An L2 eps beyond the diameter of the input box is no bound (every image is in the
+    ball): refused, as the schema refuses such an L-inf eps."""
+    lo, hi = scenario.model.input_range
+    values = int(np.prod(data.x.shape[1:]))
+    diameter = (hi - lo) * float(np.sqrt(values))
+    for i, spec in enumerate(scenario.attacks):
+        if spec.norm == "l2" and spec.eps and max(spec.eps) > diameter:
+            raise InputError.one(
+                scenario.file,
+                f"attacks[{i}].eps",
+                f"{max(spec.eps):g} is larger than the L2 diameter of the input box "
+                f"({diameter:g} for images of {values} values in [{lo:g}, {hi:g}]): every "
+                "image lies in that ball",
+            )
+
+
 def _check_other_models(prep: Prepared) -> None:
     """Everything the analyses load or check later, checked now, before any unit runs and
     before an output folder exists: the model's checkpoints, the transfer analysis's models,
@@ -243,6 +260,7 @@ def prepare(scenario: Scenario) -> Prepared:
         raise InputError.one(file, "data", "holds no samples")
     torch.manual_seed(scenario.seed)
     num_classes = _probe(model, data, scenario)
+    _check_l2_eps(scenario, data)
     prep = Prepared(scenario, model, data, model.wrapper.logits(data.x), num_classes)
     finite = np.isfinite(prep.clean_logits).all(axis=1)
     if not finite.all():
@@ -298,6 +316,19 @@ def prepare(scenario: Scenario) -> Prepared:
     return prep
 
 
+def samples_fingerprint(prep: Prepared, plan: AttackPlan, start: int, stop: int) -> str:
+    """Exactly which samples a unit attacks: their positions in the data set, their ids in
+    the source, their labels and targets (not just how many; a unit's key covers it)."""
+    positions = np.ascontiguousarray(plan.positions[start:stop], dtype=np.int64)
+    h = hashlib.sha256(positions.tobytes())
+    h.update(np.ascontiguousarray(prep.data.index[positions], dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(prep.data.y[positions], dtype=np.int64).tobytes())
+    if plan.targets is not None:
+        h.update(b"targets")
+        h.update(np.ascontiguousarray(plan.targets[start:stop], dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
 def plan_units(prep: Prepared) -> list[Unit]:
     scenario = prep.scenario
     units = []
@@ -305,12 +336,7 @@ def plan_units(prep: Prepared) -> list[Unit]:
         spec = plan.spec
         # A universal perturbation is one perturbation for the whole data set: one shard.
         shard = len(plan.positions) if spec.name == "universal" else scenario.execution.shard_size
-        targets_fp = (
-            "" if plan.targets is None else hashlib.sha256(plan.targets.tobytes()).hexdigest()
-        )
-        context = (
-            f"{prep.model.fingerprint}:{prep.data.fingerprint}:{targets_fp}:{plan.positions.size}"
-        )
+        base = f"{prep.model.fingerprint}:{prep.data.fingerprint}"
         from .defended import adaptive_defences, eot_for
 
         defences = ["", *adaptive_defences(prep, spec.label, spec.name)]
@@ -318,6 +344,8 @@ def plan_units(prep: Prepared) -> list[Unit]:
             resolved = spec.resolved_params(eps)
             for defence in defences:
                 for s_i, start in enumerate(range(0, len(plan.positions), shard)):
+                    stop = min(start + shard, len(plan.positions))
+                    context = f"{base}:{samples_fingerprint(prep, plan, start, stop)}"
                     for backend in plan.backends:
                         params = dict(resolved)
                         unit_context = context
@@ -339,7 +367,7 @@ def plan_units(prep: Prepared) -> list[Unit]:
                                 target=spec.target.describe(),
                                 shard_index=s_i,
                                 start=start,
-                                stop=min(start + shard, len(plan.positions)),
+                                stop=stop,
                                 seed=unit_seed(scenario.seed, plan.index, e_i, s_i),
                                 context=unit_context,
                                 defence=defence,
@@ -461,6 +489,33 @@ def storage_unit(prep: Prepared, unit: Unit) -> Unit:
     if batch is None:
         return unit
     return dataclasses.replace(unit, context=f"{unit.context}:batch{batch}")
+
+
+def stored_unit_check(prep: Prepared, unit: Unit) -> Check:
+    """What a stored result of ``unit`` must hold to be reused: every array, one row per
+    sample of the unit, made on exactly its samples and targets."""
+    plan = prep.plans[unit.attack_index]
+    positions = plan.positions[unit.start : unit.stop]
+    n = len(positions)
+    shape = (n, *prep.data.x.shape[1:])
+    rows = expect_arrays(positions=n, x_adv=n, adv_logits=n, target=n, backend_failed=n)
+
+    def check(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> str | None:
+        problem = rows(arrays, meta)
+        if problem is not None:
+            return problem
+        if not np.array_equal(arrays["positions"], positions):
+            return "it was made on other samples"
+        want = plan.targets[unit.start : unit.stop] if plan.targets is not None else -1
+        if not np.array_equal(arrays["target"], np.broadcast_to(want, (n,))):
+            return "it was made for other targets"
+        if arrays["x_adv"].shape != shape:
+            return f"array 'x_adv' has shape {arrays['x_adv'].shape}, expected {shape}"
+        if arrays["adv_logits"].shape != (n, prep.num_classes):
+            return f"array 'adv_logits' has shape {arrays['adv_logits'].shape}"
+        return None
+
+    return check
 
 
 def _remove_stale_temp_files(folder: Path) -> None:

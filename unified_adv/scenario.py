@@ -7,7 +7,11 @@ Every problem is reported as ``FILE: field.path: message`` through
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import re
+import reprlib
+import stat
 import types
 import typing
 from collections.abc import Sequence
@@ -27,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from .attacks import ALL_PARAMS, ATTACKS
+from .attacks import ALL_PARAMS, ATTACKS, shown
 from .errors import InputError, Problem, did_you_mean, format_loc
 
 BUILTIN_MODELS = ("digits-cnn", "digits-mlp", "digits-cnn-wide", "line-cnn")
@@ -37,18 +41,44 @@ BUILTIN_DATA = ("digits", "lines")
 # --------------------------------------------------------------------------- numbers
 
 
+#: Every number a scenario gives lies in [-MAX_NUMBER, MAX_NUMBER] (and is finite).
+MAX_NUMBER = 1e9
+#: Counts (iterations, classes, pairs, ...), samples and image sides: bounded too.
+MAX_COUNT = 10**6
+MAX_SAMPLES = 10**7
+MAX_SIDE = 4096
+#: A number written as text (a fraction like 8/255) is at most this long.
+MAX_NUMBER_TEXT = 64
+
+
 def parse_exact(value: Any) -> float:
-    """Numbers and exact fractions ('8/255'), never eval."""
+    """Numbers and exact fractions ('8/255'), never eval; finite and within +-MAX_NUMBER."""
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")
     if isinstance(value, (int, float)):
-        return float(value)
+        return _bounded(value)
     if isinstance(value, str):
+        text = value.strip()
+        if len(text) > MAX_NUMBER_TEXT:
+            raise ValueError(
+                f"a number or fraction is at most {MAX_NUMBER_TEXT} characters, got {len(text)}"
+            )
         try:
-            return float(Fraction(value.strip()))
+            exact = Fraction(text)
         except (ValueError, ZeroDivisionError):
             raise ValueError(f"expected a number or a fraction like 8/255, got {value!r}") from None
+        return _bounded(exact, text)
     raise ValueError(f"expected a number or a fraction like 8/255, got {type(value).__name__}")
+
+
+def _bounded(value: float | Fraction, text: str = "") -> float:
+    """``value`` (written ``text``) as a float, if it is finite and within +-MAX_NUMBER."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    if not -MAX_NUMBER <= value <= MAX_NUMBER:
+        got = text or shown(value)
+        raise ValueError(f"must lie within +-{MAX_NUMBER:g}, got {got}")
+    return float(value)
 
 
 Exact = Annotated[float, BeforeValidator(parse_exact)]
@@ -90,8 +120,8 @@ class TargetSpec(_Strict):
     mode: Literal["untargeted", "class", "least_likely", "random", "each_other_class"] = (
         "untargeted"
     )
-    label: int | None = Field(default=None, alias="class", ge=0)
-    k: int = Field(default=5, ge=2)
+    label: int | None = Field(default=None, alias="class", ge=0, le=MAX_COUNT)
+    k: int = Field(default=5, ge=2, le=MAX_COUNT)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -143,7 +173,7 @@ class ModelSpec(_Strict):
     std: tuple[Exact, ...] | None = None
     device: str = "cpu"
     #: Training seed of the builtin line-cnn (Kügler et al.'s CNN, trained on the lines data).
-    seed: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
     #: Earlier states of the same model for the training-state monitor: epochs of the
     #: builtin digits CNN, weight files for a factory, TorchScript files otherwise.
     checkpoints: tuple[int | str, ...] | None = None
@@ -240,7 +270,7 @@ class DataSpec(_Strict):
     #: builtin lines (Kügler et al.): image side D and angle grid step in degrees.
     size: int | None = Field(default=None, ge=14, le=128)
     angle_step: Exact | None = None
-    limit: int | None = Field(default=None, gt=0)
+    limit: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
     only_correct: bool = True
 
     @field_validator("builtin")
@@ -269,8 +299,11 @@ class DataSpec(_Strict):
                 raise ValueError(f"angle_step: must be in (0, 90], got {self.angle_step:g}")
         elif self.size is not None or self.angle_step is not None:
             raise ValueError("size and angle_step are only used with builtin: lines")
-        if self.image_size is not None and min(self.image_size) < 1:
-            raise ValueError("image_size: both sides must be >= 1")
+        if self.image_size is not None and not all(1 <= v <= MAX_SIDE for v in self.image_size):
+            raise ValueError(
+                f"image_size: both sides must lie in [1, {MAX_SIDE}], "
+                f"got [{', '.join(map(shown, self.image_size))}]"
+            )
         return self
 
     def describe(self) -> str:
@@ -288,7 +321,7 @@ class AttackSpec(_Strict):
     norm: Literal["linf", "l2", "l0"]
     eps: Annotated[tuple[float, ...] | None, BeforeValidator(_eps_list)] = None
     target: TargetSpec = TargetSpec()
-    limit: int | None = Field(default=None, gt=0)
+    limit: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
     # Canonical parameters (unified_adv.attacks); each attack takes a subset.
     steps: int | None = None
     step_size: Exact | None = None
@@ -435,9 +468,9 @@ class DefenceSpec(_Strict):
 
     name: str
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.+-]+$")
-    min_size: int | None = Field(default=None, ge=1)
-    max_size: int | None = Field(default=None, ge=1)
-    pad_to: int | None = Field(default=None, ge=1)
+    min_size: int | None = Field(default=None, ge=1, le=MAX_SIDE)
+    max_size: int | None = Field(default=None, ge=1, le=MAX_SIDE)
+    pad_to: int | None = Field(default=None, ge=1, le=MAX_SIDE)
     width: int | None = Field(default=None, ge=1, le=256)
     noise: Exact | None = None
     epochs: int | None = Field(default=None, ge=1, le=500)
@@ -557,18 +590,18 @@ class AnalysisSpec(_Strict):
 
     name: str
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
-    images_per_class: int = Field(default=10, gt=0)
-    steps: int | None = Field(default=None, ge=2)
-    pairs: int | None = Field(default=None, gt=0)
-    seed: int | None = Field(default=None, ge=0)
+    images_per_class: int = Field(default=10, gt=0, le=MAX_SAMPLES)
+    steps: int | None = Field(default=None, ge=2, le=MAX_COUNT)
+    pairs: int | None = Field(default=None, gt=0, le=MAX_COUNT)
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
     step_size: Exact | None = None
-    max_steps: int | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(default=None, gt=0, le=MAX_COUNT)
     backends: Annotated[tuple[str, ...], BeforeValidator(_backend_list)] | None = None
     mode: Literal["paper", "quantile"] | None = None
     thresholds: tuple[Exact, Exact] | None = None
     buckets: int | None = Field(default=None, ge=2, le=10)
     eps: Exact | None = None
-    k: int | None = Field(default=None, ge=2)
+    k: int | None = Field(default=None, ge=2, le=MAX_COUNT)
     sizes: tuple[int, ...] | None = None
     angle_steps: tuple[Exact, ...] | None = None
     seeds: int | None = Field(default=None, ge=1, le=20)
@@ -579,7 +612,7 @@ class AnalysisSpec(_Strict):
     attacker: Literal["fgsm", "deepfool"] | None = None
     max_iter: int | None = Field(default=None, ge=1, le=1000)
     delta: Exact | None = None
-    fit_images: int | None = Field(default=None, gt=0)
+    fit_images: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
     models: tuple[NamedModelSpec, ...] | None = None
     norm: Literal["linf", "l2"] | None = None
 
@@ -677,11 +710,11 @@ class ExecutionSpec(_Strict):
     """How the work is cut up: samples per unit, and per library call inside a unit."""
 
     #: Samples per unit: the grain of resumption and of failure isolation.
-    shard_size: int = Field(default=512, gt=0)
+    shard_size: int = Field(default=512, gt=0, le=MAX_SAMPLES)
     #: Samples per library call (and per forward pass when scoring) inside a unit; bounds the
     #: memory one call needs. None: the whole unit in one call. A unit split into batches has
     #: a different key (a randomised attack draws a different random stream per batch).
-    batch_size: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
     #: Where units run: in this process, or on a Dask cluster (``unified-adv[dask]``): an
     #: existing one at ``scheduler`` (tcp://HOST:8786) or a LocalCluster of ``workers``
     #: processes. The command line's --executor/--scheduler/--workers win over these.
@@ -724,6 +757,7 @@ class Scenario(_Strict):
             for i, attack in enumerate(self.attacks)
             for msg in check_backends(attack, self.model.input_range)
         ]
+        problems += self._eps_problems()
         if self.model.builtin == "line-cnn" and self.data.builtin != "lines":
             problems.append(
                 "model.builtin: line-cnn is trained on the lines data: use data: {builtin: lines, ...}"
@@ -756,6 +790,29 @@ class Scenario(_Strict):
             # Several problems: joined with a marker split again by the formatter.
             raise ValueError(_MULTI.join(problems))
         return self
+
+    def _eps_problems(self) -> list[str]:
+        """An L-inf eps wider than the input range is no bound at all (every image lies in
+        the ball): a typo, e.g. 8 for 8/255. The L2 bound needs the image size: prepare()."""
+        lo, hi = self.model.input_range
+        width = hi - lo
+        out = []
+        bounded: list[tuple[str, str | None, tuple[float, ...]]] = [
+            (f"attacks[{i}].eps", a.norm, a.eps) for i, a in enumerate(self.attacks) if a.eps
+        ]
+        bounded += [
+            (f"analyses[{i}].eps", a.norm or "linf", (a.eps,))
+            for i, a in enumerate(self.analyses)
+            if a.eps is not None
+        ]
+        for where, norm, values in bounded:
+            if norm == "linf" and max(values) > width:
+                out.append(
+                    f"{where}: {max(values):g} is wider than the whole input range "
+                    f"[{lo:g}, {hi:g}]: every image lies in that L-inf ball; give eps in "
+                    "input units (e.g. 8/255 for images in [0, 1])"
+                )
+        return out
 
     def _defence_problems(self, attack_labels: list[str]) -> list[str]:
         out: list[str] = []
@@ -850,6 +907,64 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+#: Hostile YAML: a scenario nests a few levels and holds a few hundred values. Deeper
+#: nesting, or more values once aliases (*ref) are expanded (a "billion laughs" file expands
+#: 90 aliases into 10^9 values), is refused while composing, before anything is expanded.
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 100_000
+#: A scenario file is at most this many bytes (read no further).
+MAX_SCENARIO_BYTES = 2**20
+
+
+class _TooLarge(yaml.MarkedYAMLError):
+    """The document nests too deeply or expands to too many values."""
+
+
+def _compose_node(self: Any, parent: Any, index: Any) -> Any:
+    """``Composer.compose_node`` with a depth limit and a count of values in which an alias
+    counts as every value it stands for."""
+    event = self.peek_event()
+    if isinstance(event, yaml.AliasEvent):
+        node = _COMPOSE(self, parent, index)
+        _count_nodes(self, self._anchor_sizes.get(event.anchor, 1), event)
+        return node
+    self._depth += 1
+    if self._depth > MAX_YAML_DEPTH:
+        raise _TooLarge(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+    before = self._nodes
+    _count_nodes(self, 1, event)
+    node = _COMPOSE(self, parent, index)
+    self._depth -= 1
+    if event.anchor is not None:
+        self._anchor_sizes[event.anchor] = self._nodes - before
+    return node
+
+
+def _count_nodes(self: Any, n: int, event: Any) -> None:
+    self._nodes += n
+    if self._nodes > MAX_YAML_NODES:
+        raise _TooLarge(
+            None,
+            None,
+            f"more than {MAX_YAML_NODES} values once aliases are expanded",
+            event.start_mark,
+        )
+
+
+_COMPOSE = yaml.composer.Composer.compose_node
+
+
+class _SafeScenarioLoader(_UniqueKeyLoader):
+    """The loader for scenarios: unique keys, bounded depth and size."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+        self._anchor_sizes: dict[str, int] = {}
+
+    compose_node = _compose_node
+
 
 def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
     """The schema class that holds the field at ``loc`` (for 'did you mean' on typos)."""
@@ -879,8 +994,15 @@ def _first_model(annotation: Any) -> Any:
 
 
 def _describe_input(value: Any) -> str:
-    text = repr(value)
-    return f" (got {text})" if len(text) <= 60 else ""
+    """`` (got VALUE)`` for a short value; nothing for a long one (never formatted whole)."""
+    if isinstance(value, (dict, list, tuple, set)) and len(value) > 20:
+        return ""
+    if isinstance(value, (str, bytes)) and len(value) > 60:
+        return ""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, 80, 80
+    text = short.repr(value)
+    return f" (got {text})" if len(text) <= 60 and "..." not in text else ""
 
 
 def _problems_from(err: ValidationError, file: str) -> list[Problem]:
@@ -932,14 +1054,33 @@ def scenario_from_text(
     text: str, file: str = "<scenario>", base_dir: Path | None = None
 ) -> Scenario:
     """Parse and validate scenario YAML; raises InputError listing every problem."""
+    if len(text) > MAX_SCENARIO_BYTES:
+        raise InputError.one(
+            file, "", f"is {len(text)} characters long; a scenario is at most {MAX_SCENARIO_BYTES}"
+        )
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise InputError.one(file, "", f"holds a NUL byte (line {line}): not a YAML text file")
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_SafeScenarioLoader)  # noqa: S506 - a SafeLoader subclass
+    except _TooLarge as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InputError.one(file, "", f"YAML too large{where}: {exc.problem}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise InputError.one(file, "", f"YAML syntax error{where}: {exc.problem}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise InputError.one(
+            file, "", f"YAML syntax error at line {line}: {exc.reason} ({exc.character!r})"
+        ) from None
     except yaml.YAMLError as exc:
-        raise InputError.one(file, "", f"YAML syntax error: {exc}") from None
+        first = str(exc).strip().splitlines()[:1]
+        raise InputError.one(file, "", f"YAML syntax error: {first[0] if first else ''}") from None
+    except RecursionError:  # a construct the depth limit does not see: refused all the same
+        raise InputError.one(file, "", "YAML too large: nested too deeply") from None
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
         raise InputError.one(
@@ -959,11 +1100,47 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario file. Relative paths inside it resolve against its folder."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = _read_scenario(p)
     except FileNotFoundError:
         raise InputError.one(str(path), "", "scenario file not found") from None
     except IsADirectoryError:
         raise InputError.one(str(path), "", "is a folder, expected a YAML scenario file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError.one(str(path), "", f"cannot read scenario: {exc}") from None
+    except ValueError as exc:  # an embedded NUL in the path itself
+        if isinstance(exc, UnicodeDecodeError):
+            raise InputError.one(
+                str(path), "", f"not UTF-8 text (byte {exc.start}: {exc.reason})"
+            ) from None
+        raise InputError.one(repr(str(path)), "", f"not a usable path ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError.one(
+            str(path), "", f"not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from None
+    except OSError as exc:
+        raise InputError.one(
+            str(path), "", f"cannot read scenario: {exc.strerror or exc}"
+        ) from None
     return scenario_from_text(text, file=str(path), base_dir=p.resolve().parent)
+
+
+def _read_scenario(p: Path) -> str:
+    """A regular file's text, at most MAX_SCENARIO_BYTES; a FIFO or device is never opened
+    (opening a FIFO blocks until someone writes to it)."""
+    st = p.stat()
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(p)
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError.one(
+            str(p), "", "not a regular file (a pipe, socket or device); give a YAML file"
+        )
+    if st.st_size > MAX_SCENARIO_BYTES:
+        raise InputError.one(
+            str(p), "", f"is {st.st_size} bytes; a scenario file is at most {MAX_SCENARIO_BYTES}"
+        )
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        raw = fh.read(MAX_SCENARIO_BYTES + 1)
+    if len(raw) > MAX_SCENARIO_BYTES:
+        raise InputError.one(
+            str(p), "", f"is over {MAX_SCENARIO_BYTES} bytes; a scenario file is at most that"
+        )
+    return raw.decode("utf-8")

@@ -6,16 +6,23 @@ everything its result depends on, so a stored result can be trusted on resume.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-UNIT_FORMAT = 1
+UNIT_FORMAT = 2
+
+#: errno values that mean the output folder cannot take more data (the run stops, cleanly).
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 @dataclass(frozen=True)
@@ -73,14 +80,36 @@ def unit_seed(scenario_seed: int, attack_index: int, eps_index: int, shard_index
     return int(seq.generate_state(1)[0])
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` into a temp file beside ``path``, then rename it over ``path``. The temp
+    file never outlives a failure (a full disk leaves no 0-byte file behind)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None:  # os.write names no file: say which one filled the disk
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` atomically, through ``os.write`` (a short write is retried; a
+    full disk raises OSError ENOSPC and leaves nothing behind)."""
+
+    def write(tmp: Path) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+
+    atomic_write(path, write)
 
 
 class UnitLike(Protocol):
@@ -93,36 +122,100 @@ class UnitLike(Protocol):
     def key(self) -> str: ...
 
 
+def _doc_checksum(doc: dict[str, Any]) -> str:
+    """sha256 of the unit's JSON record without its own checksum field (canonical form)."""
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def save_unit(
     folder: Path, unit: UnitLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]
 ) -> None:
-    """Arrays first, then the JSON that marks the unit done; each written atomically."""
+    """Arrays first, then the JSON that marks the unit done; each written atomically. The
+    JSON, written last, records the sha256 of the npz bytes and a checksum of itself, both
+    verified by :func:`load_unit`."""
     folder.mkdir(parents=True, exist_ok=True)
-    npz_path = folder / f"{unit.name}.npz"
-
-    def write_npz(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
-
-    _atomic_write(npz_path, write_npz)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+    blob = buf.getvalue()
+    atomic_write_bytes(folder / f"{unit.name}.npz", blob)
     doc = {"key": unit.key, "unit": asdict(unit), **meta}  # type: ignore[call-overload]
-    _atomic_write(
-        folder / f"{unit.name}.json",
-        lambda tmp: tmp.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8"),
-    )
+    # Through JSON once: the checksum is of what load_unit will read back.
+    doc = json.loads(json.dumps(doc, default=str))
+    doc["npz_sha256"] = hashlib.sha256(blob).hexdigest()
+    doc["checksum"] = _doc_checksum(doc)
+    text = json.dumps(doc, indent=1)
+    atomic_write_bytes(folder / f"{unit.name}.json", text.encode("utf-8"))
 
 
-def load_unit(folder: Path, unit: UnitLike) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-    """The stored result of ``unit`` if it is complete and was made for this exact unit."""
+#: A check of a stored unit's arrays and record: the problem in words, or None when it fits.
+Check = Callable[[dict[str, np.ndarray], dict[str, Any]], "str | None"]
+
+
+def load_unit(
+    folder: Path, unit: UnitLike, check: Check | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """The stored result of ``unit`` if it is complete, was made for this exact unit and
+    passes verification; else None (recompute it).
+
+    A result made for another unit (another key: the scenario, model or samples changed) is
+    silently not reused. A result that fails verification (checksums, unreadable npz, the
+    arrays ``check`` expects) is reported in one warning line on stderr, and never used.
+    """
     meta_path, npz_path = folder / f"{unit.name}.json", folder / f"{unit.name}.npz"
     if not (meta_path.is_file() and npz_path.is_file()):
         return None
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("key") != unit.key:
-            return None
-        with np.load(npz_path, allow_pickle=False) as npz:
+    except (OSError, ValueError):
+        return _corrupt(unit, "its record (.json) cannot be read")
+    if not isinstance(meta, dict):
+        return _corrupt(unit, "its record (.json) is not a JSON object")
+    if meta.get("key") != unit.key:
+        return None  # made for another unit: stale, not corrupt
+    problem = _verify(meta, npz_path)
+    if problem is not None:
+        return _corrupt(unit, problem)
+    try:
+        with np.load(io.BytesIO(npz_path.read_bytes()), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, json.JSONDecodeError):
-        return None
+    except Exception:  # noqa: BLE001 - a damaged archive raises anything (zip, zlib, EOF)
+        return _corrupt(unit, "its arrays (.npz) cannot be read")
+    problem = check(arrays, meta) if check is not None else None
+    if problem is not None:
+        return _corrupt(unit, problem)
     return arrays, meta
+
+
+def _verify(meta: dict[str, Any], npz_path: Path) -> str | None:
+    if meta.get("checksum") != _doc_checksum(meta):
+        return "its record (.json) does not match its checksum"
+    try:
+        digest = hashlib.sha256(npz_path.read_bytes()).hexdigest()
+    except OSError as exc:
+        return f"its arrays (.npz) cannot be read ({exc.strerror})"
+    if meta.get("npz_sha256") != digest:
+        return "its arrays (.npz) do not match the checksum in its record"
+    return None
+
+
+def _corrupt(unit: UnitLike, problem: str) -> None:
+    print(
+        f"warning: unit {unit.name}: stored result fails verification ({problem}); recomputing it",
+        file=sys.stderr,
+    )
+    return None
+
+
+def expect_arrays(**lengths: int) -> Check:
+    """A check that the stored arrays are these, each of this many rows."""
+
+    def check(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> str | None:
+        for name, n in lengths.items():
+            if name not in arrays:
+                return f"array '{name}' is missing"
+            if arrays[name].ndim == 0 or len(arrays[name]) != n:
+                return f"array '{name}' has shape {arrays[name].shape}, expected {n} rows"
+        return None
+
+    return check

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 import numpy as np
 from scipy.special import softmax
 
 from ..runner import Prepared, UnitOutcome
+from ..units import atomic_write_bytes
 
 # Okabe–Ito: a colour-blind-safe palette.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442"]
@@ -31,9 +34,37 @@ def _env() -> jinja2.Environment:
     return env
 
 
+#: Text in figures is shown as written: a class name such as ``$\\foo$`` (user data) is never
+#: parsed as a mathtext formula or handed to LaTeX, which would fail the whole report.
+F = TypeVar("F", bound=Callable[..., Any])
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
+def plain_text(make: F) -> F:
+    """Make a figure function draw every text as written (no mathtext, no LaTeX), from the
+    moment each text is created (``tight_layout`` draws before ``_png`` does)."""
+
+    @functools.wraps(make)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context(PLAIN_TEXT):
+            return make(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _png(fig: Any) -> str:
+    """The figure as a PNG data URI; every text in it drawn as plain text."""
+    import matplotlib
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+        text.set_usetex(False)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    with matplotlib.rc_context(PLAIN_TEXT):  # texts made while drawing (ticks) too
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -48,6 +79,7 @@ def _image(ax: Any, img: np.ndarray, lo: float, hi: float, **kw: Any) -> None:
     ax.set_yticks([])
 
 
+@plain_text
 def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[dict[str, Any]]:
     """Per attack (largest ε): original / perturbation / adversarial for each backend."""
     if count <= 0:
@@ -145,9 +177,7 @@ def render(out_dir: Path, context: dict[str, Any]) -> Path:
         .render(**context, palette=PALETTE, matrix_backends=backends, matrices=matrices)
     )
     path = out_dir / "index.html"
-    tmp = path.with_name(".index.html.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_bytes(path, html.encode("utf-8"))
     return path
 
 
@@ -164,6 +194,7 @@ def _lookup(
     return table
 
 
+@plain_text
 def disagreement_figures(
     prep: Prepared, outcomes: list[UnitOutcome], checks: dict[str, Any], rows: int = 3
 ) -> dict[str, str]:

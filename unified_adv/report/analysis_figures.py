@@ -8,7 +8,7 @@ import numpy as np
 
 from ..analyses import MorphResult
 from ..runner import Prepared
-from . import PALETTE, _image, _png
+from . import PALETTE, _image, _png, plain_text
 
 
 def _plt() -> Any:
@@ -20,6 +20,7 @@ def _plt() -> Any:
     return plt
 
 
+@plain_text
 def heatmap(
     matrix: list[list[float | None]],
     title: str,
@@ -74,6 +75,7 @@ def _example_pair(res: MorphResult) -> int | None:
     return None
 
 
+@plain_text
 def probability_curves(
     res: MorphResult, labels: np.ndarray, names: list[str]
 ) -> tuple[str, dict[str, Any]] | None:
@@ -131,6 +133,7 @@ def probability_curves(
     return out, info
 
 
+@plain_text
 def morph_strip(
     prep: Prepared, res: MorphResult, images: np.ndarray, names: list[str], frames: int = 11
 ) -> str | None:
@@ -153,6 +156,7 @@ def morph_strip(
     return out
 
 
+@plain_text
 def histogram(values: list[float], title: str, xlabel: str, marker: float | None = None) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 2.8))
@@ -169,6 +173,7 @@ def histogram(values: list[float], title: str, xlabel: str, marker: float | None
     return out
 
 
+@plain_text
 def trend(monitor: list[dict[str, Any]]) -> str:
     plt = _plt()
     labels = [m["checkpoint"] for m in monitor]
@@ -200,6 +205,7 @@ def trend(monitor: list[dict[str, Any]]) -> str:
     return out
 
 
+@plain_text
 def analysis_figures(prep: Prepared, analysis: dict[str, Any]) -> dict[str, Any]:
     """Figures per analysis (final checkpoint) and the checkpoint trend."""
     names = prep.data.class_names or [str(c) for c in range(prep.num_classes)]
@@ -265,6 +271,7 @@ def analysis_figures(prep: Prepared, analysis: dict[str, Any]) -> dict[str, Any]
     return figs
 
 
+@plain_text
 def by_angle_plot(study: dict[str, Any]) -> str:
     """Kügler et al.'s Figure 4: adversarial share by line angle, per configuration."""
     plt = _plt()
@@ -290,6 +297,7 @@ def by_angle_plot(study: dict[str, Any]) -> str:
     return out
 
 
+@plain_text
 def flip_heatmap(heat: np.ndarray, key: str) -> str:
     """Kügler et al.'s Figure 5: where a flip succeeds, as a share of images (and models)."""
     plt = _plt()

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import PALETTE, _png
+from . import PALETTE, _png, plain_text
 
 
 def _plt() -> Any:
@@ -25,6 +25,7 @@ def _metric(norm: str, threat_ball: bool) -> tuple[str, str]:
     return "l2", "L2 distance of the adversarial example"
 
 
+@plain_text
 def distance_figure(
     rows: pd.DataFrame, norm: str, threat_ball: bool, eps: float | None
 ) -> str | None:
@@ -62,6 +63,7 @@ def distance_figure(
     return out
 
 
+@plain_text
 def security_curve(entries: list[dict[str, Any]], worst: list[dict[str, Any]]) -> str | None:
     """Robust accuracy against ε per backend, and the worst case across backends."""
     eps_values = sorted({e["eps"] for e in entries if e["eps"] is not None})

@@ -9,7 +9,7 @@ import torch
 from scipy.special import softmax
 
 from ..runner import Prepared, UnitOutcome
-from . import PALETTE, _image, _png
+from . import PALETTE, _image, _png, plain_text
 
 
 def _plt() -> Any:
@@ -21,6 +21,7 @@ def _plt() -> Any:
     return plt
 
 
+@plain_text
 def _bars(summary: dict[str, Any]) -> str | None:
     """Accuracy per attack row: attacked, then each defence non-adaptive (light) and
     adaptive (dark); the gap between a pair is what an adaptive attacker wins back."""
@@ -76,6 +77,7 @@ def _bars(summary: dict[str, Any]) -> str | None:
     return out
 
 
+@plain_text
 def _strips(prep: Prepared, outcomes: list[UnitOutcome], count: int = 3) -> list[dict[str, Any]]:
     """Per attack (largest ε, first backend): original, attacked, and the attacked image after
     each defence, as the classifier behind the defence receives it (one draw)."""
@@ -164,6 +166,7 @@ def _strips(prep: Prepared, outcomes: list[UnitOutcome], count: int = 3) -> list
     return figures
 
 
+@plain_text
 def defence_figures(
     prep: Prepared, summary: dict[str, Any], outcomes: list[UnitOutcome]
 ) -> dict[str, Any]:

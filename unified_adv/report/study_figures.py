@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..runner import Prepared
-from . import PALETTE, _image, _png
+from . import PALETTE, _image, _png, plain_text
 
 
 def _plt() -> Any:
@@ -27,6 +27,7 @@ def _row_title(row: dict[str, Any]) -> str:
     )
 
 
+@plain_text
 def uap_figures(prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """The perturbations (diverging colour scale, ± their own largest value), the rates
     against the random controls, and a few held-out images with the first UAP applied."""
@@ -102,6 +103,7 @@ def uap_figures(prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]) ->
     return out
 
 
+@plain_text
 def transfer_figures(
     prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]
 ) -> dict[str, Any]:
