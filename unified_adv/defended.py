@@ -25,6 +25,7 @@ from torch import nn
 
 from .errors import InputError
 from .models import ModelWrapper, _state_fingerprint
+from .results import robust_samples
 from .runner import CleanScores
 from .units import unit_seed
 
@@ -243,7 +244,6 @@ def _entries(
         attacked = np.zeros(len(correct), bool)
         attacked[plan.positions] = True
         unattacked_correct = int((correct & ~attacked)[: plan.scope].sum())
-        right = (rows["adv_pred"] == rows["label"]).groupby(rows["sample"]).all()
         complete = (a_i, e_i, backend, defence, adaptive) not in errors and len(rows) == len(
             plan.positions
         )
@@ -260,7 +260,7 @@ def _entries(
                 "eot_samples": eot.get((a_i, e_i, backend, defence, adaptive), 1),
                 "n_samples": int(len(rows)),
                 "success_rate": float(rows["success"].mean()) if len(rows) else None,
-                "accuracy": (int(right.sum()) + unattacked_correct) / plan.scope
+                "accuracy": (robust_samples(rows) + unattacked_correct) / plan.scope
                 if complete
                 else None,
                 "status": "ok" if complete else "error",

@@ -49,9 +49,33 @@ def model_findings(prep: Prepared) -> list[Finding]:
     pos = _probe_positions(prep)
     if not len(pos):
         return out
+    batch = prep.scenario.execution.batch_size or len(pos)
+    try:
+        out += _probe_findings(prep, pos, batch)
+    except Exception as exc:  # noqa: BLE001 - the user's model raised (e.g. out of memory)
+        from .models import error_gist
+
+        out.append(
+            Finding(
+                "warning",
+                "probe_failed",
+                f"The post-run model checks (a second forward pass and one loss gradient on "
+                f"{len(pos)} attacked samples, in batches of {batch}) raised "
+                f"{type(exc).__name__}: {error_gist(exc)}. The randomised-model and "
+                "zero-gradient checks did not run; a smaller execution.batch_size may help.",
+            )
+        )
+    return out
+
+
+def _probe_findings(prep: Prepared, pos: np.ndarray, batch: int) -> list[Finding]:
+    """Is the model randomised, and where is its loss gradient exactly zero? In batches of
+    ``execution.batch_size``, as the units ran."""
+    out = []
     x = prep.data.x[pos]
-    again = prep.model.wrapper.logits(x)
-    if not np.array_equal(again, logits[pos]):
+    wrapper = prep.model.wrapper
+    again = wrapper.logits(x, batch_size=batch)
+    if not np.array_equal(again, prep.clean_logits[pos]):
         out.append(
             Finding(
                 "warning",
@@ -60,13 +84,13 @@ def model_findings(prep: Prepared) -> list[Finding]:
                 "Use an adaptive attack (expectation over transformation) before trusting robustness.",
             )
         )
-    wrapper = prep.model.wrapper
-    xt = torch.from_numpy(x).to(wrapper.device).requires_grad_(True)
-    yt = torch.from_numpy(prep.data.y[pos]).to(wrapper.device)
-    loss = torch.nn.functional.cross_entropy(wrapper(xt), yt, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, xt)
-    zero = (grad.reshape(len(pos), -1).abs().amax(1) == 0).cpu().numpy()
-    if len(pos) and zero.any():
+    zero = np.concatenate(
+        [
+            _zero_gradient(wrapper, x[lo : lo + batch], prep.data.y[pos[lo : lo + batch]])
+            for lo in range(0, len(pos), batch)
+        ]
+    )
+    if zero.any():
         share = float(zero.mean())
         out.append(
             Finding(
@@ -78,6 +102,16 @@ def model_findings(prep: Prepared) -> list[Finding]:
             )
         )
     return out
+
+
+def _zero_gradient(wrapper: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per sample: the cross-entropy gradient with respect to the input is exactly zero."""
+    xt = torch.from_numpy(np.ascontiguousarray(x)).to(wrapper.device).requires_grad_(True)
+    yt = torch.from_numpy(np.ascontiguousarray(y)).to(wrapper.device)
+    loss = torch.nn.functional.cross_entropy(wrapper(xt), yt, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, xt)
+    zero: np.ndarray = (grad.reshape(len(x), -1).abs().amax(1) == 0).cpu().numpy()
+    return zero
 
 
 def result_findings(

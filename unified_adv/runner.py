@@ -243,7 +243,9 @@ def prepare(scenario: Scenario) -> Prepared:
         raise InputError.one(file, "data", "holds no samples")
     torch.manual_seed(scenario.seed)
     num_classes = _probe(model, data, scenario)
-    prep = Prepared(scenario, model, data, model.wrapper.logits(data.x), num_classes)
+    # Clean logits in batches of execution.batch_size, as the units will run.
+    clean = model.wrapper.logits(data.x, batch_size=scenario.execution.batch_size or 1024)
+    prep = Prepared(scenario, model, data, clean, num_classes)
     finite = np.isfinite(prep.clean_logits).all(axis=1)
     if not finite.all():
         first = int(data.index[int(np.argmin(finite))])
