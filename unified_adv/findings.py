@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .attacks import ATTACKS
+from .results import success_mask
 from .runner import Prepared, UnitOutcome
 
 PROBE_SAMPLES = 512
@@ -114,6 +115,11 @@ def _zero_gradient(wrapper: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return zero
 
 
+def _eps(entry: dict[str, Any]) -> str:
+    """An entry's eps as the scenario wrote it (8/255)."""
+    return str(entry.get("eps_text") or f"{entry['eps']:g}")
+
+
 def result_findings(
     prep: Prepared,
     attacks: list[dict[str, Any]],
@@ -135,8 +141,8 @@ def result_findings(
                     Finding(
                         "warning",
                         "non_monotonic_eps",
-                        f"Success rate falls from {lo['success_rate']:.1%} at eps {lo['eps']:g} to "
-                        f"{hi['success_rate']:.1%} at eps {hi['eps']:g}: the attack is not converging "
+                        f"Success rate falls from {lo['success_rate']:.1%} at eps {_eps(lo)} to "
+                        f"{hi['success_rate']:.1%} at eps {_eps(hi)}: the attack is not converging "
                         "(too few steps or a poor step size).",
                         attack_id,
                         backend,
@@ -187,6 +193,7 @@ def result_findings(
                     f"{pair['backends'][0]} vs {pair['backends'][1]}",
                 )
             )
+    out += absurd_perturbations(prep, outcomes)
     for o in outcomes:
         if o.meta.get("repeat_identical") is False:
             out.append(
@@ -199,4 +206,52 @@ def result_findings(
                     o.unit.backend,
                 )
             )
+    return out
+
+
+def absurd_perturbations(prep: Prepared, outcomes: list[UnitOutcome]) -> list[Finding]:
+    """Successful perturbations that are no longer small: an L∞ as large as the whole input
+    range, or an L2 beyond the image's own L2 norm. Such an example is no longer the image
+    (saturated noise, or a mistranslated scale); its success says nothing about robustness.
+    Attacks bounded by changed pixels (one-pixel) may flip a pixel across the range: skipped.
+    """
+    lo, hi = prep.model.wrapper.input_range
+    counts: dict[tuple[str, str | None, str], np.ndarray] = {}
+    for o in outcomes:
+        if not o.ok or ATTACKS[o.unit.attack].threat == "l0":
+            continue
+        assert o.arrays is not None
+        pos = o.arrays["positions"]
+        x = prep.data.x[pos].reshape(len(pos), -1).astype(np.float64)
+        delta = o.arrays["x_adv"].reshape(len(pos), -1).astype(np.float64) - x
+        fooled = success_mask(prep.data.y[pos], o.arrays)
+        full_range = np.abs(delta).max(1, initial=0.0) >= (hi - lo) * (1 - 1e-6)
+        beyond = np.linalg.norm(delta, axis=1) > np.linalg.norm(x, axis=1)
+        key = (
+            o.unit.attack_id,
+            prep.plans[o.unit.attack_index].spec.eps_text(o.unit.eps),
+            o.unit.backend,
+        )
+        counts[key] = counts.get(key, np.zeros(3, int)) + [
+            fooled.sum(),
+            (fooled & full_range).sum(),
+            (fooled & beyond).sum(),
+        ]
+    out = []
+    for (attack_id, eps, backend), (n, n_range, n_beyond) in counts.items():
+        if not (n_range or n_beyond):
+            continue
+        at = f" at eps {eps}" if eps is not None else ""
+        out.append(
+            Finding(
+                "warning",
+                "absurd_perturbation",
+                f"{attack_id}{at} ({backend}): of {n} successful perturbations, {n_range} have an "
+                f"L∞ as large as the input range ({hi - lo:g}) and {n_beyond} an L2 beyond the "
+                "image's own norm: these examples are no longer the images (saturated noise or "
+                "a mistranslated input scale); their success is no evidence of weakness.",
+                attack_id,
+                backend,
+            )
+        )
     return out

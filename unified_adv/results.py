@@ -178,6 +178,7 @@ def headline(
                         "backend": backend,
                         "norm": spec.norm,
                         "eps": eps,
+                        "eps_text": spec.eps_text(eps),
                         "target": spec.target.describe(),
                         "params": spec.resolved_params(eps),
                         "library_call": calls.get(k, {}),
