@@ -23,6 +23,7 @@ data: {builtin: digits, limit: 150, only_correct: true}
 attacks:
   - {name: cw_l2, steps: 10, backends: [foolbox, torchattacks]}
   - {name: square, norm: linf, eps: 0.1, queries: 50, backends: [torchattacks]}
+  - {name: fgsm, eps: [0.1, 1], backends: [torchattacks]}
 report: {triptychs: 0}
 """
 
@@ -35,7 +36,8 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> unified_adv.RunResult:
 
 def _rows(result: unified_adv.RunResult, entry: dict) -> pd.DataFrame:
     s = result.samples
-    return s[(s.attack_id == entry["attack_id"]) & (s.backend == entry["backend"])]
+    rows = s[(s.attack_id == entry["attack_id"]) & (s.backend == entry["backend"])]
+    return rows[rows.eps == entry["eps"]] if entry.get("eps") is not None else rows
 
 
 def test_robust_accuracy_is_attacked_minus_fooled_over_evaluated(
@@ -70,7 +72,9 @@ def test_foolbox_cw_failures_are_robust_whatever_array_came_back(
 
 @pytest.mark.parametrize("backend", ["foolbox", "torchattacks"])
 def test_medians_are_over_fooled_samples_only(result: unified_adv.RunResult, backend: str) -> None:
-    for entry in [a for a in result.summary["attacks"] if a["backend"] == backend]:
+    for entry in result.summary["attacks"]:
+        if entry["backend"] != backend or entry["attack"] not in ("cw_l2", "square"):
+            continue
         rows = _rows(result, entry)
         fooled = rows[rows.success]
         assert 0 < len(fooled) < len(rows)  # both kinds present, so the choice matters
@@ -138,3 +142,16 @@ def test_a_failing_findings_probe_is_a_finding_not_a_crash(tmp_path: Path, cli) 
     (probe,) = [f for f in summary["findings"] if f["code"] == "probe_failed"]
     assert "OutOfMemoryError" in probe["message"] and "batches of" in probe["message"]
     assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_absurd_perturbations_are_a_finding(result: unified_adv.RunResult) -> None:
+    """FGSM with eps = 1 on [0, 1] images: its successes flip pixels across the whole range
+    (and move further than the image's own norm). At eps 0.1, and for C&W and Square, nothing
+    is flagged; nor are Foolbox's all-zero C&W images, which are failures."""
+    found = [f for f in result.summary["findings"] if f["code"] == "absurd_perturbation"]
+    assert [(f["attack_id"], f["backend"]) for f in found] == [("fgsm", "torchattacks")]
+    (finding,) = found
+    assert "fgsm at eps 1 (torchattacks)" in finding["message"]
+    rows = result.samples[(result.samples.attack == "fgsm") & (result.samples.eps == 1)]
+    n_range = int((rows.success & (rows.linf >= 1 - 1e-6)).sum())
+    assert n_range > 0 and f"{n_range} have an L∞ as large as the input range" in finding["message"]
