@@ -215,6 +215,8 @@ def absurd_perturbations(prep: Prepared, outcomes: list[UnitOutcome]) -> list[Fi
     (saturated noise, or a mistranslated scale); its success says nothing about robustness.
     Attacks bounded by changed pixels (one-pixel) may flip a pixel across the range: skipped.
     """
+    if not outcomes:
+        return []
     lo, hi = prep.model.wrapper.input_range
     counts: dict[tuple[str, str | None, str], np.ndarray] = {}
     for o in outcomes:
