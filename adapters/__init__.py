@@ -25,6 +25,7 @@ __all__ = [
     "backend_names",
     "capable_backends",
     "check_backends",
+    "dropped_backends",
 ]
 
 BACKENDS: dict[str, str] = {
@@ -129,3 +130,18 @@ def check_backends(attack: AttackSpec, input_range: Sequence[float]) -> list[str
 
 def capable_backends(attack: AttackSpec, input_range: Sequence[float]) -> tuple[str, ...]:
     return tuple(b for b in BACKENDS if _why_not(b, attack, input_range) is None)
+
+
+def dropped_backends(attack: AttackSpec, input_range: Sequence[float]) -> dict[str, str]:
+    """For ``backends: all``: each backend that has the attack but cannot run it as asked
+    (norm, target, a fixed parameter, the input range, ...), with the reason. The report and
+    summary.json say so, so a missing backend is never a silent gap."""
+    if attack.backends != ("all",):
+        return {}
+    out = {}
+    for name in BACKENDS:
+        if attack.name in adapter_class(name).capabilities:
+            reason = _why_not(name, attack, input_range)
+            if reason:
+                out[name] = reason
+    return out

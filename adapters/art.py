@@ -93,7 +93,7 @@ class ArtAdapter(Adapter):
         "universal": Capability(
             {"linf": "UniversalPerturbation", "l2": "UniversalPerturbation"},
             ("untargeted", "class"),
-            note="targeted: TargetedUniversalPerturbation (fgsm attacker only)",
+            scoped_notes={"targeted": "TargetedUniversalPerturbation (fgsm attacker only)"},
         ),
         "square": Capability(
             {"linf": "SquareAttack", "l2": "SquareAttack"},

@@ -46,11 +46,21 @@ class Capability:
     #: Norms for which the library can average gradients over a randomised model's
     #: randomness (expectation over transformation, ``eot_samples`` > 1).
     eot_norms: tuple[str, ...] = ()
+    #: A known quirk shown on every row of this attack on this backend.
     note: str = ""
+    #: Quirks that hold for one norm ("l2") or one mode ("targeted", "untargeted") only:
+    #: shown on those rows alone (an L∞ PGD row must not carry a note about L2 PGD).
+    scoped_notes: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def norms(self) -> tuple[str, ...]:
         return tuple(self.classes)
+
+    def note_for(self, norm: str, targeted: bool) -> str:
+        """The notes that apply to a row of this norm and targeting mode."""
+        mode = "targeted" if targeted else "untargeted"
+        scoped = [text for key, text in self.scoped_notes.items() if key in (norm, mode)]
+        return "; ".join(n for n in (self.note, *scoped) if n)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ class FoolboxAdapter(Adapter):
         "fgsm": Capability(
             {"linf": "LinfFastGradientAttack", "l2": "L2FastGradientAttack"},
             _UNTARGETED,
-            note="Foolbox's FGSM raises on targeted criteria",
+            scoped_notes={"targeted": "Foolbox's FGSM raises on targeted criteria"},
             eot_norms=("linf", "l2"),
         ),
         "bim": Capability({"linf": "LinfBasicIterativeAttack"}, _ALL, eot_norms=("linf",)),

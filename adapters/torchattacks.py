@@ -30,8 +30,10 @@ class TorchattacksAdapter(Adapter):
             {"linf": "PGD", "l2": "PGDL2"},
             _ALL,
             eot_norms=("linf",),
-            note="PGDL2 divides the gradient of the batch-mean loss by ||g|| + 1e-10: "
-            "short steps for confidently classified samples",
+            scoped_notes={
+                "l2": "PGDL2 divides the gradient of the batch-mean loss by ||g|| + 1e-10: "
+                "short steps for confidently classified samples"
+            },
         ),
         "mifgsm": Capability(
             {"linf": "MIFGSM"},

@@ -197,7 +197,7 @@ def test_a_scenario_runs_it_as_the_unified_adv_backend(cli, write_scenario, tmp_
     assert (entry["attack"], entry["backend"], entry["status"]) == ("lbfgs", "unified-adv", "ok")
     assert entry["library_call"]["library"] == "unified-adv"
     assert entry["n_samples"] >= 4 and entry["success_rate"] >= 0.75
-    assert 0 < entry["median_l2"] < 3
+    assert 0 < entry["median_l2_fooled"] < 3
     assert "project code" in entry["note"]
     assert summary["provenance"]["versions"]["unified-adv"] == unified_adv.__version__
     samples = pd.read_csv(out / "samples.csv")

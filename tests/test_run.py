@@ -70,10 +70,17 @@ def test_summary_numbers_follow_from_the_sample_table(first: unified_adv.RunResu
         assert entry["status"] == "ok"
         assert entry["n_samples"] == len(rows) > 0
         assert entry["success_rate"] == pytest.approx(rows.success.mean())
+        # Every row: robust accuracy = (attacked - fooled) / evaluated, fooled taken from the
+        # success column; only_correct, so the correct samples an attack leaves alone (its
+        # own target class) count as robust too: (correct - fooled) / evaluated.
+        assert (rows.clean_pred == rows.label).all()
+        fooled = int(rows.groupby("sample").success.any().sum())
+        n_correct = summary["data"]["n_correct"]
+        assert entry["robust_accuracy"] == pytest.approx((n_correct - fooled) / n_eval)
+        # Medians over the fooled samples only.
+        assert entry["median_l2_fooled"] == pytest.approx(rows[rows.success].l2.median())
+        assert entry["median_linf_fooled"] == pytest.approx(rows[rows.success].linf.median())
         if entry["target"] == "untargeted":
-            # only_correct: every attacked sample was right; robust = not fooled.
-            robust = (rows.adv_pred == rows.label).sum() / n_eval
-            assert entry["robust_accuracy"] == pytest.approx(robust)
             assert (rows.success == (rows.adv_pred != rows.label)).all()
         else:
             assert (rows.label != 3).all() and (rows.target == 3).all()
@@ -207,5 +214,5 @@ attacks:
     assert set(rows["sample"]) <= set(first50)
     n_wrong_clean = 50 - entry["n_samples"]  # only_correct: the rest were misclassified
     assert n_wrong_clean >= 0
-    still_right = int((rows.adv_pred == rows.label).sum())
+    still_right = int((~rows.success).sum())
     assert entry["robust_accuracy"] == pytest.approx(still_right / 50)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib.metadata
+
+try:  # one place for the version: pyproject.toml, read back from the installed metadata
+    __version__ = importlib.metadata.version("unified-adv")
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 from .api import RunResult, run  # noqa: E402
 from .errors import InputError, Problem  # noqa: E402

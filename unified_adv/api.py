@@ -108,6 +108,7 @@ def _build_summary(
     n_eval = len(prep.data.y)
     attacks = headline(prep, samples, outcomes)
     checks = crosscheck(prep, outcomes)
+    with_eps_text(prep, checks["pairs"] + checks["worst_case"])
     findings = model_findings(prep) + result_findings(prep, attacks, checks, outcomes)
     attacked = np.zeros(n_eval, bool)
     for plan in prep.plans:
@@ -139,6 +140,7 @@ def _build_summary(
             "n_attacked": int(attacked.sum()),
         },
         "attacks": attacks,
+        "dropped_backends": _dropped(prep),
         "crosscheck": checks,
         "findings": [f.to_dict() for f in findings],
         "units": [_unit_entry(o) for o in outcomes],
@@ -152,6 +154,40 @@ def _build_summary(
             "duration_s": duration,
         },
     }
+
+
+def _dropped(prep: Prepared) -> list[dict[str, str]]:
+    """Backends that ``backends: all`` left out of an attack, and why."""
+    from .adapters import dropped_backends
+
+    input_range = prep.scenario.model.input_range
+    return [
+        {"attack_id": plan.spec.label, "backend": name, "reason": reason}
+        for plan in prep.plans
+        for name, reason in dropped_backends(plan.spec, input_range).items()
+    ]
+
+
+def with_eps_text(prep: Prepared, items: list[dict[str, Any]]) -> None:
+    """Add ``eps_text`` (the scenario's own ``8/255``) beside each item's float ``eps``."""
+    specs = {p.spec.label: p.spec for p in prep.plans}
+    for item in items:
+        spec = specs.get(item.get("attack_id", ""))
+        if spec is not None and "eps" in item:
+            item["eps_text"] = spec.eps_text(item["eps"])
+
+
+def eps_label(prep: Prepared) -> Any:
+    """For the report: ``eps_label(attack_id, eps)`` gives the eps as the scenario wrote it."""
+    specs = {p.spec.label: p.spec for p in prep.plans}
+
+    def label(attack_id: str, eps: float | None) -> str:
+        spec = specs.get(attack_id)
+        if eps is None:
+            return "–"
+        return (spec.eps_text(eps) if spec is not None else None) or f"{eps:.4g}"
+
+    return label
 
 
 def _executor(
@@ -305,6 +341,8 @@ def _run_and_write(
     summary = _build_summary(prep, main_samples, outcomes, started, time.perf_counter() - t0)
     if prep.variants:
         summary["defences"] = _defences(prep, samples, outcomes, defended, derived)
+        d = summary["defences"]
+        with_eps_text(prep, d["table"] + d["entries"] + d["crosscheck"])
         summary["findings"] += summary["defences"]["findings"]
         summary["units"] += [_unit_entry(o) for o in defended]
     summary["provenance"]["executor"] = ex.describe()
@@ -357,6 +395,7 @@ def _per_attack(
                 "target": spec.target.describe(),
                 "eps_values": [e for e in spec.eps_values if e is not None],
                 "entries": entries,
+                "dropped": [d for d in summary["dropped_backends"] if d["attack_id"] == spec.label],
                 "worst": worst,
                 "verdicts": verdicts,
                 "lowest_robust": min(worst_value or robust) if (worst_value or robust) else None,
@@ -379,6 +418,7 @@ def _report_context(
     units = [_unit_row(o) for o in outcomes]
     return {
         "title": s.report.title or f"Robustness report: {s.name}",
+        "eps_label": eps_label(prep),
         "scenario": {
             "name": s.name,
             "description": s.description,

@@ -37,6 +37,29 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"unified-adv {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Evaluate an image classifier's adversarial robustness across ART, Foolbox and torchattacks."""
+
+
 class _Terminated(BaseException):
     """SIGTERM, turned into an exception so a run stops as cleanly as on Ctrl-C."""
 
@@ -87,7 +110,8 @@ def run(
         typer.Option(
             "--executor",
             help="Where units run: local (this process) or dask (needs --scheduler or "
-            "--workers; pip install 'unified-adv[dask]'). Default: the scenario's execution.",
+            # \\[ : a literal bracket for rich, which would read [dask] as markup and drop it.
+            "--workers; pip install 'unified-adv\\[dask]'). Default: the scenario's execution.",
         ),
     ] = None,
     scheduler: Annotated[
@@ -189,7 +213,7 @@ def list_capabilities() -> None:
                     table.add_row(attack, name, "—", "", "", "", "")
                 continue
             classes = ", ".join(sorted(set(cap.classes.values())))
-            if "random_starts" not in ATTACKS[attack].params:
+            if "random_starts" not in ATTACKS[attack].param_names:
                 starts = "n/a"
             elif cap.max_random_starts is None:
                 starts = "any"

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from .attacks import ATTACKS
-from .results import success_mask
+from .results import fooled_median, robust_mask, success_mask
 from .runner import Prepared, UnitOutcome
 
 VERDICTS = ("identical", "equivalent", "statistically consistent", "divergent")
@@ -64,7 +64,8 @@ class PairResult:
     mcnemar_p: float
     same_adv_pred: float
     max_pixel_diff: float
-    median_distances: dict[str, tuple[float, float]]
+    #: Medians over each backend's successful samples (None where it fooled none).
+    median_distances: dict[str, tuple[float | None, float | None]]
     tolerance: float
     randomised: bool
     verdict: str
@@ -195,7 +196,7 @@ def compare_pair(
     both, neither = int((sa & sb).sum()), int((~sa & ~sb).sum())
     only_a, only_b = int((sa & ~sb).sum()), int((~sa & sb).sum())
     pa, pb = a["adv_logits"].argmax(1), b["adv_logits"].argmax(1)
-    dist: dict[str, tuple[float, float]] = {}
+    dist: dict[str, tuple[float | None, float | None]] = {}
     for name, fn in (
         ("linf", lambda d: np.abs(d).max(1)),
         ("l2", lambda d: np.linalg.norm(d, axis=1)),
@@ -203,7 +204,8 @@ def compare_pair(
     ):
         da = fn((a["x_adv"] - x).reshape(n, -1).astype(np.float64))
         db = fn((b["x_adv"] - x).reshape(n, -1).astype(np.float64))
-        dist[name] = (float(np.median(da)), float(np.median(db)))
+        # Over each backend's own successful samples (None where it fooled none).
+        dist[name] = (fooled_median(da, sa), fooled_median(db, sb))
     p_value = mcnemar_exact(only_a, only_b)
     randomised = is_randomised(spec.name, spec.resolved_params(eps))
     if a.get("defence") and prep.variants[a["defence"]].randomized:
@@ -282,8 +284,8 @@ def worst_case(
     per_backend = {}
     for name in backends:
         s = stacks[name]
-        right = s["adv_logits"].argmax(1) == prep.data.y[s["positions"]]
-        still_right &= right
+        scored = prep.variants[s["defence"]] if s["defence"] else prep
+        still_right &= robust_mask(s["success"], scored.correct[s["positions"]])
         fooled_any |= s["success"]
         per_backend[name] = float(s["success"].mean()) if len(pos) else 0.0
     # A sample repeated for several targets is robust only if it survives all of them.

@@ -25,6 +25,7 @@ from torch import nn
 
 from .errors import InputError
 from .models import ModelWrapper, _state_fingerprint
+from .results import robust_samples
 from .runner import CleanScores
 from .units import unit_seed
 
@@ -243,7 +244,6 @@ def _entries(
         attacked = np.zeros(len(correct), bool)
         attacked[plan.positions] = True
         unattacked_correct = int((correct & ~attacked)[: plan.scope].sum())
-        right = (rows["adv_pred"] == rows["label"]).groupby(rows["sample"]).all()
         complete = (a_i, e_i, backend, defence, adaptive) not in errors and len(rows) == len(
             plan.positions
         )
@@ -260,7 +260,7 @@ def _entries(
                 "eot_samples": eot.get((a_i, e_i, backend, defence, adaptive), 1),
                 "n_samples": int(len(rows)),
                 "success_rate": float(rows["success"].mean()) if len(rows) else None,
-                "accuracy": (int(right.sum()) + unattacked_correct) / plan.scope
+                "accuracy": (robust_samples(rows) + unattacked_correct) / plan.scope
                 if complete
                 else None,
                 "status": "ok" if complete else "error",
@@ -295,7 +295,7 @@ def _worst(values: list[dict[str, Any]]) -> dict[str, Any] | None:
 def collapse_finding(
     defence: str,
     attack_id: str,
-    eps: float | None,
+    eps: float | str | None,
     non: dict[str, Any] | None,
     ada: dict[str, Any] | None,
 ) -> dict[str, Any] | None:
@@ -311,7 +311,11 @@ def collapse_finding(
         "backend": ada["backend"],
         "message": (
             f"{defence} against {attack_id}"
-            + (f" (eps {eps:g})" if eps is not None else "")
+            + (
+                f" (eps {eps if isinstance(eps, str) else format(eps, 'g')})"
+                if eps is not None
+                else ""
+            )
             + f": {100 * non['accuracy']:.1f} % accuracy when the attack ignores the defence, "
             f"{100 * ada['accuracy']:.1f} % when it attacks the defended model "
             f"({ada['backend']}" + (f", EOT over {eot} draws" if eot > 1 else "") + "). "
@@ -367,7 +371,7 @@ def defence_summary(
                 if ada is not None:
                     ada["eot_samples"] = max(e["eot_samples"] for e in ada_entries)
                 row["defences"][v.id] = {"non_adaptive": non, "adaptive": ada}
-                finding = collapse_finding(v.id, plan.spec.label, eps, non, ada)
+                finding = collapse_finding(v.id, plan.spec.label, plan.spec.eps_text(eps), non, ada)
                 if finding is not None:
                     findings.append(finding)
             rows.append(row)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .attacks import ATTACKS
+from .results import success_mask
 from .runner import Prepared, UnitOutcome
 
 PROBE_SAMPLES = 512
@@ -49,9 +50,33 @@ def model_findings(prep: Prepared) -> list[Finding]:
     pos = _probe_positions(prep)
     if not len(pos):
         return out
+    batch = prep.scenario.execution.batch_size or len(pos)
+    try:
+        out += _probe_findings(prep, pos, batch)
+    except Exception as exc:  # noqa: BLE001 - the user's model raised (e.g. out of memory)
+        from .models import error_gist
+
+        out.append(
+            Finding(
+                "warning",
+                "probe_failed",
+                f"The post-run model checks (a second forward pass and one loss gradient on "
+                f"{len(pos)} attacked samples, in batches of {batch}) raised "
+                f"{type(exc).__name__}: {error_gist(exc)}. The randomised-model and "
+                "zero-gradient checks did not run; a smaller execution.batch_size may help.",
+            )
+        )
+    return out
+
+
+def _probe_findings(prep: Prepared, pos: np.ndarray, batch: int) -> list[Finding]:
+    """Is the model randomised, and where is its loss gradient exactly zero? In batches of
+    ``execution.batch_size``, as the units ran."""
+    out = []
     x = prep.data.x[pos]
-    again = prep.model.wrapper.logits(x)
-    if not np.array_equal(again, logits[pos]):
+    wrapper = prep.model.wrapper
+    again = wrapper.logits(x, batch_size=batch)
+    if not np.array_equal(again, prep.clean_logits[pos]):
         out.append(
             Finding(
                 "warning",
@@ -60,13 +85,13 @@ def model_findings(prep: Prepared) -> list[Finding]:
                 "Use an adaptive attack (expectation over transformation) before trusting robustness.",
             )
         )
-    wrapper = prep.model.wrapper
-    xt = torch.from_numpy(x).to(wrapper.device).requires_grad_(True)
-    yt = torch.from_numpy(prep.data.y[pos]).to(wrapper.device)
-    loss = torch.nn.functional.cross_entropy(wrapper(xt), yt, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, xt)
-    zero = (grad.reshape(len(pos), -1).abs().amax(1) == 0).cpu().numpy()
-    if len(pos) and zero.any():
+    zero = np.concatenate(
+        [
+            _zero_gradient(wrapper, x[lo : lo + batch], prep.data.y[pos[lo : lo + batch]])
+            for lo in range(0, len(pos), batch)
+        ]
+    )
+    if zero.any():
         share = float(zero.mean())
         out.append(
             Finding(
@@ -78,6 +103,21 @@ def model_findings(prep: Prepared) -> list[Finding]:
             )
         )
     return out
+
+
+def _zero_gradient(wrapper: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per sample: the cross-entropy gradient with respect to the input is exactly zero."""
+    xt = torch.from_numpy(np.ascontiguousarray(x)).to(wrapper.device).requires_grad_(True)
+    yt = torch.from_numpy(np.ascontiguousarray(y)).to(wrapper.device)
+    loss = torch.nn.functional.cross_entropy(wrapper(xt), yt, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, xt)
+    zero: np.ndarray = (grad.reshape(len(x), -1).abs().amax(1) == 0).cpu().numpy()
+    return zero
+
+
+def _eps(entry: dict[str, Any]) -> str:
+    """An entry's eps as the scenario wrote it (8/255)."""
+    return str(entry.get("eps_text") or f"{entry['eps']:g}")
 
 
 def result_findings(
@@ -101,8 +141,8 @@ def result_findings(
                     Finding(
                         "warning",
                         "non_monotonic_eps",
-                        f"Success rate falls from {lo['success_rate']:.1%} at eps {lo['eps']:g} to "
-                        f"{hi['success_rate']:.1%} at eps {hi['eps']:g}: the attack is not converging "
+                        f"Success rate falls from {lo['success_rate']:.1%} at eps {_eps(lo)} to "
+                        f"{hi['success_rate']:.1%} at eps {_eps(hi)}: the attack is not converging "
                         "(too few steps or a poor step size).",
                         attack_id,
                         backend,
@@ -153,6 +193,7 @@ def result_findings(
                     f"{pair['backends'][0]} vs {pair['backends'][1]}",
                 )
             )
+    out += absurd_perturbations(prep, outcomes)
     for o in outcomes:
         if o.meta.get("repeat_identical") is False:
             out.append(
@@ -165,4 +206,54 @@ def result_findings(
                     o.unit.backend,
                 )
             )
+    return out
+
+
+def absurd_perturbations(prep: Prepared, outcomes: list[UnitOutcome]) -> list[Finding]:
+    """Successful perturbations that are no longer small: an L∞ as large as the whole input
+    range, or an L2 beyond the image's own L2 norm. Such an example is no longer the image
+    (saturated noise, or a mistranslated scale); its success says nothing about robustness.
+    Attacks bounded by changed pixels (one-pixel) may flip a pixel across the range: skipped.
+    """
+    if not outcomes:
+        return []
+    lo, hi = prep.model.wrapper.input_range
+    counts: dict[tuple[str, str | None, str], np.ndarray] = {}
+    for o in outcomes:
+        if not o.ok or ATTACKS[o.unit.attack].threat == "l0":
+            continue
+        assert o.arrays is not None
+        pos = o.arrays["positions"]
+        x = prep.data.x[pos].reshape(len(pos), -1).astype(np.float64)
+        delta = o.arrays["x_adv"].reshape(len(pos), -1).astype(np.float64) - x
+        fooled = success_mask(prep.data.y[pos], o.arrays)
+        full_range = np.abs(delta).max(1, initial=0.0) >= (hi - lo) * (1 - 1e-6)
+        beyond = np.linalg.norm(delta, axis=1) > np.linalg.norm(x, axis=1)
+        key = (
+            o.unit.attack_id,
+            prep.plans[o.unit.attack_index].spec.eps_text(o.unit.eps),
+            o.unit.backend,
+        )
+        counts[key] = counts.get(key, np.zeros(3, int)) + [
+            fooled.sum(),
+            (fooled & full_range).sum(),
+            (fooled & beyond).sum(),
+        ]
+    out = []
+    for (attack_id, eps, backend), (n, n_range, n_beyond) in counts.items():
+        if not (n_range or n_beyond):
+            continue
+        at = f" at eps {eps}" if eps is not None else ""
+        out.append(
+            Finding(
+                "warning",
+                "absurd_perturbation",
+                f"{attack_id}{at} ({backend}): of {n} successful perturbations, {n_range} have an "
+                f"L∞ as large as the input range ({hi - lo:g}) and {n_beyond} an L2 beyond the "
+                "image's own norm: these examples are no longer the images (saturated noise or "
+                "a mistranslated input scale); their success is no evidence of weakness.",
+                attack_id,
+                backend,
+            )
+        )
     return out

@@ -46,6 +46,37 @@ def success_mask(labels: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarra
     return success
 
 
+def robust_mask(success: np.ndarray, clean_correct: np.ndarray) -> np.ndarray:
+    """Per row: the sample counts as robust under the attack.
+
+    The one place a row is scored. A row the attack fooled (``success``) is not robust. A
+    row it did not fool is scored on its clean input, whatever array the library handed
+    back (Foolbox's C&W returns all-zero images for its failures): robust when the clean
+    prediction is right. The returned array is kept for inspection only. So robust
+    accuracy = (attacked - fooled) / evaluated when only correct samples are attacked.
+    """
+    return ~np.asarray(success, bool) & np.asarray(clean_correct, bool)
+
+
+def robust_samples(rows: pd.DataFrame) -> int:
+    """Samples robust in every row they have (``each_other_class`` repeats a sample once
+    per target: robust only if no target was reached)."""
+    if rows.empty:
+        return 0
+    robust = robust_mask(
+        rows["success"].to_numpy(), (rows["clean_pred"] == rows["label"]).to_numpy()
+    )
+    return int(pd.Series(robust, index=rows.index).groupby(rows["sample"]).all().sum())
+
+
+def fooled_median(values: pd.Series | np.ndarray, success: pd.Series | np.ndarray) -> float | None:
+    """Median of a distance over the samples the attack fooled: a distance describes a
+    successful perturbation (a failed sample's array may be a library's sentinel, e.g.
+    zeros, or the unchanged input). None when nothing was fooled."""
+    chosen = np.asarray(values, np.float64)[np.asarray(success, bool)]
+    return float(np.median(chosen)) if len(chosen) else None
+
+
 def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
     """One row per sample of one finished unit."""
     assert outcome.arrays is not None
@@ -138,9 +169,7 @@ def headline(
                 rows = _rows_for(samples, outcomes, k)
                 n = len(rows)
                 n_success = int(rows["success"].sum()) if n else 0
-                # each_other_class repeats samples: robust = right under every target.
-                right = (rows["adv_pred"] == rows["label"]).groupby(rows["sample"]).all()
-                still_right = int(right.sum()) if n else 0
+                still_right = robust_samples(rows)
                 complete = k not in errors and n == len(plan.positions)
                 entries.append(
                     {
@@ -149,6 +178,7 @@ def headline(
                         "backend": backend,
                         "norm": spec.norm,
                         "eps": eps,
+                        "eps_text": spec.eps_text(eps),
                         "target": spec.target.describe(),
                         "params": spec.resolved_params(eps),
                         "library_call": calls.get(k, {}),
@@ -159,8 +189,8 @@ def headline(
                         "robust_accuracy": (still_right + unattacked_correct) / scope
                         if complete
                         else None,
-                        "median_linf": float(rows["linf"].median()) if n else None,
-                        "median_l2": float(rows["l2"].median()) if n else None,
+                        "median_linf_fooled": fooled_median(rows["linf"], rows["success"]),
+                        "median_l2_fooled": fooled_median(rows["l2"], rows["success"]),
                         "time_s": times.get(k, 0.0),
                         "status": "ok" if complete else "error",
                         "note": notes.get(k, ""),

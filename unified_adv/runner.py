@@ -462,7 +462,7 @@ def execute_unit(
         "status": "ok",
         "time_s": elapsed,
         "library_call": calls[0],
-        "note": cap.note,
+        "note": cap.note_for(unit.norm, target is not None),
         "reproducible": cap.reproducible,
     }
     if batch is not None:

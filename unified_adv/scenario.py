@@ -348,6 +348,27 @@ class AttackSpec(_Strict):
     std: Exact | None = None
     eot_samples: int | None = None
 
+    #: Each eps as the scenario wrote it ("8/255"), for the report and the summary.
+    _eps_text: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_eps_text(cls, data: Any, handler: Any) -> Any:
+        spec = handler(data)
+        raw = data.get("eps") if isinstance(data, dict) else None
+        if isinstance(spec, AttackSpec) and spec.eps is not None and raw is not None:
+            values = raw if isinstance(raw, (list, tuple)) else [raw]
+            spec._eps_text = tuple(v.strip() if isinstance(v, str) else str(v) for v in values)
+        return spec
+
+    def eps_text(self, eps: float | None) -> str | None:
+        """``eps`` as the scenario wrote it (``8/255``, not 0.03137); None for no eps."""
+        if eps is None:
+            return None
+        if self.eps is not None and eps in self.eps and len(self._eps_text) == len(self.eps):
+            return self._eps_text[self.eps.index(eps)]
+        return f"{eps:g}"
+
     @model_validator(mode="before")
     @classmethod
     def _default_norm(cls, data: Any) -> Any:
