@@ -142,13 +142,16 @@ def digits() -> Iterator[Digits]:
 
 @pytest.fixture(scope="module")
 def linf_study(digits: Digits) -> UapStudy:
-    # Measured (300 fit / 300 eval, fgsm attacker, max_iter 10, delta 0.2, 5 controls),
-    # R_f [control R_f] for seeds 0 / 1:
-    #   L-inf zeta 0.1: 0.04 [0.01] / 0.04 [0.01];  0.2: 0.08 [0.02] / 0.23 [0.03];
-    #   zeta 0.3: 0.80 [0.04] / 0.74 [0.07] (about 3 s);  0.4: 0.90 [0.12] / 0.90 [0.12].
-    # Targeted, target 3 (the class untargeted UAPs favour), R_s [control R_s]:
-    #   zeta 0.2: 0.23 [0.003] / 0.54 [0.005];  0.3: 0.92 [0.01] / 0.93 [0.01].
-    # Other targets are far weaker at zeta 0.3 (target 0: 0.03, target 8: 0.24).
+    # Measured with the shipped digits CNN (300 fit / 300 eval, fgsm attacker, max_iter 10,
+    # delta 0.2, 5 controls), seeds 0-4, L-inf zeta 0.3:
+    #   untargeted R_f 0.490 / 0.720 / 0.803 / 0.863 / 0.763, controls 0.033-0.067 (margin
+    #   0.447-0.830), largest predicted share 0.51-0.88;
+    #   targeted (target 3, the class untargeted UAPs favour) R_s 0.856-0.945, controls
+    #   <= 0.015.
+    # The fooling rate at this zeta spreads widely over seeds (0.37), so the thresholds
+    # below sit under the worst seed by about half that spread. (With the weights of
+    # earlier, per-machine training: seeds 0 / 1 gave 0.80 / 0.74 at zeta 0.3; zeta 0.1:
+    # 0.04, 0.2: 0.08 / 0.23, 0.4: 0.90.)
     model, xf, yf, xe, ye = digits
     return uap_study(model, xf, yf, xe, ye, norms=("linf",), zetas=(0.3,), targets=(3,), seed=0)
 
@@ -158,14 +161,15 @@ def test_untargeted_linf_uap_beats_its_random_control(linf_study: UapStudy) -> N
     assert row.kind == "untargeted" and row.target is None
     assert row.radius == pytest.approx(0.3 * linf_study.data_norms["linf"])
     assert row.uap_norm <= row.radius + 1e-6
-    assert row.rate >= 0.6
+    assert row.rate >= 0.3  # worst seed 0.49
     assert row.control_rate <= 0.2
-    assert row.rate >= row.control_rate + 0.4
+    assert row.rate >= row.control_rate + 0.25  # worst seed's margin 0.447
     # ART's fooling rate is against the true labels, ours against the clean predictions;
     # on the training images the model classifies almost all correctly, so they agree.
     assert row.fit_rate == pytest.approx(row.art_fooling_rate, abs=0.05)
-    # Hirano's dominant class: most images go to one class.
-    assert max(row.predicted_share) >= 0.5
+    # Hirano's dominant class: about half the images or more go to one class (measured
+    # 0.51-0.88 over seeds 0-4; clean predictions: at most 0.2 per class).
+    assert max(row.predicted_share) >= 0.4
     assert sum(row.predicted_share) == pytest.approx(1.0)
     assert max(linf_study.clean_predicted_share) < 0.2
 
@@ -182,9 +186,10 @@ def test_targeted_linf_uap_beats_its_random_control(linf_study: UapStudy) -> Non
 def test_untargeted_l2_uap_beats_its_random_control(
     digits: Digits,
 ) -> None:
-    # Measured, R_f [control R_f], seeds 0 / 1: L2 zeta 0.1 (radius 0.39): 0.03 [0.006] /
-    # 0.04 [0.008]; 0.2: 0.11 [0.02] / 0.09 [0.01]; 0.3: 0.23 [0.04] / 0.35 [0.03];
-    # 0.4 (radius 1.56): 0.76 [0.05] / 0.70 [0.08], about 3 s.
+    # Measured with the shipped digits CNN, L2 zeta 0.4 (radius 1.56), seeds 0-4: R_f
+    # 0.637 / 0.530 / 0.613 / 0.797 / 0.610, controls 0.045-0.082 (margin 0.448-0.747), about
+    # 3 s. (Earlier per-machine weights, seeds 0 / 1: zeta 0.1 0.03 / 0.04, 0.2 0.11 / 0.09,
+    # 0.3 0.23 / 0.35, 0.4 0.76 / 0.70.)
     model, xf, yf, xe, ye = digits
     study = uap_study(model, xf, yf, xe, ye, norms=("l2",), zetas=(0.4,), seed=0)
     (row,) = study.rows
