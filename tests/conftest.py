@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session", autouse=True)
 def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Every test session trains the builtin digits CNN itself, into its own cache."""
+    """Every test session has its own model cache: the builtin models the package does not
+    ship (non-default autoencoders, the one-pixel study's line CNNs) are trained into it."""
     cache = tmp_path_factory.mktemp("unified-adv-cache")
     old = os.environ.get("UNIFIED_ADV_CACHE")
     os.environ["UNIFIED_ADV_CACHE"] = str(cache)
