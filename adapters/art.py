@@ -545,9 +545,7 @@ class ArtAdapter(Adapter):
         }
         return x_adv, call
 
-    def _view_estimator(
-        self, x: np.ndarray, lo: float, width: float, order: list[int]
-    ) -> Any:
+    def _view_estimator(self, x: np.ndarray, lo: float, width: float, order: list[int]) -> Any:
         """An ART estimator over u in [0, 1] -> model(lo + width * u)[:, order]."""
         from art.estimators.classification import PyTorchClassifier
 
