@@ -96,9 +96,12 @@ def test_art_deepfool_range_width_is_compensated(model: ModelWrapper, batch) -> 
     x, y = batch
     m255 = _range_255(model)
     x255 = (x * 255).astype(np.float32)
-    raw01 = DeepFool(_art_estimator(model), max_iter=50, verbose=False).generate(x)
-    raw255 = DeepFool(_art_estimator(m255, (0.0, 255.0)), max_iter=50, verbose=False).generate(x255)
+    kw = {"max_iter": 50, "epsilon": 0.02, "nb_grads": 10, "batch_size": len(x), "verbose": False}
+    raw01 = DeepFool(_art_estimator(model), **kw).generate(x)
+    raw255 = DeepFool(_art_estimator(m255, (0.0, 255.0)), **kw).generate(x255)
     inflation = np.median(_l2(raw255, x255)) / 255 / np.median(_l2(raw01, x))
+    print(f"plain ART DeepFool at [0, 255]: median L2 {inflation:.2f} times the [0, 1] one")
+    # Measured 10.3 on these 24 digits, 11.3 on 39 (|δ| saturates at 255).
     assert inflation > 3, f"the bug is real: plain ART at [0, 255] is {inflation:.1f}x too far"
 
     req = _req("deepfool", "l2", steps=50)
