@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from .attacks import ATTACKS
-from .results import outcome
+from .results import fooled_and_tied
 from .runner import Prepared, UnitOutcome
 
 VERDICTS = ("identical", "equivalent", "statistically consistent", "divergent")
@@ -209,7 +209,7 @@ def _stack(prep: Prepared, units: list[UnitOutcome], shards: set[int]) -> dict[s
     cat["backend_failed"] = np.concatenate(
         [a.get("backend_failed", np.zeros(len(a["positions"]), dtype=np.bool_)) for a in arrays]
     )
-    cat["success"], cat["tie"] = outcome(prep.data.y[cat["positions"]], cat)
+    cat["success"], cat["tie"] = fooled_and_tied(prep.data.y[cat["positions"]], cat)
     cat["calls"] = chosen[0].meta.get("library_call", {})
     cat["defence"] = chosen[0].unit.defence
     cat["note"] = chosen[0].meta.get("note", "")

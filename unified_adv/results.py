@@ -53,7 +53,9 @@ def tie_mask(logits: np.ndarray) -> np.ndarray:
     return (top2[:, 1] - top2[:, 0]) < TIE_MARGIN
 
 
-def outcome(labels: np.ndarray, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def fooled_and_tied(
+    labels: np.ndarray, arrays: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Per sample: (fooled, tie). A tie is neither fooled nor robust, whatever its argmax."""
     tie = tie_mask(arrays["adv_logits"])
     return success_mask(labels, arrays) & ~tie, tie
@@ -61,7 +63,7 @@ def outcome(labels: np.ndarray, arrays: dict[str, np.ndarray]) -> tuple[np.ndarr
 
 def success_mask(labels: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:
     """unified-adv's own verdict: the model's prediction on what the backend returned
-    (ties not taken out: see ``outcome``)."""
+    (ties not taken out: see ``fooled_and_tied``)."""
     adv_pred = arrays["adv_logits"].argmax(1)
     target = arrays["target"]
     success = np.where(target >= 0, adv_pred == target, adv_pred != labels)
@@ -81,7 +83,7 @@ def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
     adv_pred = a["adv_logits"].argmax(1)
     label = prep.data.y[pos]
     target = a["target"]
-    success, tie = outcome(label, a)
+    success, tie = fooled_and_tied(label, a)
     n = max(len(pos), 1)
     # Clean prediction of the model the row is about: the defended one for defence rows.
     clean = prep.variants[u.defence] if u.defence else prep
