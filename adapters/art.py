@@ -51,6 +51,19 @@ def _identity_eot() -> type:
     return IdentityEoT
 
 
+class _View(nn.Module):
+    """The model seen through [0, 1], its outputs reordered: u -> model(lo + width u)[:, order]."""
+
+    def __init__(self, inner: nn.Module, lo: float, width: float, order: list[int]) -> None:
+        super().__init__()
+        self.inner, self.lo, self.width = inner, lo, width
+        self.register_buffer("order", torch.tensor(order, dtype=torch.long))
+
+    def forward(self, u: Any) -> Any:
+        out = self.inner(self.lo + self.width * u.float())
+        return out.index_select(1, self.get_buffer("order"))
+
+
 class ArtAdapter(Adapter):
     name = "art"
     distribution = "adversarial-robustness-toolbox"
@@ -76,12 +89,16 @@ class ArtAdapter(Adapter):
         "deepfool": Capability(
             {"l2": "DeepFool"},
             _UNTARGETED,
-            note="ignores labels: it attacks the model's own prediction; orders of magnitude slower",
+            note="attacks the model's own prediction (labels are not used); clips every step to "
+            "the input range and multiplies it by the range's width, which unified-adv undoes by "
+            "running it on the model seen through [0, 1]; takes the top-k candidates over the "
+            "whole call, so unified-adv calls it once per class set; orders of magnitude slower",
         ),
         "cw_l2": Capability(
             {"l2": "CarliniL2Method"},
             _ALL,
-            note="gradient descent with its own step halving/doubling, not Adam; very slow",
+            note="gradient descent with its own step halving/doubling, not Adam; its binary search "
+            "doubles c until the first success (Foolbox: x10); very slow",
         ),
         "one_pixel": Capability(
             {"l0": "PixelAttack"},
@@ -103,12 +120,14 @@ class ArtAdapter(Adapter):
         "hopskipjump": Capability(
             {"l2": "HopSkipJump", "linf": "HopSkipJump"},
             _UNTARGETED,
-            note="works in float64; its fresh RandomState is seeded by unified-adv",
+            note="works in float64; its fresh RandomState is seeded by unified-adv; binary-search "
+            "threshold 0.01/sqrt(d) (Foolbox: gamma/d^1.5)",
         ),
         "boundary": Capability(
             {"l2": "BoundaryAttack"},
             _UNTARGETED,
-            note="ART's default is targeted=True; set to False explicitly",
+            note="ART's default is targeted=True; set to False explicitly; tries up to "
+            "num_trial x sample_size (25 x 20) proposals per step (Foolbox: 1)",
         ),
         "gaussian_noise": Capability(
             {"l2": "GaussianAugmentation"},
@@ -147,12 +166,25 @@ class ArtAdapter(Adapter):
     attack_facts = {
         "mifgsm": {"momentum": "paper: mu*g + grad/||grad||_1, step along sign"},
         "deepfool": {
-            "overshoot_applied_to": "total perturbation",
+            "step_clip": "every step clipped to the input range",
+            "overshoot_applied_to": "total perturbation, once after the last step",
+            "step_offset": "none",
             "labels": "model's own predictions",
         },
-        "cw_l2": {"optimiser": "gradient descent with step halving/doubling"},
-        "hopskipjump": {"dtype": "float64 inside ART (cast to float32 by the model wrapper)"},
-        "boundary": {"dtype": "float64 inside ART (cast to float32 by the model wrapper)"},
+        "cw_l2": {
+            "optimiser": "gradient descent with step halving/doubling",
+            "binary_search_rule": "c x 2 until the first success, then bisect",
+            "start": "the input (tanh space, no frozen pixels)",
+            "margin": "max over the other classes' logits",
+        },
+        "hopskipjump": {
+            "dtype": "float64 inside ART (cast to float32 by the model wrapper)",
+            "search_threshold": "0.01 / sqrt(d) (L2), 0.01 / d (Linf)",
+        },
+        "boundary": {
+            "dtype": "float64 inside ART (cast to float32 by the model wrapper)",
+            "proposals_per_step": "up to num_trial x sample_size (25 x 20)",
+        },
     }
 
     class _PadClass(nn.Module):
@@ -303,16 +335,7 @@ class ArtAdapter(Adapter):
                 },
             )
         elif a == "deepfool":
-            cls, kwargs = (
-                evasion.DeepFool,
-                {
-                    "max_iter": p["steps"],
-                    "epsilon": p["overshoot"],
-                    "nb_grads": p["candidates"],
-                    "batch_size": n,
-                    "verbose": False,
-                },
-            )
+            return self._deepfool(request, x, est_args)
         elif a == "cw_l2":
             cls, kwargs = (
                 evasion.CarliniL2Method,
@@ -446,6 +469,96 @@ class ArtAdapter(Adapter):
             **extra,
         }
         return x_adv, call
+
+    def _deepfool(
+        self, request: AttackRequest, x: np.ndarray, est_args: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        """ART's DeepFool (art/attacks/evasion/deepfool.py), translated twice:
+
+        * every step is multiplied by the width of ``clip_values``, so outside [0, 1] the
+          steps are that many times too long. The attack runs on the model seen through
+          [0, 1] (x = lo + width * u), where the factor is 1; DeepFool's step is equivariant
+          under that affine change, so this is DeepFool in the model's own range;
+        * ``nb_grads`` < classes takes the union of the top-k classes over the whole call and
+          then reads the logit of the k-th class of that set where it means the predicted
+          class (``f_batch[..., labels_indices]``): right only when the set is all classes.
+          The samples are grouped by their own top-k set, and ART is called once per group on
+          the model's outputs reordered so that the set comes first: class i of the set is
+          output i, and both readings agree.
+        """
+        from art.attacks.evasion import DeepFool
+
+        p = request.params
+        lo, hi = self.model.input_range
+        width = hi - lo
+        rescaled = (lo, hi) != (0.0, 1.0)
+        x_in = ((x - lo) / width).astype(np.float32) if rescaled else x
+        k = int(p["candidates"])
+        self._classifier(x)  # learns the class count
+        n_classes = self._n_classes
+        if k < n_classes:
+            top = np.argsort(-self.model.logits(x), axis=1, kind="stable")[:, :k]
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for i, row in enumerate(top.tolist()):
+                groups.setdefault(tuple(sorted(row)), []).append(i)
+        else:
+            groups = {tuple(range(n_classes)): list(range(len(x)))}
+        out = np.empty_like(x_in)
+        kwargs: dict[str, Any] = {}
+        for classes, idx in groups.items():
+            rest = [c for c in range(n_classes) if c not in classes]
+            order = list(classes) + rest
+            if rescaled or order != list(range(n_classes)):
+                estimator = self._view_estimator(x, lo, width, order)
+            else:
+                estimator = self._classifier(x)[0]
+            kwargs = {
+                "max_iter": p["steps"],
+                "epsilon": p["overshoot"],
+                "nb_grads": k,
+                "batch_size": len(idx),
+                "verbose": False,
+            }
+            adv = DeepFool(estimator, **kwargs).generate(x=x_in[idx])
+            out[idx] = adv
+        if len(groups) > 1:
+            kwargs["batch_size"] = "one call per top-k class set"
+        x_adv = np.clip(lo + out * width, lo, hi).astype(np.float32) if rescaled else out
+        steps = []
+        if len(groups) > 1:
+            steps.append(
+                f"one ART call per top-{k} class set ({len(groups)} sets), the model's outputs "
+                "reordered so that the set comes first"
+            )
+        if rescaled:
+            steps.append(
+                f"run on the model seen through [0, 1] (x = {lo:g} + {width:g} u, clip_values "
+                "(0, 1)): ART multiplies each step by the clip width"
+            )
+        call = {
+            **est_args,
+            "class": "art.attacks.evasion.deepfool.DeepFool",
+            "kwargs": kwargs,
+            "generate": {"y": "not passed: ART's DeepFool attacks the model's own prediction"},
+            "classes": n_classes,
+            "translation": "; ".join(steps) or "none needed",
+        }
+        return x_adv, call
+
+    def _view_estimator(self, x: np.ndarray, lo: float, width: float, order: list[int]) -> Any:
+        """An ART estimator over u in [0, 1] -> model(lo + width * u)[:, order]."""
+        from art.estimators.classification import PyTorchClassifier
+
+        return PyTorchClassifier(
+            model=_View(self.model, lo, width, order),
+            loss=nn.CrossEntropyLoss(),
+            input_shape=tuple(x.shape[1:]),
+            nb_classes=self._n_classes,
+            clip_values=(0.0, 1.0),
+            channels_first=True,
+            preprocessing=(0.0, 1.0),
+            device_type="cpu" if self.model.device.type == "cpu" else "gpu",
+        )
 
     def _noise(
         self, request: AttackRequest, x: np.ndarray, est_args: dict[str, Any]

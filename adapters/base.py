@@ -212,6 +212,9 @@ class Adapter(ABC):
             if lib is not None and lib in kwargs:
                 value = kwargs[lib]
                 out[canon] = int(value) if isinstance(value, bool) else value
+        if "candidates" in out and "classes" in call:
+            # Asking for more candidates than there are classes means all of them.
+            out["candidates"] = min(int(out["candidates"]), int(call["classes"]))
         if "eps" not in out and request.eps is not None:
             out["eps"] = call.get("call", {}).get("epsilons")
         if "eot_samples" in request.params:

@@ -41,24 +41,31 @@ class FoolboxAdapter(Adapter):
         "mifgsm": Capability(
             {"linf": "LinfMomentumIterativeFastGradientMethod"},
             _ALL,
-            note="momentum accumulates the raw gradient (the paper divides it by its L1 norm "
-            "first), then steps along its sign",
+            note="momentum accumulates sign(gradient) (the paper: gradient / its L1 norm), "
+            "then steps along the sign of the sum",
         ),
-        "deepfool": Capability({"l2": "L2DeepFoolAttack"}, _UNTARGETED, note="loss='logits'"),
+        "deepfool": Capability(
+            {"l2": "L2DeepFoolAttack"},
+            _UNTARGETED,
+            note="loss='logits'; overshoots the unclipped running total at every step and adds "
+            "1e-4 to each step's distance",
+        ),
         "cw_l2": Capability(
             {"l2": "L2CarliniWagnerAttack"},
             _ALL,
-            note="returns all-zero images for failed samples: counted as failures",
+            note="returns all-zero images for failed samples: counted as failures; its binary "
+            "search multiplies c by 10 until the first success (ART: x2)",
         ),
         "hopskipjump": Capability(
             {"l2": "HopSkipJumpAttack", "linf": "HopSkipJumpAttack"},
             _UNTARGETED,
-            note="starts from LinearSearchBlendedUniformNoiseAttack",
+            note="starts from LinearSearchBlendedUniformNoiseAttack; binary-search threshold "
+            "gamma/d^1.5 (ART: 0.01/sqrt(d))",
         ),
         "boundary": Capability(
             {"l2": "BoundaryAttack"},
             _UNTARGETED,
-            note="starts from LinearSearchBlendedUniformNoiseAttack",
+            note="starts from LinearSearchBlendedUniformNoiseAttack; one proposal per step",
         ),
         "gaussian_noise": Capability(
             {"l2": "L2AdditiveGaussianNoiseAttack"},
@@ -89,9 +96,21 @@ class FoolboxAdapter(Adapter):
     loss_convention = "cross-entropy, summed over the batch"
     l2_step_rule = "g / max(||g||_2, 1e-12)"
     attack_facts = {
-        "mifgsm": {"momentum": "mu*g + grad (not L1-normalised), step along sign"},
-        "deepfool": {"overshoot_applied_to": "total perturbation", "labels": "given labels"},
-        "cw_l2": {"optimiser": "Adam"},
+        "mifgsm": {"momentum": "mu*g + sign(grad) (not L1-normalised), step along sign"},
+        "deepfool": {
+            "step_clip": "none on the running total; x0 + (1 + overshoot) * total clipped",
+            "overshoot_applied_to": "total perturbation, at every step",
+            "step_offset": "1e-4 added to each step's distance",
+            "labels": "given labels",
+        },
+        "cw_l2": {
+            "optimiser": "Adam",
+            "binary_search_rule": "c x 10 until the first success, then bisect",
+            "start": "the input (tanh space, no frozen pixels)",
+            "margin": "max over the other classes' logits",
+        },
+        "hopskipjump": {"search_threshold": "gamma / d^1.5 (L2), gamma / d^2 (Linf), gamma 1"},
+        "boundary": {"proposals_per_step": "1"},
         "gaussian_noise": {"noise": "rescaled to an exact L2 norm std*sqrt(d)"},
     }
 
@@ -222,4 +241,6 @@ class FoolboxAdapter(Adapter):
             else None,
             **extra,
         }
+        if a == "deepfool":
+            call["classes"] = int(self.model.logits(x[:1]).shape[1])
         return out, call, failed

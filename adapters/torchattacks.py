@@ -43,16 +43,17 @@ class TorchattacksAdapter(Adapter):
         "deepfool": Capability(
             {"l2": "DeepFool"},
             _UNTARGETED,
-            note="considers every class (candidates is not used); applies the overshoot to each "
-            "step rather than to the total perturbation, so about half its results stop on the "
-            "decision boundary and do not fool the model",
+            note="considers every class (candidates is not used); clamps every step to [0, 1] "
+            "and applies the overshoot to each step rather than to the total perturbation, so "
+            "many of its results stop on the decision boundary (mainly because of the clamp)",
         ),
         "cw_l2": Capability(
             {"l2": "CW"},
             _ALL,
             fixed={"binary_search_steps": 1},
-            note="no binary search over c; its margin is wrong for negative logits "
-            "(torchattacks issue 184, fix unreleased in 3.5.1)",
+            note="no binary search over c; bug: its margin is wrong for negative logits "
+            "(torchattacks issue 184, fix unreleased in 3.5.1); its tanh-space start maps "
+            "pixels at exactly 0 or 1 to +-inf, which freezes them",
         ),
         "one_pixel": Capability(
             {"l0": "OnePixel"}, _ALL, note="returns the perturbed image even when it fails"
@@ -90,12 +91,25 @@ class TorchattacksAdapter(Adapter):
         # grad/mean|grad| = d * grad/||grad||_1: the same direction as the paper's update.
         "mifgsm": {"momentum": "paper: mu*g + grad/||grad||_1, step along sign"},
         "deepfool": {
+            "step_clip": "every step clamped to [0, 1]",
             "overshoot_applied_to": "each step",
+            "step_offset": "none",
             "labels": "given labels",
-            "candidates": "all classes",
         },
-        "cw_l2": {"optimiser": "Adam", "binary_search_steps": 1},
+        "cw_l2": {
+            "optimiser": "Adam",
+            "binary_search_steps": 1,
+            "binary_search_rule": "none",
+            "start": "atanh(2x - 1): pixels at exactly 0 or 1 frozen (bug)",
+            "margin": "max over (1 - onehot) * logits: wrong for negative logits (bug)",
+        },
     }
+
+    def _semantics(self, request: AttackRequest, call: Any) -> dict[str, Any]:
+        out = super()._semantics(request, call)
+        if request.attack == "deepfool":
+            out["candidates"] = call["classes"]  # every class, whatever was asked
+        return out
 
     def _generate(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None
@@ -188,4 +202,6 @@ class TorchattacksAdapter(Adapter):
             "model_training": False,
             "update_order": self.update_order,
         }
+        if a == "deepfool":
+            call["classes"] = int(self.model.logits(x[:1]).shape[1])
         return x_adv, call

@@ -109,7 +109,7 @@ def quickstart_table(summary: Summary) -> str:
         cells = []
         for b in BACKENDS:
             a = _one(summary, attack, None, None, b)
-            cells.append(f"{pct(a['success_rate'])} / {_num(a['median_l2'])}")
+            cells.append(f"{pct(a['success_rate'])} / {_num(a['median_l2_fooled'])}")
         lines.append(_row(label, cells, _verdict(summary, attack, None, None)))
     return "\n".join(lines) + "\n\n" + fingerprint_line(summary)
 

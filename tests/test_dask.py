@@ -451,3 +451,33 @@ def test_closing_the_cluster_restores_the_environment_after_a_worker_restart(
             time.sleep(0.2)
         assert os.environ.get("OMP_NUM_THREADS") == "1"  # the restart wrote it here
     assert dict(os.environ) == before
+
+
+def test_boundary_ties_make_dask_equal_local(
+    executor: DaskExecutor, tmp_path: Path, write_scenario
+) -> None:
+    """The quickstart's DeepFool, reduced: torchattacks leaves samples on the decision boundary,
+    where logits differ by ~1e-7 between processes and could flip an argmax. Counted apart as
+    ties, the tables of a local and a Dask run are identical."""
+    path = write_scenario(
+        """
+        name: ties
+        seed: 0
+        model: {builtin: digits-cnn}
+        data: {builtin: digits, only_correct: true, limit: 40}
+        attacks:
+          - {name: deepfool, steps: 50, overshoot: 0.02, candidates: 10, backends: all}
+        execution: {shard_size: 10}
+        report: {triptychs: 0}
+        """
+    )
+    scenario = load_scenario(path)
+    here = unified_adv.run(scenario, tmp_path / "local")
+    there = unified_adv.run(scenario, tmp_path / "dask", executor=executor)
+    columns = ["backend", "sample", "success", "tie", "adv_pred"]
+    pd.testing.assert_frame_equal(here.samples[columns], there.samples[columns], check_exact=True)
+    ties = here.samples.groupby("backend")["tie"].sum()
+    assert ties["torchattacks"] > 0 and ties["art"] == 0
+    assert not (here.samples["tie"] & here.samples["success"]).any()
+    counts = {(e["backend"], e["n_ties"]) for e in here.summary["attacks"] if "n_ties" in e}
+    assert ("torchattacks", int(ties["torchattacks"])) in counts

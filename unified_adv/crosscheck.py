@@ -23,21 +23,86 @@ import numpy as np
 from scipy import stats
 
 from .attacks import ATTACKS
-from .results import fooled_median, robust_mask, success_mask
+from .results import fooled_and_tied, fooled_median, robust_mask, success_mask
 from .runner import Prepared, UnitOutcome
 
 VERDICTS = ("identical", "equivalent", "statistically consistent", "divergent")
 
-#: Largest pixel difference still called "equivalent", per attack (input units).
-DEFAULT_TOLERANCE = {
-    "fgsm": 1e-5,
-    "bim": 1e-5,
-    "pgd": 1e-5,
-    "mifgsm": 1e-5,
-    "deepfool": 1e-4,
-    "cw_l2": 1e-4,
+#: Largest pixel difference still called "equivalent", per attack × norm, as a fraction of the
+#: input range's width (the same at [0, 1] and [0, 255]). Gradient-sign attacks agree to float32
+#: rounding (one ulp of the range's top is 6e-8 of it); DeepFool and C&W accumulate rounding
+#: over their steps.
+DEFAULT_TOLERANCE: dict[tuple[str, str], float] = {
+    ("fgsm", "linf"): 1e-5,
+    ("fgsm", "l2"): 1e-5,
+    ("bim", "linf"): 1e-5,
+    ("pgd", "linf"): 1e-5,
+    ("pgd", "l2"): 1e-5,
+    ("mifgsm", "linf"): 1e-5,
+    ("deepfool", "l2"): 1e-4,
+    ("cw_l2", "l2"): 1e-4,
 }
 FALLBACK_TOLERANCE = 1e-4
+
+#: Recorded semantics (besides the attack's own parameters, which always matter) known to change
+#: the outcome, and for which attack × norm ("*": every norm). A difference outside this table is
+#: listed, but does not explain a divergence. Each entry is shown to matter by an experiment in
+#: tests/test_crosscheck_audit.py, or is a search rule of a black-box attack (read in the source).
+MATTERS: dict[str, tuple[tuple[str, str], ...]] = {
+    # ART steps, clips, then projects; the others project, then clip: equal for L∞ only.
+    "update_order": (("pgd", "l2"),),
+    # Batch-mean vs summed loss: a saturated sample's gradient of the mean underflows to 0
+    # (no step) where the sum keeps a denormal whose sign moves the pixel by a whole step; more
+    # often at [0, 255], where input gradients are 255 times smaller.
+    "loss": (("fgsm", "linf"), ("bim", "linf"), ("pgd", "linf"), ("mifgsm", "linf")),
+    # torchattacks divides the gradient of the batch-mean loss by ||g|| + 1e-10.
+    "l2_step": (("pgd", "l2"),),
+    "momentum": (("mifgsm", "linf"),),
+    "step_clip": (("deepfool", "l2"),),
+    "overshoot_applied_to": (("deepfool", "l2"),),
+    "step_offset": (("deepfool", "l2"),),
+    "optimiser": (("cw_l2", "l2"),),
+    "start": (("cw_l2", "l2"),),
+    "margin": (("cw_l2", "l2"),),
+    "binary_search_rule": (("cw_l2", "l2"),),
+    "search_threshold": (("hopskipjump", "*"),),
+    "proposals_per_step": (("boundary", "l2"),),
+    "noise": (("gaussian_noise", "l2"),),
+    "eot_samples": (("*", "*"),),
+    "eot_average": (("*", "*"),),
+    "labels": (("*", "*"),),
+}
+
+
+def tolerance_for(
+    given: dict[str, float], attack: str, norm: str, input_range: tuple[float, float]
+) -> float:
+    """The tolerance in input units: the scenario's ``attack/norm`` or ``attack`` entry, else
+    our default, times the width of the input range."""
+    rel = given.get(
+        f"{attack}/{norm}",
+        given.get(attack, DEFAULT_TOLERANCE.get((attack, norm), FALLBACK_TOLERANCE)),
+    )
+    return float(rel) * (input_range[1] - input_range[0])
+
+
+def known_to_matter(
+    key: str, attack: str, norm: str, params: dict[str, Any], all_correct: bool
+) -> bool:
+    """Whether a difference in recorded semantic ``key`` is known to change this attack's
+    outcome: its own parameters always; a fact only where MATTERS says so, and
+    * ``labels`` only when some attacked sample is misclassified (else labels = predictions);
+    * ``binary_search_rule`` only with more than one binary-search step."""
+    if key == "eps" or key in ATTACKS[attack].param_names:
+        return True
+    scopes = MATTERS.get(key, ())
+    if not any(a in (attack, "*") and n in (norm, "*") for a, n in scopes):
+        return False
+    if key == "labels":
+        return not all_correct
+    if key == "binary_search_rule":
+        return int(params.get("binary_search_steps", 1)) > 1
+    return True
 
 
 def is_randomised(attack: str, params: dict[str, Any]) -> bool:
@@ -58,10 +123,14 @@ class PairResult:
     neither: int
     only_first: int
     only_second: int
+    #: Samples left on the decision boundary (a tie) by each backend: compared apart.
+    ties: tuple[int, int]
     success_rates: tuple[float, float]
     rate_difference: float
     rate_difference_ci: tuple[float, float]
     mcnemar_p: float
+    #: Minimal-distance attacks: the paired test on the distances of samples both fooled.
+    distance_test: dict[str, Any] | None
     same_adv_pred: float
     max_pixel_diff: float
     #: Medians over each backend's successful samples (None where it fooled none).
@@ -69,12 +138,16 @@ class PairResult:
     tolerance: float
     randomised: bool
     verdict: str
+    #: Divergent pairs: True when a recorded difference known to matter for this attack × norm
+    #: names the cause, False when none does ("unexplained"); None otherwise.
+    explained: bool | None
     explanation: list[str] = field(default_factory=list)
     disagreements: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["backends"] = list(self.backends)
+        d["ties"] = list(self.ties)
         return d
 
 
@@ -137,32 +210,125 @@ def _stack(prep: Prepared, units: list[UnitOutcome], shards: set[int]) -> dict[s
     cat["backend_failed"] = np.concatenate(
         [a.get("backend_failed", np.zeros(len(a["positions"]), dtype=np.bool_)) for a in arrays]
     )
-    cat["success"] = success_mask(prep.data.y[cat["positions"]], cat)
+    cat["success"], cat["tie"] = fooled_and_tied(prep.data.y[cat["positions"]], cat)
     cat["calls"] = chosen[0].meta.get("library_call", {})
     cat["defence"] = chosen[0].unit.defence
     cat["note"] = chosen[0].meta.get("note", "")
     return cat
 
 
-def _explain(first: str, second: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Name the recorded semantics that differ, then the libraries' known quirks."""
+def _explain(
+    first: str,
+    second: str,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    scope: tuple[str, str, dict[str, Any], bool],
+) -> tuple[list[str], bool]:
+    """Name the recorded semantics that differ, split into those known to matter for this
+    attack × norm (which explain the divergence) and the rest; then the libraries' notes."""
+    attack, norm, params, all_correct = scope
     sem_a, sem_b = a["calls"].get("semantics", {}), b["calls"].get("semantics", {})
-    lines = []
+    matter, other = [], []
     for key in sorted(set(sem_a) | set(sem_b)):
         va, vb = sem_a.get(key, "not set"), sem_b.get(key, "not set")
         if isinstance(va, float) and isinstance(vb, float) and math.isclose(va, vb, rel_tol=1e-12):
             continue
         if va != vb:
-            lines.append(f"{key} differs: {first} {va!r}, {second} {vb!r}")
-    known = [f"{name}: {note}" for name, note in ((first, a["note"]), (second, b["note"])) if note]
-    if lines:
-        lines.insert(0, "Recorded arguments and behaviour that differ:")
-    if known:
-        lines.append("Known library differences: " + " | ".join(known))
-    if not lines:
+            line = f"{key} differs: {first} {va!r}, {second} {vb!r}"
+            (matter if known_to_matter(key, attack, norm, params, all_correct) else other).append(
+                line
+            )
+    lines = []
+    if matter:
+        lines.append(f"Recorded differences known to matter for {attack} {norm}:")
+        lines += matter
+    else:
+        lines.append("No recorded difference explains this (unexplained): see the worst samples.")
+    if other:
         lines.append(
-            "No recorded argument differs and no known library difference explains this: "
-            "worth investigating (see the disagreement list)."
+            f"Recorded differences not known to matter for {attack} {norm}: " + "; ".join(other)
+        )
+    known = [f"{name}: {note}" for name, note in ((first, a["note"]), (second, b["note"])) if note]
+    if known:
+        lines.append("Library notes: " + " | ".join(known))
+    return lines, bool(matter)
+
+
+def distance_test(
+    norm: str, x: np.ndarray, a: np.ndarray, b: np.ndarray, both: np.ndarray
+) -> dict[str, Any]:
+    """Wilcoxon signed-rank test on the per-sample distances (in the attack's norm) of the
+    samples both backends fooled: do the two find perturbations of the same size?"""
+    n = len(x)
+    ord_ = np.inf if norm == "linf" else (0 if norm == "l0" else 2)
+    da = np.linalg.norm((a - x).reshape(n, -1).astype(np.float64), ord=ord_, axis=1)[both]
+    db = np.linalg.norm((b - x).reshape(n, -1).astype(np.float64), ord=ord_, axis=1)[both]
+    p = 1.0
+    if len(da) and np.any(da != db):
+        p = float(stats.wilcoxon(da, db, zero_method="zsplit").pvalue)
+    return {
+        "test": "Wilcoxon signed-rank on per-sample distances, samples both fooled",
+        "norm": norm,
+        "n": int(len(da)),
+        "medians": (
+            float(np.median(da)) if len(da) else None,
+            float(np.median(db)) if len(db) else None,
+        ),
+        "p": p,
+    }
+
+
+def _verdict(
+    worst: float,
+    tolerance: float,
+    changed: int,
+    randomised: bool,
+    rates: tuple[float, tuple[float, float]],
+    dist: dict[str, Any] | None,
+    alpha: float,
+) -> str:
+    """One rule. A randomised pair is consistent only when McNemar's p ≥ alpha and Newcombe's
+    95 % interval covers 0 (the two can disagree near alpha; then it is divergent) and, for a
+    minimal-distance attack, the distances do not differ (Wilcoxon p ≥ alpha)."""
+    p_value, (lo, hi) = rates
+    if worst == 0.0:
+        return "identical"
+    if worst <= tolerance and changed == 0:
+        return "equivalent"
+    rates_agree = p_value >= alpha and lo <= 0.0 <= hi
+    if randomised and rates_agree and (dist is None or dist["p"] >= alpha):
+        return "statistically consistent"
+    return "divergent"
+
+
+def _statistics_lines(
+    randomised: bool,
+    rates: tuple[float, tuple[float, float]],
+    dist: dict[str, Any] | None,
+    alpha: float,
+    worst: float,
+    tolerance: float,
+    changed: int,
+) -> list[str]:
+    p_value, (lo, hi) = rates
+    lines = []
+    if not randomised:
+        lines.append(
+            f"A deterministic attack, yet the results differ by up to {worst:.3g} "
+            f"(tolerance {tolerance:.3g}) and {changed} samples change outcome."
+        )
+    elif p_value < alpha:
+        lines.append(f"Success rates differ significantly (McNemar p = {p_value:.3g} < {alpha}).")
+    elif not lo <= 0.0 <= hi:
+        lines.append(
+            f"McNemar p = {p_value:.3g} ≥ {alpha}, but the 95 % interval ({lo:.3g}, {hi:.3g}) "
+            "excludes 0: a pair is consistent only when both say so."
+        )
+    if dist is not None and dist["p"] < alpha:
+        lines.append(
+            f"Distances differ on the samples both fooled (Wilcoxon p = {dist['p']:.3g}, "
+            f"n = {dist['n']}, median {dist['norm']} {dist['medians'][0]:.4g} "
+            f"vs {dist['medians'][1]:.4g})."
         )
     return lines
 
@@ -192,8 +358,10 @@ def compare_pair(
     diff = (
         np.abs(a["x_adv"].astype(np.float64) - b["x_adv"].astype(np.float64)).reshape(n, -1).max(1)
     )
-    sa, sb = a["success"], b["success"]
-    both, neither = int((sa & sb).sum()), int((~sa & ~sb).sum())
+    # A sample tied on the boundary in either backend has no outcome: compared apart.
+    scored = ~(a["tie"] | b["tie"])
+    sa, sb = a["success"] & scored, b["success"] & scored
+    both, neither = int((sa & sb).sum()), int((~sa & ~sb & scored).sum())
     only_a, only_b = int((sa & ~sb).sum()), int((~sa & sb).sum())
     pa, pb = a["adv_logits"].argmax(1), b["adv_logits"].argmax(1)
     dist: dict[str, tuple[float | None, float | None]] = {}
@@ -207,31 +375,38 @@ def compare_pair(
         # Over each backend's own successful samples (None where it fooled none).
         dist[name] = (fooled_median(da, sa), fooled_median(db, sb))
     p_value = mcnemar_exact(only_a, only_b)
-    randomised = is_randomised(spec.name, spec.resolved_params(eps))
+    ci = paired_difference_ci(both, only_a, only_b, neither)
+    params = spec.resolved_params(eps)
+    randomised = is_randomised(spec.name, params)
     if a.get("defence") and prep.variants[a["defence"]].randomized:
         randomised = True  # the defended model itself draws random numbers
+    minimal = ATTACKS[spec.name].threat == "minimal"
+    dtest = distance_test(spec.norm, x, a["x_adv"], b["x_adv"], sa & sb) if minimal else None
     worst = float(diff.max(initial=0.0))
-    if worst == 0.0:
-        verdict = "identical"
-    elif worst <= tolerance and only_a == only_b == 0:
-        verdict = "equivalent"
-    elif randomised and p_value >= alpha:
-        verdict = "statistically consistent"
-    else:
-        verdict = "divergent"
-    explanation = _explain(first, second, a, b) if verdict == "divergent" else []
-    if verdict == "divergent" and randomised:
-        explanation.insert(
-            0, f"Success rates differ significantly (McNemar p = {p_value:.3g} < {alpha})."
+    changed = only_a + only_b
+    verdict = _verdict(worst, tolerance, changed, randomised, (p_value, ci), dtest, alpha)
+    explanation: list[str] = []
+    explained: bool | None = None
+    if verdict == "divergent":
+        all_correct = bool(prep.correct[a["positions"]].all())
+        explanation, explained = _explain(
+            first, second, a, b, (spec.name, spec.norm, params, all_correct)
         )
-    elif verdict == "divergent":
-        explanation.insert(
-            0,
-            f"A deterministic attack, yet the results differ by up to {worst:.3g} "
-            f"(tolerance {tolerance:g}) and {only_a + only_b} samples change outcome.",
+        explanation[:0] = _statistics_lines(
+            randomised, (p_value, ci), dtest, alpha, worst, tolerance, changed
         )
     order = np.argsort(-diff, kind="stable")
     disagree = [int(i) for i in order if sa[i] != sb[i] or pa[i] != pb[i]][:20]
+    if explained is False:
+        worst_rows = disagree[:3] or [int(i) for i in order[:3]]
+        explanation.append(
+            "Worst samples: "
+            + "; ".join(
+                f"sample {int(prep.data.index[a['positions'][i]])} (pixel difference "
+                f"{diff[i]:.3g}, predictions {int(pa[i])} / {int(pb[i])})"
+                for i in worst_rows
+            )
+        )
     return PairResult(
         attack_id=spec.label,
         attack=spec.name,
@@ -243,16 +418,19 @@ def compare_pair(
         neither=neither,
         only_first=only_a,
         only_second=only_b,
+        ties=(int(a["tie"].sum()), int(b["tie"].sum())),
         success_rates=(float(sa.mean()) if n else 0.0, float(sb.mean()) if n else 0.0),
         rate_difference=float(sa.mean() - sb.mean()) if n else 0.0,
-        rate_difference_ci=paired_difference_ci(both, only_a, only_b, neither),
+        rate_difference_ci=ci,
         mcnemar_p=p_value,
+        distance_test=dtest,
         same_adv_pred=float((pa == pb).mean()) if n else 1.0,
         max_pixel_diff=worst,
         median_distances=dist,
         tolerance=tolerance,
         randomised=randomised,
         verdict=verdict,
+        explained=explained,
         explanation=explanation,
         disagreements=[
             {
@@ -285,7 +463,7 @@ def worst_case(
     for name in backends:
         s = stacks[name]
         scored = prep.variants[s["defence"]] if s["defence"] else prep
-        still_right &= robust_mask(s["success"], scored.correct[s["positions"]])
+        still_right &= robust_mask(s["success"], scored.correct[s["positions"]], s["tie"])
         fooled_any |= s["success"]
         per_backend[name] = float(s["success"].mean()) if len(pos) else 0.0
     # A sample repeated for several targets is robust only if it survives all of them.
@@ -319,8 +497,8 @@ def crosscheck(prep: Prepared, outcomes: list[UnitOutcome]) -> dict[str, Any]:
         if not shards:
             continue
         stacks = {name: _stack(prep, units, shards) for name, units in by_backend.items()}
-        tol = settings.tolerance.get(
-            spec.name, DEFAULT_TOLERANCE.get(spec.name, FALLBACK_TOLERANCE)
+        tol = tolerance_for(
+            settings.tolerance, spec.name, spec.norm, prep.model.wrapper.input_range
         )
         for first, second in combinations(sorted(stacks), 2):
             pairs.append(

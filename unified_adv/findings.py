@@ -176,7 +176,7 @@ def result_findings(
                 )
     for pair in crosscheck["pairs"]:
         if pair["verdict"] == "divergent":
-            explained = any(line.startswith(("Recorded", "Known")) for line in pair["explanation"])
+            explained = bool(pair.get("explained"))
             out.append(
                 Finding(
                     "warning" if explained else "error",

@@ -27,6 +27,7 @@ SAMPLE_COLUMNS = [
     "adv_pred",
     "adv_conf",
     "success",
+    "tie",
     "linf",
     "l2",
     "mae",
@@ -35,8 +36,34 @@ SAMPLE_COLUMNS = [
 ]
 
 
+#: A sample whose two largest logits on the scored input differ by less than this (in logit
+#: units) sits on the decision boundary: a *tie*, neither fooled nor robust, counted apart, so
+#: that no process, thread count or batch layout can flip a reported outcome. Logits there move
+#: by ~1e-7 between processes, and one float32 ulp at |logit| < 32 is under 3.8e-6. Measured on
+#: 200 digits: torchattacks' DeepFool leaves 177 samples below 1e-5 (94 below 1e-6); Foolbox's
+#: closest success is 3.1e-5 and ART's 4.2e-3 above it.
+TIE_MARGIN = 1e-5
+
+
+def tie_mask(logits: np.ndarray) -> np.ndarray:
+    """Samples left on the decision boundary: top-two logit margin below TIE_MARGIN."""
+    if logits.shape[1] < 2:
+        return np.zeros(len(logits), dtype=bool)
+    top2 = np.sort(logits.astype(np.float64), axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) < TIE_MARGIN
+
+
+def fooled_and_tied(
+    labels: np.ndarray, arrays: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: (fooled, tie). A tie is neither fooled nor robust, whatever its argmax."""
+    tie = tie_mask(arrays["adv_logits"])
+    return success_mask(labels, arrays) & ~tie, tie
+
+
 def success_mask(labels: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """unified-adv's own verdict: the model's prediction on what the backend returned."""
+    """unified-adv's own verdict: the model's prediction on what the backend returned
+    (ties not taken out: see ``fooled_and_tied``)."""
     adv_pred = arrays["adv_logits"].argmax(1)
     target = arrays["target"]
     success = np.where(target >= 0, adv_pred == target, adv_pred != labels)
@@ -46,7 +73,9 @@ def success_mask(labels: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarra
     return success
 
 
-def robust_mask(success: np.ndarray, clean_correct: np.ndarray) -> np.ndarray:
+def robust_mask(
+    success: np.ndarray, clean_correct: np.ndarray, tie: np.ndarray | None = None
+) -> np.ndarray:
     """Per row: the sample counts as robust under the attack.
 
     The one place a row is scored. A row the attack fooled (``success``) is not robust. A
@@ -54,8 +83,10 @@ def robust_mask(success: np.ndarray, clean_correct: np.ndarray) -> np.ndarray:
     back (Foolbox's C&W returns all-zero images for its failures): robust when the clean
     prediction is right. The returned array is kept for inspection only. So robust
     accuracy = (attacked - fooled) / evaluated when only correct samples are attacked.
+    A ``tie`` (top-two logits within the tie tolerance) is neither fooled nor robust.
     """
-    return ~np.asarray(success, bool) & np.asarray(clean_correct, bool)
+    robust = ~np.asarray(success, bool) & np.asarray(clean_correct, bool)
+    return robust if tie is None else robust & ~np.asarray(tie, bool)
 
 
 def robust_samples(rows: pd.DataFrame) -> int:
@@ -64,7 +95,9 @@ def robust_samples(rows: pd.DataFrame) -> int:
     if rows.empty:
         return 0
     robust = robust_mask(
-        rows["success"].to_numpy(), (rows["clean_pred"] == rows["label"]).to_numpy()
+        rows["success"].to_numpy(),
+        (rows["clean_pred"] == rows["label"]).to_numpy(),
+        rows["tie"].to_numpy() if "tie" in rows else None,
     )
     return int(pd.Series(robust, index=rows.index).groupby(rows["sample"]).all().sum())
 
@@ -87,7 +120,7 @@ def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
     adv_pred = a["adv_logits"].argmax(1)
     label = prep.data.y[pos]
     target = a["target"]
-    success = success_mask(label, a)
+    success, tie = fooled_and_tied(label, a)
     n = max(len(pos), 1)
     # Clean prediction of the model the row is about: the defended one for defence rows.
     clean = prep.variants[u.defence] if u.defence else prep
@@ -109,6 +142,7 @@ def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
             "adv_pred": adv_pred,
             "adv_conf": softmax(a["adv_logits"], axis=1).max(1).astype(np.float64),
             "success": success,
+            "tie": tie,
             "linf": np.abs(delta).max(1),
             "l2": np.linalg.norm(delta, axis=1),
             "mae": np.abs(delta).mean(1),
@@ -170,6 +204,7 @@ def headline(
                 n = len(rows)
                 n_success = int(rows["success"].sum()) if n else 0
                 still_right = robust_samples(rows)
+                n_ties = int(rows["tie"].sum()) if n else 0
                 complete = k not in errors and n == len(plan.positions)
                 entries.append(
                     {
@@ -185,6 +220,7 @@ def headline(
                         "n_samples": n,
                         "n_success": n_success,
                         "success_rate": n_success / n if n else None,
+                        "n_ties": n_ties,
                         "n_evaluated": scope,
                         "robust_accuracy": (still_right + unattacked_correct) / scope
                         if complete

@@ -710,7 +710,8 @@ class ReportSpec(_Strict):
 
 
 class CrosscheckSpec(_Strict):
-    """How backends are compared: significance level, per-attack tolerance, repeat runs."""
+    """How backends are compared: significance level, tolerance per attack or attack/norm (a
+    fraction of the input range's width), repeat runs."""
 
     alpha: float = Field(default=0.05, gt=0, lt=1)
     tolerance: dict[str, Exact] = Field(default_factory=dict)
@@ -719,11 +720,17 @@ class CrosscheckSpec(_Strict):
     @field_validator("tolerance")
     @classmethod
     def _known_attacks(cls, v: dict[str, float]) -> dict[str, float]:
-        for name, tol in v.items():
+        for key, tol in v.items():
+            # "attack" or "attack/norm"; a fraction of the input range's width.
+            name, _, norm = key.partition("/")
             if name not in ATTACKS:
                 raise ValueError(did_you_mean("attack", name, ATTACKS))
+            if norm and norm not in ATTACKS[name].norms:
+                raise ValueError(
+                    f"{key}: {name} has no norm {norm!r} (it has: {', '.join(ATTACKS[name].norms)})"
+                )
             if tol < 0:
-                raise ValueError(f"{name}: must be >= 0, got {tol:g}")
+                raise ValueError(f"{key}: must be >= 0, got {tol:g}")
         return v
 
 
