@@ -906,3 +906,28 @@ def exhaustive_flips(
     valid = candidate_validity(images, resolve_mode(images, vr, mode), vr)
     clean = stats.pop("clean_pred")
     return FlipResult(adv, valid, clean, chosen, seconds, stats)
+
+
+#: Su et al.'s one-pixel attack: a differential-evolution population of 400 candidates, up
+#: to 100 generations. ``one_pixel`` with ``popsize: 400, steps: 100`` gives it on
+#: torchattacks (whose ``popsize`` is the population, divided among the parameters); ART's
+#: PixelAttack always sizes its population near 400 itself.
+PAPER_DE = {"population": 400, "steps": 100}
+
+
+def de_budget(backend: str, pixels: int, channels: int, steps: int, popsize: int) -> dict[str, Any]:
+    """The differential-evolution budget a one-pixel attack really runs with, per image:
+    population × (steps + 1) generations (scipy-style DE evaluates the initial population,
+    then one population per step; it may stop early on success)."""
+    dims = pixels * (2 + channels)  # row, column and a value per channel, per pixel
+    multiplier = max(1, 400 // dims) if backend == "art" else max(1, int(popsize / dims))
+    population = max(5, multiplier * dims)
+    return {
+        "population": population,
+        "steps": steps,
+        "evaluations": population * (steps + 1),
+        "paper": PAPER_DE,
+        "text": f"DE population {population} × {steps + 1} generations = "
+        f"{population * (steps + 1):,} evaluations per image at most "
+        f"(Su et al.: population {PAPER_DE['population']}, up to {PAPER_DE['steps']} steps)",
+    }
