@@ -530,6 +530,9 @@ def _pixel_flip_study(
                     }
                 )
             key = f"{size}x{size} @ {step:g}°"
+            heat = stack.mean(axis=(0, 1))
+            from .pixelflip import away_from_x, unseen_cells
+
             configs.append(
                 {
                     "size": size,
@@ -549,10 +552,12 @@ def _pixel_flip_study(
                     if times and np.median(times) > 0
                     else None,
                     "generation_seconds": gen_s,
+                    "unseen_rows_cols": unseen_cells(size),
+                    "away_from_x": away_from_x(heat, lines),
                 }
             )
             study[key] = {
-                "heatmap": stack.mean(axis=(0, 1)),
+                "heatmap": heat,
                 "by_angle": by_angle,
                 "size": size,
                 "step": step,
