@@ -192,3 +192,70 @@ analyses:
     # Resume reuses every analysis unit and gives the same numbers.
     again = unified_adv.run(scenario, tmp_path / "dm", resume=True)
     assert again.summary["monitor"] == summary["monitor"]
+
+
+def test_checkpoint_statistics_use_only_pairs_valid_for_that_checkpoint(tmp_path: Path) -> None:
+    """Ding & Möller: the epoch-1 model misclassifies some of the images the final model
+    chose; its statistics must come from the pairs whose endpoints it classifies correctly
+    (and walks whose source it does), with the counts reported."""
+    from unified_adv.analyses import morph_sweep
+    from unified_adv.models import load_model
+    from unified_adv.runner import prepare
+
+    text = """
+name: dmvalid
+seed: 0
+model: {builtin: digits-cnn, checkpoints: [1]}
+data: {builtin: digits}
+analyses:
+  - {name: morph, images_per_class: 3, steps: 20}
+  - {name: targeted_walk, images_per_class: 1, max_steps: 40, step_size: 4/255, backends: [foolbox]}
+"""
+    scenario = unified_adv.scenario_from_text(text)
+    result = unified_adv.run(scenario, tmp_path / "dmv")
+    morph, walk = result.summary["analyses"]
+    prep = prepare(scenario)
+    epoch1 = load_model(scenario, 1).wrapper
+    pos = np.array([np.flatnonzero(prep.data.index == s)[0] for s in morph["image_samples"]])
+    labels = prep.data.y[pos]
+    ok = epoch1.logits(prep.data.x[pos]).argmax(1) == labels
+    assert 0 < ok.sum() < len(ok)  # the test needs a checkpoint that gets some wrong
+    e1 = morph["checkpoints"][0]
+    i, j = np.meshgrid(np.arange(len(pos)), np.arange(len(pos)), indexing="ij")
+    cross = labels[i] != labels[j]
+    valid = cross & ok[i] & ok[j]
+    assert e1["valid_pairs"] == int(valid.sum()) and e1["pairs_total"] == int(cross.sum())
+    assert e1["pairs"] == e1["valid_pairs"] and e1["images_correct"] == int(ok.sum())
+    # The pop-up share recomputed by hand on the valid pairs only.
+    pairs = np.stack([i[valid], j[valid]], 1)
+    res = morph_sweep(epoch1, prep.data.x[pos], labels, pairs, 20)
+    assert e1["popup_share"] == pytest.approx(float(res.popup.mean()))
+    assert e1["all_pairs"]["popup_share"] != pytest.approx(e1["popup_share"])
+    wpos = np.array([np.flatnonzero(prep.data.index == s)[0] for s in walk["image_samples"]])
+    wok = epoch1.logits(prep.data.x[wpos]).argmax(1) == prep.data.y[wpos]
+    w1 = walk["checkpoints"][0]["backends"]["foolbox"]
+    assert w1["valid_walks"] == int(wok.sum()) * 9 and w1["walks"] == w1["valid_walks"]
+    assert w1["walks_total"] == 90
+    mon = result.summary["monitor"][0]
+    assert mon["valid_pairs"] == e1["valid_pairs"] and mon["valid_walks"] == w1["valid_walks"]
+    assert "this project's definition" in mon["robustness_index_definition"]
+    # The final model chose the images: every pair and walk is valid for it.
+    fin = morph["checkpoints"][-1]
+    assert fin["valid_pairs"] == fin["pairs_total"]
+
+
+def test_images_selected_per_checkpoint(tmp_path: Path) -> None:
+    text = """
+name: dmsel
+seed: 0
+model: {builtin: digits-cnn, checkpoints: [1]}
+data: {builtin: digits}
+analyses:
+  - {name: morph, images_per_class: 2, steps: 10, select: per_checkpoint}
+"""
+    scenario = unified_adv.scenario_from_text(text)
+    (morph,) = unified_adv.run(scenario, tmp_path / "dms").summary["analyses"]
+    assert morph["select"] == "per_checkpoint"
+    for c in morph["checkpoints"]:  # chosen among the images each checkpoint gets right
+        assert c["valid_pairs"] == c["pairs_total"] > 0
+        assert c["images_correct"] == c["images"]

@@ -55,3 +55,41 @@ def test_line_study_end_to_end(tmp_path: Path) -> None:
         again.summary["analyses"][0]["configs"][0]["adversarial_share"]
         == config["adversarial_share"]
     )
+
+
+def test_unseen_rows_and_columns_never_change_the_prediction() -> None:
+    """The last 2 rows/cols no window sees: flipping them leaves a trained line CNN's logits
+    exactly unchanged, while flips elsewhere do change them."""
+    import torch
+
+    from unified_adv.lines import builtin_line_cnn, generate_lines
+    from unified_adv.pixelflip import unseen_cells
+
+    assert unseen_cells(16) == {"rows": [14, 15], "cols": [14, 15]}
+    assert unseen_cells(32) == {"rows": [30, 31], "cols": [30, 31]}
+    net, _ = builtin_line_cnn(16, 2.0, 0)
+    net.eval()
+    x = torch.from_numpy(generate_lines(16, 2.0).images[:8])
+    with torch.no_grad():
+        base = net(x)
+        for i, j, seen in ((15, 3, False), (2, 14, False), (7, 7, True), (13, 13, True)):
+            flipped = x.clone()
+            flipped[:, 0, i, j] = 1 - flipped[:, 0, i, j]
+            changed = not torch.equal(net(flipped), base)
+            assert changed == seen, (i, j)
+
+
+def test_away_from_the_x_is_judged_from_the_map() -> None:
+    from unified_adv.lines import generate_lines
+    from unified_adv.pixelflip import away_from_x, boundary_x
+
+    lines = generate_lines(16, 2.0)
+    on = boundary_x(lines)
+    assert on[7, 2:14].all()  # the 0° line runs along the middle row
+    on_map = on.astype(float)
+    assert away_from_x(on_map, lines)["holds"] is False
+    off_map = (~on).astype(float) * 0.5
+    off_map[14:, :] = off_map[:, 14:] = 0.0  # as a real map: nothing in the unseen border
+    res = away_from_x(off_map, lines)
+    assert res["holds"] is True and res["top_share_on_x"] == 0.0
+    assert res["mean_on_x"] == 0.0 and res["mean_off_x"] == 0.5

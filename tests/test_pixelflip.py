@@ -391,3 +391,36 @@ def test_summaries_by_angle_heatmap_and_flip_lists() -> None:
     assert result.image_success().tolist() == [True, False, True]
     with pytest.raises(ValueError, match="one angle per image"):
         result.share_by_angle(np.zeros(2))
+
+
+@pytest.mark.parametrize("backend", ["torchattacks", "art"])
+def test_one_pixel_de_budget_is_what_the_library_runs(backend: str) -> None:
+    """de_budget's population and bound match the candidates the library really evaluates
+    on the digits CNN (the initial population is always evaluated; at most every step's)."""
+    from unified_adv.adapters import AttackRequest, adapter_class
+    from unified_adv.attacks import ATTACKS
+    from unified_adv.data import digits_split
+    from unified_adv.models import ModelWrapper, builtin_digits_cnn
+    from unified_adv.pixelflip import de_budget
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner, self.seen = inner, 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen += len(x)
+            return self.inner(x)
+
+    net = Counting(builtin_digits_cnn()[0])
+    _, _, x, y, _, _ = digits_split()
+    params = ATTACKS["one_pixel"].resolve(None, {"steps": 2})
+    request = AttackRequest(attack="one_pixel", norm="l0", eps=None, params=params, targeted=False)
+    adapter = adapter_class(backend)(model=ModelWrapper(net))
+    adapter.generate(request, x[:1], y[:1], None, seed=0)  # builds ART's estimator
+    net.seen = 0
+    adapter.generate(request, x[1:2], y[1:2], None, seed=0)
+    budget = de_budget(backend, 1, 1, 2, params["popsize"])
+    assert budget["population"] == (399 if backend == "art" else 9)
+    # A few extra forward passes score the start and the result.
+    assert budget["population"] <= net.seen <= budget["evaluations"] + 5

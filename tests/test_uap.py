@@ -13,6 +13,7 @@ from torch import nn
 from unified_adv.data import digits_split
 from unified_adv.models import ModelWrapper, builtin_digits_cnn
 from unified_adv.uap import (
+    EMPTY_RTOL,
     UapStudy,
     data_norm,
     fooling_rate,
@@ -240,3 +241,45 @@ def test_study_rejects_bad_input(
         uap_study(model, xf, yf, xe, ye, norms=("l1",))
     with pytest.raises(ValueError, match="attacker 'fgsm'"):
         uap_study(model, xf, yf, xe, ye, targets=(3,), attacker="deepfool")
+
+
+def test_targeted_rows_carry_both_r_s_conventions(linf_study: UapStudy, digits: Digits) -> None:
+    """Ours (images of other classes) and the review's (all images, the target class
+    included), each recomputed from the stored perturbation; ``rate`` is ours by default."""
+    model, _, _, xe, ye = digits
+    k = next(i for i, r in enumerate(linf_study.rows) if r.target == 3)
+    row, noise = linf_study.rows[k], linf_study.perturbations[k]
+    assert row.success_over == "other_classes" and row.rate == row.rate_other_classes
+    assert row.rate_other_classes == success_rate(model, xe, noise, 3, 0.0, 1.0, y=ye)
+    assert row.rate_all_images == success_rate(model, xe, noise, 3, 0.0, 1.0)
+    # The target class's own images are mostly classified as the target already.
+    assert row.rate_all_images > row.rate_other_classes
+    untargeted = linf_study.row("linf", 0.3)
+    assert untargeted.rate_all_images is None and untargeted.success_over is None
+
+
+def test_the_review_convention_is_selectable_and_empty_uaps_have_no_rate(
+    digits: Digits,
+) -> None:
+    """L2 at zeta 0.04: ART's targeted UAP comes back as exactly zero on the digits (measured
+    with 300 and 500 fit images); it must be reported as empty, not as a rate."""
+    model, xf, yf, xe, ye = digits
+    study = uap_study(
+        model,
+        xf,
+        yf,
+        xe,
+        ye,
+        norms=("l2",),
+        zetas=(0.04,),
+        targets=(3,),
+        seed=0,
+        success_over="all_images",
+    )
+    row = study.row("l2", 0.04, 3)
+    assert row.success_over == "all_images"
+    assert row.uap_norm <= EMPTY_RTOL * row.radius and row.empty
+    assert row.rate is None and row.fit_rate is None and row.rate_all_images is None
+    assert study.settings["success_over"] == "all_images"
+    with pytest.raises(ValueError, match="success_over"):
+        uap_study(model, xf, yf, xe, ye, norms=("l2",), targets=(3,), success_over="mine")

@@ -89,6 +89,28 @@ def morph_sweep(
     )
 
 
+def valid_pairs(pairs: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """(P,) bool: both endpoints of the pair are classified correctly by the model at hand.
+
+    A pair with a misclassified endpoint says nothing about the boundary between the two
+    classes (it may never switch, or switch at T = 0), so a checkpoint's statistics use
+    only the pairs valid for that checkpoint."""
+    return np.asarray(correct[pairs[:, 0]] & correct[pairs[:, 1]], dtype=bool)
+
+
+def morph_subset(result: MorphResult, keep: np.ndarray) -> MorphResult:
+    """The morph result restricted to the pairs where ``keep`` is True."""
+    return MorphResult(
+        result.pairs[keep],
+        result.t,
+        result.preds[keep],
+        result.probs[keep],
+        result.thresholds[keep],
+        result.popup[keep],
+        result.popup_before_switch[keep],
+    )
+
+
 def threshold_sums(pairs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """T(i→j) + T(j→i) for every pair present in both directions (each counted once)."""
     index = {(int(i), int(j)): k for k, (i, j) in enumerate(pairs)}
@@ -191,6 +213,18 @@ def targeted_walk(
     return WalkResult(iterations, reached, cur, mae, call)
 
 
+def walk_subset(result: WalkResult, keep: np.ndarray) -> WalkResult:
+    """The walks where ``keep`` is True (e.g. those whose source the model classifies
+    correctly: a walk from a misclassified source may start at its target)."""
+    return WalkResult(
+        result.iterations[keep],
+        result.reached[keep],
+        result.x_final[keep],
+        result.mae[keep],
+        result.library_call,
+    )
+
+
 def walk_summary(
     result: WalkResult, src: np.ndarray, dst: np.ndarray, num_classes: int, value_range: float
 ) -> dict[str, Any]:
@@ -213,7 +247,9 @@ def walk_summary(
 
 
 def robustness_index(walk_effort: float | None, morph_balance: float | None) -> float | None:
-    """RI = 100 · E · B, higher is more robust.
+    """RI = 100 · E · B, higher is more robust — this project's definition: Ding & Möller
+    propose monitoring the training state with the morph thresholds and the walk effort
+    but give no formula for combining them.
 
     E (walk effort): mean MAE of the targeted walks to every other class, in units of the
     input range — how far, on average, an image must move to become any other class.

@@ -348,6 +348,7 @@ def _run_and_write(
     summary["provenance"]["executor"] = ex.describe()
     summary["analyses"] = analysis["analyses"]
     _compare_with_search(summary, samples)
+    _de_budgets(summary)
     summary["monitor"] = analysis["monitor"]
     _write_text(out_dir / "summary.json", strict_json(summary))
     context = _report_context(prep, summary, outcomes, main_samples)
@@ -449,6 +450,26 @@ def _report_context(
         "analyses": summary.get("analyses", []),
         "monitor": summary.get("monitor", []),
     }
+
+
+def _de_budgets(summary: dict[str, Any]) -> None:
+    """State each one-pixel attack's differential-evolution budget beside its result."""
+    from .pixelflip import de_budget
+
+    channels = int(summary["model"]["input_shape"][0])
+    for a in summary["attacks"]:
+        if a["attack"] == "one_pixel":
+            p = a["params"]
+            a["de_budget"] = de_budget(
+                a["backend"], int(p["pixels"]), channels, int(p["steps"]), int(p["popsize"])
+            )
+    for entry in summary.get("analyses", []):
+        for row in entry.get("search_comparison", []):
+            match = [a for a in summary["attacks"] if a["attack_id"] == row["attack_id"]]
+            budget = next(
+                (a.get("de_budget") for a in match if a["backend"] == row["backend"]), None
+            )
+            row["de_budget"] = budget["text"] if budget else None
 
 
 def _compare_with_search(summary: dict[str, Any], samples: pd.DataFrame) -> None:

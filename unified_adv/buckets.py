@@ -10,6 +10,10 @@ Bucket boundaries, exactly: ``paper`` mode, thresholds (t1, t2) = (0.15, 0.30):
 low = conf < t1, medium = t1 ≤ conf < t2, high = conf ≥ t2. ``quantile`` mode: the
 confidences' quantiles split the samples into equal-sized buckets; a sample equal to an
 inner edge goes to the upper bucket (``searchsorted(..., side="right")``).
+
+Confidences are ranked as float64 log-probabilities (``log_softmax`` of the float64
+logits): a confident model's float32 softmax rounds many of them to exactly 1.0, and those
+ties would all land on one side of a quantile edge.
 """
 
 from __future__ import annotations
@@ -37,15 +41,52 @@ def bucket_names(mode: str, count: int) -> list[str]:
     return [f"q{i + 1}" for i in range(count)]
 
 
+def log_confidence(logits: np.ndarray) -> np.ndarray:
+    """Top-1 log-probability per sample, in float64 (no ties from float32 rounding)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return -np.log(np.exp(z).sum(axis=1))  # log softmax of the top class (its z is 0)
+
+
 def assign_buckets(
-    conf: np.ndarray, mode: str, thresholds: tuple[float, float] = PAPER_THRESHOLDS, count: int = 3
+    log_conf: np.ndarray,
+    mode: str,
+    thresholds: tuple[float, float] = PAPER_THRESHOLDS,
+    count: int = 3,
 ) -> tuple[np.ndarray, list[float]]:
-    """Bucket index per sample (0 = least confident) and the inner edges used."""
+    """Bucket index per sample (0 = least confident) and the inner edges used, as
+    probabilities. ``log_conf``: float64 top-1 log-probabilities (:func:`log_confidence`)."""
+    log_conf = np.asarray(log_conf, dtype=np.float64)
     if mode == "paper":
-        edges = [float(t) for t in thresholds]
+        log_edges = np.log(np.asarray(thresholds, dtype=np.float64))
     else:
-        edges = [float(e) for e in np.quantile(conf, np.linspace(0, 1, count + 1)[1:-1])]
-    return np.searchsorted(np.asarray(edges), conf, side="right").astype(np.int64), edges
+        log_edges = np.quantile(log_conf, np.linspace(0, 1, count + 1)[1:-1])
+    bucket = np.searchsorted(log_edges, log_conf, side="right").astype(np.int64)
+    return bucket, [float(e) for e in np.exp(log_edges)]
+
+
+def bucket_notes(
+    log_conf: np.ndarray, bucket: np.ndarray, names: list[str], mode: str
+) -> list[str]:
+    """Plain statements about empty or degenerate buckets, for the report."""
+    notes = []
+    counts = [int((bucket == b).sum()) for b in range(len(names))]
+    full = [n for n, c in zip(names, counts, strict=True) if c]
+    if len(full) == 1 and len(log_conf):
+        notes.append(
+            f"degenerate: all {len(log_conf)} samples are in '{full[0]}'; the other buckets "
+            "are empty and no comparison between buckets is possible"
+        )
+    else:
+        notes += [f"'{n}' is empty" for n, c in zip(names, counts, strict=True) if not c]
+    if mode != "paper" and len(log_conf):
+        low = float(np.exp(log_conf.min()))
+        if low >= PAPER_THRESHOLDS[1]:
+            notes.append(
+                f"every sample has confidence >= {low:.3g}: all buckets are 'high' by the paper's "
+                f"thresholds, so '{names[0]}' means low within >= {low:.3g}, not low confidence"
+            )
+    return notes
 
 
 def _topk_errors(logits: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

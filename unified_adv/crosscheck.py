@@ -450,10 +450,20 @@ def compare_pair(
     )
 
 
+def _robust(right: np.ndarray, pos: np.ndarray) -> int:
+    """Samples robust in ``right``; one repeated for several targets must survive all."""
+    return sum(1 for p in set(pos.tolist()) if right[pos == p].all())
+
+
 def worst_case(
     prep: Prepared, stacks: dict[str, dict[str, Any]], a_i: int, e_i: int
 ) -> dict[str, Any]:
-    """Per sample, robust only if no backend fooled it."""
+    """Per sample, robust only if no backend fooled it (``defended.WORST_CASE``, the one
+    definition used everywhere). A random corruption is not unioned (``defended.NOISE_CASE``):
+    its value is the mean of the backends' robust accuracies."""
+    from .attacks import ATTACKS
+    from .defended import NOISE_CASE, WORST_CASE
+
     plan = prep.plans[a_i]
     backends = sorted(stacks)
     pos = stacks[backends[0]]["positions"]
@@ -466,12 +476,22 @@ def worst_case(
         still_right &= robust_mask(s["success"], scored.correct[s["positions"]], s["tie"])
         fooled_any |= s["success"]
         per_backend[name] = float(s["success"].mean()) if len(pos) else 0.0
-    # A sample repeated for several targets is robust only if it survives all of them.
-    robust_samples = {p for p in set(pos.tolist()) if still_right[pos == p].all()}
+    robust_samples = _robust(still_right, pos)
     correct = prep.correct
     attacked = np.zeros(len(correct), bool)
     attacked[pos] = True
     unattacked_correct = int((correct & ~attacked)[: plan.scope].sum())
+    value = (robust_samples + unattacked_correct) / plan.scope
+    statistic = WORST_CASE
+    if ATTACKS[plan.spec.name].threat == "noise":
+        statistic = NOISE_CASE
+        rights = [
+            stacks[n]["adv_logits"].argmax(1) == prep.data.y[stacks[n]["positions"]]
+            for n in backends
+        ]
+        value = float(
+            np.mean([(_robust(r, pos) + unattacked_correct) / plan.scope for r in rights])
+        )
     return {
         "attack_id": plan.spec.label,
         "eps": plan.spec.eps_values[e_i],
@@ -479,7 +499,8 @@ def worst_case(
         "n_samples": int(len(pos)),
         "success_rate_any_backend": float(fooled_any.mean()) if len(pos) else 0.0,
         "success_rate_per_backend": per_backend,
-        "robust_accuracy_worst_case": (len(robust_samples) + unattacked_correct) / plan.scope,
+        "robust_accuracy_worst_case": value,
+        "statistic": statistic,
     }
 
 

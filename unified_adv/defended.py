@@ -38,6 +38,9 @@ EOT_ATTACKS = ("fgsm", "bim", "pgd")
 DEFAULT_EOT_SAMPLES = 10
 #: Adaptive accuracy this far (absolute) below the non-adaptive one: the defence "collapses".
 COLLAPSE_DROP = 0.10
+#: Adaptive accuracy this far (absolute) above the non-adaptive one: the adaptive attack is
+#: weaker than the attack that ignores the defence (more than sampling noise of the scoring).
+ADAPTIVE_SLACK = 0.02
 #: Clean accuracy lost to a defence beyond which the report warns.
 CLEAN_DROP = 0.05
 ART_DEFENCES = (
@@ -283,13 +286,67 @@ def _group_units(outcomes: list[UnitOutcome]) -> dict[tuple[Any, ...], set[str]]
     )
 
 
-def _worst(values: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The lowest accuracy across backends, and which backend found it."""
-    ok = [v for v in values if v["accuracy"] is not None]
+#: The one meaning of "worst case across backends", here and in the Summary
+#: (:func:`unified_adv.crosscheck.worst_case`): per sample, robust only if no backend's
+#: adversarial example fooled it. A random corruption is not an attack: the worst of
+#: several independent noise draws is not a stronger corruption, so noise is never
+#: unioned — its cell is the mean accuracy over the backends' draws.
+WORST_CASE = "per-sample union across backends (robust only if no backend fooled it)"
+NOISE_CASE = "mean over backends (random corruption: draws are not unioned)"
+
+
+def _right_per_sample(samples: pd.DataFrame, names: set[str]) -> pd.Series:
+    rows = samples[samples["unit"].isin(names)]
+    return (rows["adv_pred"] == rows["label"]).groupby(rows["sample"]).all()
+
+
+def _cells(
+    mine: list[dict[str, Any]],
+    names: dict[tuple[Any, ...], set[str]],
+    key: tuple[int, int],
+    defence: str | None,
+    evaluations: tuple[str, ...],
+) -> list[tuple[dict[str, Any], set[str]]]:
+    """The entries of one attack × ε for a defence and evaluation(s), with their units."""
+    return [
+        (e, names[(*key, e["backend"], defence, e["evaluation"])])
+        for e in mine
+        if e["defence"] == defence and e["evaluation"] in evaluations
+    ]
+
+
+def _across(
+    prep: Prepared,
+    samples: pd.DataFrame,
+    cells: list[tuple[dict[str, Any], set[str]]],
+    correct: np.ndarray,
+    a_i: int,
+) -> dict[str, Any] | None:
+    """One cell of Lim's table from its backends' entries (and unit names), by
+    :data:`WORST_CASE` — or, for a random corruption, :data:`NOISE_CASE`."""
+    from .attacks import ATTACKS
+
+    ok = [(e, n) for e, n in cells if e["accuracy"] is not None]
     if not ok:
         return None
-    best = min(ok, key=lambda v: (v["accuracy"], v["backend"]))
-    return {"accuracy": best["accuracy"], "backend": best["backend"], "backends": len(ok)}
+    lowest = min(ok, key=lambda en: (en[0]["accuracy"], en[0]["backend"]))[0]
+    backends = sorted({e["backend"] for e, _ in ok})
+    out: dict[str, Any] = {"lowest_backend": lowest["backend"], "backends": len(backends)}
+    plan = prep.plans[a_i]
+    if ATTACKS[plan.spec.name].threat == "noise":
+        acc = float(np.mean([e["accuracy"] for e, _ in ok]))
+        return {**out, "accuracy": acc, "statistic": NOISE_CASE, "backend": "mean"}
+    right: pd.Series | None = None
+    for _, names in ok:
+        r = _right_per_sample(samples, names)
+        right = r if right is None else (right & r.reindex(right.index, fill_value=False))
+    assert right is not None
+    attacked = np.zeros(len(correct), bool)
+    attacked[plan.positions] = True
+    unattacked_correct = int((correct & ~attacked)[: plan.scope].sum())
+    acc = (int(right.sum()) + unattacked_correct) / plan.scope
+    label = backends[0] if len(backends) == 1 else f"any of {len(backends)}"
+    return {**out, "accuracy": acc, "statistic": WORST_CASE, "backend": label}
 
 
 def collapse_finding(
@@ -324,6 +381,47 @@ def collapse_finding(
     }
 
 
+def adaptive_weaker_findings(
+    defence: str,
+    attack_id: str,
+    eps: float | None,
+    adaptive: list[tuple[dict[str, Any], set[str]]],
+    non: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """AutoAttack-style: an adaptive attack (it sees the defence) that does worse than the
+    non-adaptive one (made without it) is a broken or weak adaptive attack, not evidence
+    for the defence. One warning per backend whose adaptive accuracy lies above the
+    non-adaptive accuracy of the same cell by more than ADAPTIVE_SLACK."""
+    if not non:
+        return []
+    out = []
+    for e, _ in adaptive:
+        if e["accuracy"] is None or not e["accuracy"] > non["accuracy"] + ADAPTIVE_SLACK:
+            continue
+        eot = int(e.get("eot_samples", 1))
+        out.append(
+            {
+                "level": "warning",
+                "code": "adaptive-weaker-than-non-adaptive",
+                "attack_id": attack_id,
+                "backend": e["backend"],
+                "message": (
+                    f"{defence} against {attack_id}"
+                    + (f" (eps {eps:g})" if eps is not None else "")
+                    + f": the adaptive attack on {e['backend']}"
+                    + (f" (EOT over {eot} draws)" if eot > 1 else "")
+                    + f" leaves {100 * e['accuracy']:.1f} % accuracy, more than the "
+                    f"{100 * non['accuracy']:.1f} % of the non-adaptive attack. An adaptive "
+                    "attack should be at least as strong: its gradient is misled (on a "
+                    "randomised defence, an EOT of summed per-draw losses can be dominated by "
+                    "draws already misclassified; see bench/lim_eot.py). The table's adaptive "
+                    "cell takes, per sample, the worse of both."
+                ),
+            }
+        )
+    return out
+
+
 def defence_summary(
     prep: Prepared, samples: pd.DataFrame, outcomes: list[UnitOutcome]
 ) -> dict[str, Any]:
@@ -347,33 +445,48 @@ def defence_summary(
         }
         for v in prep.variants.values()
     ]
+    names: dict[tuple[Any, ...], set[str]] = {}
+    for (a_i, e_i, backend, defence, adaptive), group in _group_units(outcomes).items():
+        evaluation = "undefended" if not defence else ("adaptive" if adaptive else "non-adaptive")
+        names[(a_i, e_i, backend, defence or None, evaluation)] = group
     rows = []
     findings = []
-    for plan in prep.plans:
-        for eps in plan.spec.eps_values:
+    for a_i, plan in enumerate(prep.plans):
+        for e_i, eps in enumerate(plan.spec.eps_values):
             mine = [e for e in entries if e["attack_id"] == plan.spec.label and e["eps"] == eps]
+
+            def cells(defence: str | None, *evaluations: str) -> list[Any]:
+                return _cells(mine, names, (a_i, e_i), defence, evaluations)  # noqa: B023
+
             row: dict[str, Any] = {
                 "attack_id": plan.spec.label,
                 "attack": plan.spec.name,
                 "eps": eps,
                 "clean": clean,
-                "attacked": _worst([e for e in mine if e["evaluation"] == "undefended"]),
+                "attacked": _across(prep, samples, cells(None, "undefended"), prep.correct, a_i),
                 "defences": {},
             }
             for v in prep.variants.values():
-                non = _worst(
-                    [e for e in mine if e["defence"] == v.id and e["evaluation"] == "non-adaptive"]
+                non = _across(prep, samples, cells(v.id, "non-adaptive"), v.correct, a_i)
+                alone = _across(prep, samples, cells(v.id, "adaptive"), v.correct, a_i)
+                # An adaptive attacker may also use the examples made without the defence:
+                # the adaptive cell is the per-sample union of both (never above non-adaptive).
+                ada = (
+                    _across(prep, samples, cells(v.id, "adaptive", "non-adaptive"), v.correct, a_i)
+                    if alone is not None
+                    else None
                 )
-                ada_entries = [
-                    e for e in mine if e["defence"] == v.id and e["evaluation"] == "adaptive"
-                ]
-                ada = _worst(ada_entries)
-                if ada is not None:
+                if ada is not None and alone is not None:
+                    ada_entries = [e for e, _ in cells(v.id, "adaptive")]
                     ada["eot_samples"] = max(e["eot_samples"] for e in ada_entries)
+                    ada["adaptive_alone"] = alone["accuracy"]
                 row["defences"][v.id] = {"non_adaptive": non, "adaptive": ada}
                 finding = collapse_finding(v.id, plan.spec.label, plan.spec.eps_text(eps), non, ada)
                 if finding is not None:
                     findings.append(finding)
+                findings += adaptive_weaker_findings(
+                    v.id, plan.spec.label, eps, cells(v.id, "adaptive"), non
+                )
             rows.append(row)
     for v in variants:
         if v["clean_accuracy"] < clean - CLEAN_DROP:

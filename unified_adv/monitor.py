@@ -19,11 +19,14 @@ from .analyses import (
     MorphResult,
     WalkResult,
     morph_pairs,
+    morph_subset,
     morph_summary,
     morph_sweep,
     robustness_index,
     select_images,
     targeted_walk,
+    valid_pairs,
+    walk_subset,
     walk_summary,
 )
 from .models import LoadedModel, _state_fingerprint, load_model
@@ -41,11 +44,13 @@ class AnalysisUnit:
     params: tuple[tuple[str, Any], ...]
     seed: int
     context: str
+    variant: str = ""  # e.g. Possas's method-gradient: one unit file each
 
     @property
     def name(self) -> str:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.checkpoint)[:40]
         suffix = f"-{self.backend}" if self.backend else ""
+        suffix += f"-{self.variant}" if self.variant else ""
         return f"an{self.analysis_index:02d}-{self.analysis_id}-ckpt-{safe}{suffix}"
 
     @property
@@ -59,6 +64,7 @@ class CheckpointModel:
     label: str
     model: LoadedModel
     accuracy: float
+    correct: np.ndarray  # (N,) bool over the scenario's samples
 
 
 def checkpoint_models(prep: Prepared) -> list[CheckpointModel]:
@@ -68,10 +74,17 @@ def checkpoint_models(prep: Prepared) -> list[CheckpointModel]:
     for j, ckpt in enumerate(scenario.model.checkpoints or ()):
         # File checkpoints were loaded and checked by prepare(); builtin epochs load here.
         loaded = prep.other_models.get(f"checkpoint:{j}") or load_model(scenario, ckpt)
-        acc = float((loaded.wrapper.logits(prep.data.x).argmax(1) == prep.data.y).mean())
-        out.append(CheckpointModel(str(ckpt), loaded, acc))
-    out.append(CheckpointModel("final", prep.model, float(prep.correct.mean())))
+        correct = loaded.wrapper.logits(prep.data.x).argmax(1) == prep.data.y
+        out.append(CheckpointModel(str(ckpt), loaded, float(correct.mean()), correct))
+    out.append(CheckpointModel("final", prep.model, float(prep.correct.mean()), prep.correct))
     return out
+
+
+RI_DEFINITION = (
+    "RI = 100·E·B is this project's definition (the paper gives no formula): E = mean MAE of "
+    "the targeted walks in units of the input range, B = 1 − 2·mean|T − 0.5| over the morph "
+    "pairs; each over the pairs and walks valid for the checkpoint"
+)
 
 
 def _walk_backends(spec_backends: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -125,7 +138,17 @@ def run_analyses(
             summaries.append(entry)
             results[(a_i, "study", "")] = study
             continue
+        per_checkpoint = spec.select == "per_checkpoint"
+        entry["select"] = spec.select or "final"
         for ckpt in checkpoints:
+            if per_checkpoint:
+                images = select_images(
+                    prep.data.y, ckpt.correct, spec.images_per_class, prep.num_classes
+                )
+                labels, x = prep.data.y[images], prep.data.x[images]
+            # Which selected images this checkpoint classifies correctly: its statistics
+            # use only the pairs and walks whose endpoints (source) it gets right.
+            valid_img = ckpt.correct[images]
             context = (
                 f"{ckpt.model.fingerprint}:{prep.data.fingerprint}:{images.tobytes().hex()[:64]}"
             )
@@ -161,18 +184,32 @@ def run_analyses(
                     res = morph_sweep(ckpt.model.wrapper, x, labels, pairs, steps)
                     elapsed = time.perf_counter() - t0
                     save_unit(folder, unit, asdict(res), {"status": "ok", "time_s": elapsed})  # type: ignore[arg-type]
-                summary = morph_summary(res, labels, prep.num_classes)
+                keep = valid_pairs(pairs, valid_img)
+                summary = morph_summary(morph_subset(res, keep), labels, prep.num_classes)
+                every = morph_summary(res, labels, prep.num_classes)
                 summary["images_per_second"] = len(pairs) * steps / elapsed if elapsed > 0 else None
                 entry["checkpoints"].append(
                     {
                         "checkpoint": ckpt.label,
                         "accuracy": ckpt.accuracy,
                         "time_s": elapsed,
+                        "images": int(len(images)),
+                        "images_correct": int(valid_img.sum()),
+                        "pairs_total": int(len(pairs)),
+                        "valid_pairs": int(keep.sum()),
                         **summary,
+                        # The same statistics over every pair, misclassified endpoints
+                        # included (for comparison only; not used by the monitor).
+                        "all_pairs": {
+                            k: every[k]
+                            for k in ("popup_share", "mean_threshold", "no_switch", "morph_balance")
+                        },
                     }
                 )
                 monitor[ckpt.label]["morph_balance"] = summary["morph_balance"]
                 monitor[ckpt.label]["popup_share"] = summary["popup_share"]
+                monitor[ckpt.label]["valid_pairs"] = int(keep.sum())
+                monitor[ckpt.label]["pairs_total"] = int(len(pairs))
                 results[(a_i, ckpt.label, "")] = res
             else:
                 step = spec.step_size if spec.step_size is not None else (hi - lo) / 255
@@ -232,8 +269,17 @@ def run_analyses(
                             },
                             {"status": "ok", "time_s": elapsed, "library_call": walk.library_call},
                         )
+                    keep = valid_img[src]
                     per_backend[backend] = {
-                        **walk_summary(walk, yw, targets, prep.num_classes, hi - lo),
+                        **walk_summary(
+                            walk_subset(walk, keep),
+                            yw[keep],
+                            targets[keep],
+                            prep.num_classes,
+                            hi - lo,
+                        ),
+                        "walks_total": int(len(keep)),
+                        "valid_walks": int(keep.sum()),
                         "time_s": elapsed,
                     }
                     finals[backend] = walk
@@ -260,6 +306,8 @@ def run_analyses(
                         "accuracy": ckpt.accuracy,
                         "step_size": step,
                         "max_steps": max_steps,
+                        "images": int(len(images)),
+                        "images_correct": int(valid_img.sum()),
                         "backends": per_backend,
                         "agreement": agreement,
                     }
@@ -267,10 +315,13 @@ def run_analyses(
                 if names:
                     monitor[ckpt.label]["walk_effort"] = per_backend[names[0]]["walk_effort"]
                     monitor[ckpt.label]["walk_backend"] = names[0]
+                    monitor[ckpt.label]["valid_walks"] = per_backend[names[0]]["valid_walks"]
+                    monitor[ckpt.label]["walks_total"] = per_backend[names[0]]["walks_total"]
             if progress is not None:
                 progress(f"{spec.label}@{ckpt.label}")
         summaries.append(entry)
     for row in monitor.values():
+        row["robustness_index_definition"] = RI_DEFINITION
         row["robustness_index"] = robustness_index(row.get("walk_effort"), row.get("morph_balance"))
     return {"analyses": summaries, "monitor": list(monitor.values()), "results": results}
 
@@ -291,8 +342,9 @@ def _confidence_buckets(
     k = min(spec.k or 5, prep.num_classes)
     positions = np.flatnonzero(prep.correct)
     x, y = prep.data.x[positions], prep.data.y[positions]
-    conf = prep.clean_conf[positions]
-    bucket, edges = bk.assign_buckets(conf, mode, thresholds, count)
+    log_conf = bk.log_confidence(prep.clean_logits[positions])
+    conf = np.exp(log_conf)
+    bucket, edges = bk.assign_buckets(log_conf, mode, thresholds, count)
     names = bk.bucket_names(mode, count)
     ranked = np.argsort(-prep.clean_logits[positions], axis=1, kind="stable")
     targets = ranked[:, k - 1].astype(np.int64)  # the lowest-ranked of the top-k
@@ -318,6 +370,7 @@ def _confidence_buckets(
                 ),
                 seed,
                 f"{prep.model.fingerprint}:{prep.data.fingerprint}",
+                variant=f"{method}-{gradient}",
             )
             stored = load_unit(folder, unit) if resume else None  # type: ignore[arg-type]
             if stored is not None:
@@ -351,6 +404,14 @@ def _confidence_buckets(
         "k": k,
         "n_samples": int(len(positions)),
         "bucket_counts": {n: int((bucket == i).sum()) for i, n in enumerate(names)},
+        "bucket_ranges": {
+            n: [float(conf[bucket == i].min()), float(conf[bucket == i].max())]
+            if (bucket == i).any()
+            else None
+            for i, n in enumerate(names)
+        },
+        "bucket_notes": bk.bucket_notes(log_conf, bucket, names, mode),
+        "ranking": "float64 log-probabilities",
         "confidence_quantiles": {
             str(q): float(np.quantile(conf, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)
         }
@@ -469,6 +530,9 @@ def _pixel_flip_study(
                     }
                 )
             key = f"{size}x{size} @ {step:g}°"
+            heat = stack.mean(axis=(0, 1))
+            from .pixelflip import away_from_x, unseen_cells
+
             configs.append(
                 {
                     "size": size,
@@ -488,10 +552,12 @@ def _pixel_flip_study(
                     if times and np.median(times) > 0
                     else None,
                     "generation_seconds": gen_s,
+                    "unseen_rows_cols": unseen_cells(size),
+                    "away_from_x": away_from_x(heat, lines),
                 }
             )
             study[key] = {
-                "heatmap": stack.mean(axis=(0, 1)),
+                "heatmap": heat,
                 "by_angle": by_angle,
                 "size": size,
                 "step": step,

@@ -906,3 +906,80 @@ def exhaustive_flips(
     valid = candidate_validity(images, resolve_mode(images, vr, mode), vr)
     clean = stats.pop("clean_pred")
     return FlipResult(adv, valid, clean, chosen, seconds, stats)
+
+
+#: Su et al.'s one-pixel attack: a differential-evolution population of 400 candidates, up
+#: to 100 generations. ``one_pixel`` with ``popsize: 400, steps: 100`` gives it on
+#: torchattacks (whose ``popsize`` is the population, divided among the parameters); ART's
+#: PixelAttack always sizes its population near 400 itself.
+PAPER_DE = {"population": 400, "steps": 100}
+
+
+def de_budget(backend: str, pixels: int, channels: int, steps: int, popsize: int) -> dict[str, Any]:
+    """The differential-evolution budget a one-pixel attack really runs with, per image:
+    population × (steps + 1) generations (scipy-style DE evaluates the initial population,
+    then one population per step; it may stop early on success)."""
+    dims = pixels * (2 + channels)  # row, column and a value per channel, per pixel
+    multiplier = max(1, 400 // dims) if backend == "art" else max(1, int(popsize / dims))
+    population = max(5, multiplier * dims)
+    return {
+        "population": population,
+        "steps": steps,
+        "evaluations": population * (steps + 1),
+        "paper": PAPER_DE,
+        "text": f"DE population {population} × {steps + 1} generations = "
+        f"{population * (steps + 1):,} evaluations per image at most "
+        f"(Su et al.: population {PAPER_DE['population']}, up to {PAPER_DE['steps']} steps)",
+    }
+
+
+def unseen_cells(size: int) -> dict[str, list[int]]:
+    """Rows and columns of a D×D input that no window of the paper's CNN sees (two unpadded
+    3×3 convolutions, each followed by 2×2 max pooling with floor): a flip there cannot
+    change the prediction, so the heat maps are 0 there whatever the data."""
+    x = torch.ones(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+    k = torch.ones(1, 1, 3, 3, dtype=torch.float64)
+    y = torch.nn.functional.avg_pool2d(torch.nn.functional.conv2d(x, k), 2)
+    y = torch.nn.functional.avg_pool2d(torch.nn.functional.conv2d(y, k), 2)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    seen = g[0, 0].numpy() != 0
+    return {
+        "rows": [int(i) for i in np.flatnonzero(~seen.any(axis=1))],
+        "cols": [int(j) for j in np.flatnonzero(~seen.any(axis=0))],
+    }
+
+
+def boundary_x(lines: Any) -> np.ndarray:
+    """The paper's "X": the pixels of the longest lines at the decision boundary's angles
+    (0° and 40°), (D, D) bool."""
+    mask = np.zeros(lines.images.shape[-2:], dtype=bool)
+    for angle in (0.0, 40.0):
+        sel = np.flatnonzero(np.isclose(lines.angle, angle))
+        if len(sel):
+            imgs = lines.images[sel, 0]
+            mask |= imgs[int(imgs.sum(axis=(1, 2)).argmax())] > 0
+    return mask
+
+
+def away_from_x(heat: np.ndarray, lines: Any, top: int = 10) -> dict[str, Any]:
+    """Kügler et al.'s Figure 5 finding: the highest flip likelihoods lie away from the "X"
+    (the boundary lines' pixels), not on it. Holds when fewer than half of the ``top`` most
+    likely cells lie on the X and the mean likelihood off the X is at least that on it
+    (cells no window sees are left out of both means)."""
+    on = boundary_x(lines)
+    unseen = unseen_cells(heat.shape[-1])
+    seen = np.ones_like(on)
+    seen[unseen["rows"], :] = False
+    seen[:, unseen["cols"]] = False
+    order = np.argsort(-heat, axis=None, kind="stable")[:top]
+    top_on = float(on.ravel()[order].mean())
+    on_mean = float(heat[on & seen].mean()) if (on & seen).any() else 0.0
+    off_mean = float(heat[~on & seen].mean()) if (~on & seen).any() else 0.0
+    return {
+        "x_cells": int(on.sum()),
+        "mean_on_x": on_mean,
+        "mean_off_x": off_mean,
+        "top_cells": top,
+        "top_share_on_x": top_on,
+        "holds": bool(top_on < 0.5 and off_mean >= on_mean),
+    }

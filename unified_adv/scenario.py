@@ -553,11 +553,11 @@ class NamedModelSpec(ModelSpec):
 ANALYSES = {
     # name: (fields it takes, summary)
     "morph": (
-        ("images_per_class", "steps", "pairs", "seed"),
+        ("images_per_class", "steps", "pairs", "seed", "select"),
         "interpolation morphing between classes (Ding & Möller)",
     ),
     "targeted_walk": (
-        ("images_per_class", "step_size", "max_steps", "backends"),
+        ("images_per_class", "step_size", "max_steps", "backends", "select"),
         "targeted iterative FGSM until the target class is reached (Ding & Möller)",
     ),
     "pixel_flip_study": (
@@ -569,7 +569,17 @@ ANALYSES = {
         "top-1/top-5 error of FGSM and BIM, inverse and least likely, per confidence bucket (Possas)",
     ),
     "uap": (
-        ("norms", "zetas", "targets", "attacker", "max_iter", "delta", "fit_images", "seed"),
+        (
+            "norms",
+            "zetas",
+            "targets",
+            "attacker",
+            "max_iter",
+            "delta",
+            "fit_images",
+            "seed",
+            "success_over",
+        ),
         "universal adversarial perturbations, non-targeted (fooling rate) and targeted (success "
         "rate), each against a random control of the same norm (Hirano & Takemoto, in Zingade)",
     ),
@@ -603,6 +613,8 @@ _ANALYSIS_FIELDS = (
     "fit_images",
     "models",
     "norm",
+    "select",
+    "success_over",
 )
 
 
@@ -636,6 +648,12 @@ class AnalysisSpec(_Strict):
     fit_images: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
     models: tuple[NamedModelSpec, ...] | None = None
     norm: Literal["linf", "l2"] | None = None
+    # Ding & Möller: images chosen by the final model (every checkpoint scored on the pairs
+    # valid for it) or chosen anew per checkpoint.
+    select: Literal["final", "per_checkpoint"] | None = None
+    # Zingade's targeted UAP success rate R_s: over the images of other classes (ours) or
+    # over all images, the target class included (the review's).
+    success_over: Literal["other_classes", "all_images"] | None = None
 
     @field_validator("name")
     @classmethod

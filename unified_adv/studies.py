@@ -70,6 +70,7 @@ def run_uap(
         "attacker": attacker,
         "max_iter": max_iter,
         "delta": delta,
+        "success_over": spec.success_over or "other_classes",
     }
     unit = AnalysisUnit(
         a_i,
@@ -102,6 +103,7 @@ def run_uap(
             max_iter=max_iter,
             delta=delta,
             seed=seed,
+            success_over=settings["success_over"],
         )
         elapsed = time.perf_counter() - t0
         result = study.to_dict()

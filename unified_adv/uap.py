@@ -39,6 +39,11 @@ class Classifier(Protocol):
     def logits(self, x: np.ndarray, batch_size: int = ...) -> np.ndarray: ...
 
 
+#: R_s conventions: over the images of other classes (ours), over all images (the review's).
+SUCCESS_OVER = ("other_classes", "all_images")
+#: A UAP of norm at most this share of its radius is empty (ART found no update).
+EMPTY_RTOL = 1e-6
+
 # --------------------------------------------------------------------------- norms
 
 
@@ -191,7 +196,7 @@ class UapRow:
     kind: str  # "untargeted" or "targeted"
     target: int | None
     #: R_f (untargeted) or R_s (targeted) on the evaluation split.
-    rate: float
+    rate: float | None  # None: an empty perturbation
     #: The same rate for random perturbations of norm ``radius``: mean over the draws.
     control_rate: float
     control_rate_max: float
@@ -204,11 +209,19 @@ class UapRow:
     #: predictions, not the target): kept to compare with ``fit_rate``.
     art_fooling_rate: float
     #: Our rate (R_f or R_s, as ``rate``) on the fit split.
-    fit_rate: float
+    fit_rate: float | None
     #: Predicted-class shares on the evaluation split with the UAP applied.
     predicted_share: list[float]
     dominant_class: int
     time_s: float
+    #: Targeted rows: R_s both ways (``rate`` is the one ``success_over`` names):
+    #: over the images of other classes (ours) and over all images (the review's).
+    rate_other_classes: float | None = None
+    rate_all_images: float | None = None
+    success_over: str | None = None
+    #: ART returned no perturbation to speak of (norm <= EMPTY_RTOL x radius): the row
+    #: has no rate (``rate``, ``fit_rate`` are None), only this flag and its clean effect.
+    empty: bool = False
 
     @property
     def key(self) -> str:
@@ -273,6 +286,7 @@ def uap_study(
     controls: int = 5,
     seed: int = 0,
     backend: str = "art",
+    success_over: str = "other_classes",
 ) -> UapStudy:
     """Fit UAPs on ``x_fit`` and measure them on ``x_eval`` against random controls.
 
@@ -286,7 +300,15 @@ def uap_study(
     ``attacker_eps`` is the inner FGSM step. The ART adapter hands ART the radius as that
     step; another value needs the adapter to pass it on, which it does not do yet: given
     one, the adapter's recorded call is checked and a ValueError raised if it was ignored.
+
+    ``success_over`` names the R_s a targeted row reports as ``rate`` (both are kept):
+    ``other_classes`` (ours: images whose label is not the target) or ``all_images`` (the
+    review's, Zingade et al. after Hirano & Takemoto: every image, the target class
+    included). A UAP whose norm is at most ``EMPTY_RTOL`` of its radius is reported as
+    empty, with no rate: its "rate" would be the model's clean errors.
     """
+    if success_over not in SUCCESS_OVER:
+        raise ValueError(f"success_over must be one of {SUCCESS_OVER}, got {success_over!r}")
     x_fit = np.asarray(x_fit)
     x_eval = np.asarray(x_eval)
     for arr, what in ((x_fit, "x_fit"), (x_eval, "x_eval")):
@@ -384,14 +406,20 @@ def uap_study(
 
         rng = np.random.default_rng(row_seed)
         draws = [random_control(shape, norm, radius, rng) for _ in range(controls)]
+        by_way: dict[str, float] = {}
         if target is None:
             rate = fooling_rate(model, x_eval, noise, lo, hi)
             fit_rate = fooling_rate(model, x_fit, noise, lo, hi)
             control = [fooling_rate(model, x_eval, d, lo, hi) for d in draws]
         else:
-            rate = success_rate(model, x_eval, noise, target, lo, hi, y=y_eval)
-            fit_rate = success_rate(model, x_fit, noise, target, lo, hi, y=y_fit)
-            control = [success_rate(model, x_eval, d, target, lo, hi, y=y_eval) for d in draws]
+            y_of = {"other_classes": (y_eval, y_fit), "all_images": (None, None)}
+            for way, (ye, _) in y_of.items():
+                by_way[way] = success_rate(model, x_eval, noise, target, lo, hi, y=ye)
+            ye, yf = y_of[success_over]
+            rate = by_way[success_over]
+            fit_rate = success_rate(model, x_fit, noise, target, lo, hi, y=yf)
+            control = [success_rate(model, x_eval, d, target, lo, hi, y=ye) for d in draws]
+        empty = size <= EMPTY_RTOL * radius
         share = predicted_share(model, x_eval, noise, lo, hi, n_classes)
         rows.append(
             UapRow(
@@ -400,17 +428,21 @@ def uap_study(
                 radius=float(radius),
                 kind="untargeted" if target is None else "targeted",
                 target=target,
-                rate=rate,
+                rate=None if empty else rate,
                 control_rate=float(np.mean(control)),
                 control_rate_max=float(np.max(control)),
                 uap_norm=size,
                 uap_zeta=size / means[norm],
                 converged=bool(call.get("converged", False)),
                 art_fooling_rate=float(call.get("fooling_rate_reported_by_art", float("nan"))),
-                fit_rate=fit_rate,
+                fit_rate=None if empty else fit_rate,
                 predicted_share=share,
                 dominant_class=int(np.argmax(share)),
                 time_s=elapsed,
+                rate_other_classes=None if empty else by_way.get("other_classes"),
+                rate_all_images=None if empty else by_way.get("all_images"),
+                success_over=None if target is None else success_over,
+                empty=bool(empty),
             )
         )
         perturbations.append(noise)
@@ -423,6 +455,8 @@ def uap_study(
         "delta": delta,
         "attacker_eps": attacker_eps,
         "controls": controls,
+        "success_over": success_over,
+        "empty_rtol": EMPTY_RTOL,
         "seed": seed,
         "n_fit": len(x_fit),
         "n_eval": len(x_eval),

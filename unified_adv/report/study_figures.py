@@ -21,6 +21,8 @@ def _plt() -> Any:
 
 def _row_title(row: dict[str, Any]) -> str:
     what = "R_f" if row["kind"] == "untargeted" else f"R_s→{row['target']}"
+    if row.get("empty") or row["rate"] is None:
+        return f"{row['norm']} ζ={row['zeta']:g}\n{what}: empty UAP"
     return (
         f"{row['norm']} ζ={row['zeta']:g}\n{what} {100 * row['rate']:.0f} % "
         f"({100 * row['control_rate']:.0f} %)"
@@ -58,7 +60,8 @@ def uap_figures(prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]) ->
 
     fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * len(rows) + 1.5), 3.0))
     xs = np.arange(len(rows))
-    ax.bar(xs - 0.2, [100 * r["rate"] for r in rows], 0.4, color=PALETTE[0], label="UAP")
+    # An empty UAP has no rate: no bar (its tick label says so).
+    ax.bar(xs - 0.2, [100 * (r["rate"] or 0.0) for r in rows], 0.4, color=PALETTE[0], label="UAP")
     ax.bar(
         xs + 0.2,
         [100 * r["control_rate"] for r in rows],
@@ -69,6 +72,7 @@ def uap_figures(prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]) ->
     labels = [
         f"{r['norm']} ζ={r['zeta']:g}\n"
         + ("R_f" if r["kind"] == "untargeted" else f"R_s→{r['target']}")
+        + ("\n(empty)" if r.get("empty") else "")
         for r in rows
     ]
     ax.set_xticks(xs, labels, fontsize=7)
@@ -81,7 +85,10 @@ def uap_figures(prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]) ->
     plt.close(fig)
 
     # The strongest UAP on four held-out images, with the model's predictions.
-    best = max(range(len(rows)), key=lambda k: (rows[k]["kind"] == "untargeted", rows[k]["rate"]))
+    best = max(
+        range(len(rows)),
+        key=lambda k: (rows[k]["kind"] == "untargeted", rows[k]["rate"] or -1.0),
+    )
     lo, hi = prep.model.wrapper.input_range
     x = prep.data.x[:4]
     p = np.asarray(perts[best]).reshape((1, *x.shape[1:]))
