@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from .attacks import ATTACKS
-from .results import fooled_and_tied, fooled_median, robust_mask, success_mask
+from .results import fooled_and_tied, fooled_median, robust_mask
 from .runner import Prepared, UnitOutcome
 
 VERDICTS = ("identical", "equivalent", "statistically consistent", "divergent")

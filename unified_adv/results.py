@@ -58,6 +58,8 @@ def fooled_and_tied(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per sample: (fooled, tie). A tie is neither fooled nor robust, whatever its argmax."""
     tie = tie_mask(arrays["adv_logits"])
+    if "backend_failed" in arrays:  # a library's sentinel (e.g. zeros) is no boundary point
+        tie &= ~arrays["backend_failed"].astype(bool)
     return success_mask(labels, arrays) & ~tie, tie
 
 
