@@ -352,8 +352,20 @@ def _state_fingerprint(module: nn.Module) -> str:
     return h.hexdigest()
 
 
+def _forget_user_module(module_name: str, base_dir: Path) -> None:
+    """A module of the scenario's folder is imported afresh: this process may hold another
+    folder's module of the same name, or this one from before an edit."""
+    top = module_name.split(".")[0]
+    if not ((base_dir / f"{top}.py").is_file() or (base_dir / top / "__init__.py").is_file()):
+        return  # an installed module: the import system's cache is right
+    for name in [m for m in sys.modules if m == top or m.startswith(f"{top}.")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+
+
 def _import_factory(spec: str, base_dir: Path, file: str, field: str = "model.factory") -> Any:
     module_name, attr = spec.split(":")
+    _forget_user_module(module_name, base_dir)
     sys.path.insert(0, str(base_dir))
     try:
         module = importlib.import_module(module_name)
