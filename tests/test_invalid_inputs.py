@@ -632,7 +632,7 @@ CASES = [
         scenario(attacks="analyses:\n  - {name: morph, step_size: 0.1}"),
         None,
         "{path}: analyses[0].step_size: morph takes no 'step_size' "
-        "(it takes: images_per_class, steps, pairs, seed)\n",
+        "(it takes: images_per_class, steps, pairs, seed, select)\n",
         id="analysis-field-not-taken",
     ),
     pytest.param(

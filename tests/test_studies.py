@@ -106,7 +106,7 @@ def test_study_input_errors(cli, write_scenario) -> None:
     assert result.code == 2
     assert result.err.splitlines() == [
         f"{path}: analyses[0].eps: uap takes no 'eps' (it takes: norms, zetas, targets, "
-        "attacker, max_iter, delta, fit_images, seed)",
+        "attacker, max_iter, delta, fit_images, seed, success_over)",
         f"{path}: analyses[0].zetas: give magnitudes as fractions of the data norm, in (0, 1)",
         f"{path}: analyses[0].norms: give distinct norms: l2, linf",
         f"{path}: analyses[1].models: give at least two models (surrogates and targets)",
