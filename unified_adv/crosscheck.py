@@ -461,7 +461,6 @@ def worst_case(
     """Per sample, robust only if no backend fooled it (``defended.WORST_CASE``, the one
     definition used everywhere). A random corruption is not unioned (``defended.NOISE_CASE``):
     its value is the mean of the backends' robust accuracies."""
-    from .attacks import ATTACKS
     from .defended import NOISE_CASE, WORST_CASE
 
     plan = prep.plans[a_i]
@@ -470,10 +469,12 @@ def worst_case(
     still_right = np.ones(len(pos), bool)
     fooled_any = np.zeros(len(pos), bool)
     per_backend = {}
+    rights = []
     for name in backends:
         s = stacks[name]
         scored = prep.variants[s["defence"]] if s["defence"] else prep
-        still_right &= robust_mask(s["success"], scored.correct[s["positions"]], s["tie"])
+        rights.append(robust_mask(s["success"], scored.correct[s["positions"]], s["tie"]))
+        still_right &= rights[-1]
         fooled_any |= s["success"]
         per_backend[name] = float(s["success"].mean()) if len(pos) else 0.0
     robust_samples = _robust(still_right, pos)
@@ -485,10 +486,6 @@ def worst_case(
     statistic = WORST_CASE
     if ATTACKS[plan.spec.name].threat == "noise":
         statistic = NOISE_CASE
-        rights = [
-            stacks[n]["adv_logits"].argmax(1) == prep.data.y[stacks[n]["positions"]]
-            for n in backends
-        ]
         value = float(
             np.mean([(_robust(r, pos) + unattacked_correct) / plan.scope for r in rights])
         )
