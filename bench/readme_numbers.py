@@ -109,9 +109,23 @@ def quickstart_table(summary: Summary) -> str:
         cells = []
         for b in BACKENDS:
             a = _one(summary, attack, None, None, b)
-            cells.append(f"{pct(a['success_rate'])} / {_num(a['median_l2_fooled'])}")
+            ties = a.get("n_ties", 0)
+            cells.append(
+                f"{pct(a['success_rate'])} / {_num(a['median_l2_fooled'])}"
+                + (f" ({ties} ties)" if ties else "")
+            )
         lines.append(_row(label, cells, _verdict(summary, attack, None, None)))
-    return "\n".join(lines) + "\n\n" + fingerprint_line(summary)
+    return "\n".join(lines) + "\n\n" + pixel_line(summary) + "\n\n" + fingerprint_line(summary)
+
+
+def pixel_line(summary: Summary) -> str:
+    """The largest per-pixel gap of each backend pair on PGD L2 ε=1 (the cross-check's figure)."""
+    gaps = [
+        f"{NAMES[p['backends'][0]]}–{NAMES[p['backends'][1]]} {p['max_pixel_diff']:.3g}"
+        for p in summary["crosscheck"]["pairs"]
+        if p["attack"] == "pgd" and p["norm"] == "l2" and _same(p["eps"], 1.0)
+    ]
+    return "Largest per-pixel difference between backends on PGD L2 ε=1: " + ", ".join(gaps) + "."
 
 
 def fingerprint_line(summary: Summary) -> str:
