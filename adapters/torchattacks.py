@@ -194,7 +194,7 @@ class TorchattacksAdapter(Adapter):
         else:
             labels = torch.from_numpy(y).to(device)
         x_adv = attack(xt, labels)
-        call = {
+        call: dict[str, Any] = {
             "class": f"torchattacks.{cls_name}",
             "kwargs": kwargs,
             "mode": "targeted_by_label" if request.targeted else "default",

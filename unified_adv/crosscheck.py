@@ -228,7 +228,8 @@ def _explain(
     attack × norm (which explain the divergence) and the rest; then the libraries' notes."""
     attack, norm, params, all_correct = scope
     sem_a, sem_b = a["calls"].get("semantics", {}), b["calls"].get("semantics", {})
-    matter, other = [], []
+    matter: list[str] = []
+    other: list[str] = []
     for key in sorted(set(sem_a) | set(sem_b)):
         va, vb = sem_a.get(key, "not set"), sem_b.get(key, "not set")
         if isinstance(va, float) and isinstance(vb, float) and math.isclose(va, vb, rel_tol=1e-12):

@@ -413,8 +413,9 @@ def code_fingerprint(module_name: str, base_dir: Path, net: nn.Module | None = N
         with contextlib.suppress(Exception):
             finder.import_hook(module_name)
         for found in finder.modules.values():
-            if found.__file__ and _under(Path(found.__file__), base_dir):
-                files.add(Path(found.__file__).resolve())
+            found_file = getattr(found, "__file__", None)
+            if found_file and _under(Path(found_file), base_dir):
+                files.add(Path(found_file).resolve())
     for layer in net.modules() if net is not None else ():
         for cls in type(layer).__mro__:
             path = getattr(sys.modules.get(cls.__module__), "__file__", None)

@@ -168,22 +168,27 @@ def load_unit(
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return _corrupt(unit, "its record (.json) cannot be read")
+        _corrupt(unit, "its record (.json) cannot be read")
+        return None
     if not isinstance(meta, dict):
-        return _corrupt(unit, "its record (.json) is not a JSON object")
+        _corrupt(unit, "its record (.json) is not a JSON object")
+        return None
     if meta.get("key") != unit.key:
         return None  # made for another unit: stale, not corrupt
     problem = _verify(meta, npz_path)
     if problem is not None:
-        return _corrupt(unit, problem)
+        _corrupt(unit, problem)
+        return None
     try:
         with np.load(io.BytesIO(npz_path.read_bytes()), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except Exception:  # noqa: BLE001 - a damaged archive raises anything (zip, zlib, EOF)
-        return _corrupt(unit, "its arrays (.npz) cannot be read")
+        _corrupt(unit, "its arrays (.npz) cannot be read")
+        return None
     problem = check(arrays, meta) if check is not None else None
     if problem is not None:
-        return _corrupt(unit, problem)
+        _corrupt(unit, problem)
+        return None
     return arrays, meta
 
 
@@ -204,7 +209,6 @@ def _corrupt(unit: UnitLike, problem: str) -> None:
         f"warning: unit {unit.name}: stored result fails verification ({problem}); recomputing it",
         file=sys.stderr,
     )
-    return None
 
 
 def expect_arrays(**lengths: int) -> Check:

@@ -37,7 +37,7 @@ def _env() -> jinja2.Environment:
 #: Text in figures is shown as written: a class name such as ``$\\foo$`` (user data) is never
 #: parsed as a mathtext formula or handed to LaTeX, which would fail the whole report.
 F = TypeVar("F", bound=Callable[..., Any])
-PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+PLAIN_TEXT: dict[Any, Any] = {"text.parse_math": False, "text.usetex": False}
 
 
 def plain_text(make: F) -> F:
