@@ -155,3 +155,25 @@ def test_absurd_perturbations_are_a_finding(result: unified_adv.RunResult) -> No
     rows = result.samples[(result.samples.attack == "fgsm") & (result.samples.eps == 1)]
     n_range = int((rows.success & (rows.linf >= 1 - 1e-6)).sum())
     assert n_range > 0 and f"{n_range} have an L∞ as large as the input range" in finding["message"]
+
+
+def test_cross_check_pairs_report_each_backends_own_success_rate(tmp_path: Path) -> None:
+    """torchattacks' DeepFool leaves most samples on the boundary (ties, compared apart): a pair
+    still shows each backend's own success rate, the one in its summary row, not the rate over
+    the samples tied in neither (which once showed ART at 11 % beside torchattacks' 11 %)."""
+    text = (
+        "name: pairs\nseed: 0\nmodel: {builtin: digits-cnn}\n"
+        "data: {builtin: digits, limit: 30, only_correct: true}\n"
+        "attacks: [{name: deepfool, steps: 50, overshoot: 0.02, backends: all}]\n"
+        "report: {triptychs: 0}\n"
+    )
+    result = unified_adv.run(unified_adv.scenario_from_text(text), tmp_path, progress=False)
+    own = {e["backend"]: e["success_rate"] for e in result.summary["attacks"]}
+    pairs = result.summary["crosscheck"]["pairs"]
+    assert len(pairs) == 3
+    assert sum(e["n_ties"] for e in result.summary["attacks"]) > 0  # the case this is about
+    for p in pairs:
+        first, second = p["backends"]
+        assert p["success_rates"] == pytest.approx([own[first], own[second]])
+        lo, hi = p["rate_difference_ci"]
+        assert lo <= p["rate_difference"] <= hi

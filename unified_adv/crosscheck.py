@@ -374,7 +374,7 @@ def compare_pair(
         da = fn((a["x_adv"] - x).reshape(n, -1).astype(np.float64))
         db = fn((b["x_adv"] - x).reshape(n, -1).astype(np.float64))
         # Over each backend's own successful samples (None where it fooled none).
-        dist[name] = (fooled_median(da, sa), fooled_median(db, sb))
+        dist[name] = (fooled_median(da, a["success"]), fooled_median(db, b["success"]))
     p_value = mcnemar_exact(only_a, only_b)
     ci = paired_difference_ci(both, only_a, only_b, neither)
     params = spec.resolved_params(eps)
@@ -420,8 +420,10 @@ def compare_pair(
         only_first=only_a,
         only_second=only_b,
         ties=(int(a["tie"].sum()), int(b["tie"].sum())),
-        success_rates=(float(sa.mean()) if n else 0.0, float(sb.mean()) if n else 0.0),
-        rate_difference=float(sa.mean() - sb.mean()) if n else 0.0,
+        # Each backend's own rate (its ties are not successes); the paired difference and its
+        # interval are over the samples tied in neither.
+        success_rates=(float(a["success"].mean()) if n else 0.0, float(b["success"].mean()) if n else 0.0),
+        rate_difference=(only_a - only_b) / max(int(scored.sum()), 1),
         rate_difference_ci=ci,
         mcnemar_p=p_value,
         distance_test=dtest,
