@@ -97,8 +97,9 @@ class ArtAdapter(Adapter):
         "cw_l2": Capability(
             {"l2": "CarliniL2Method"},
             _ALL,
-            note="gradient descent with its own step halving/doubling, not Adam; its binary search "
-            "doubles c until the first success (Foolbox: x10); very slow",
+            note="monotone gradient descent with step halving/doubling, not Adam: no change "
+            "after its first step past the boundary (its gradient keeps the margin term there); "
+            "its binary search doubles c until the first success (Foolbox: x10); very slow",
         ),
         "one_pixel": Capability(
             {"l0": "PixelAttack"},
@@ -172,7 +173,9 @@ class ArtAdapter(Adapter):
             "labels": "model's own predictions",
         },
         "cw_l2": {
-            "optimiser": "gradient descent with step halving/doubling",
+            "optimiser": "monotone gradient descent with step halving/doubling; its gradient "
+            "keeps the c * margin term where the hinge is 0: stalls after its first step past "
+            "the boundary",
             "binary_search_rule": "c x 2 until the first success, then bisect",
             "start": "the input (tanh space, no frozen pixels)",
             "margin": "max over the other classes' logits",

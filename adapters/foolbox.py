@@ -104,7 +104,7 @@ class FoolboxAdapter(Adapter):
             "labels": "given labels",
         },
         "cw_l2": {
-            "optimiser": "Adam",
+            "optimiser": "Adam (crosses the boundary back and forth, keeps the best adversarial)",
             "binary_search_rule": "c x 10 until the first success, then bisect",
             "start": "the input (tanh space, no frozen pixels)",
             "margin": "max over the other classes' logits",
