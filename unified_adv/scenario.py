@@ -588,33 +588,11 @@ ANALYSES = {
         "black-box transfer: PGD on each surrogate model, success on each target model (Zingade)",
     ),
 }
-_ANALYSIS_FIELDS = (
-    "steps",
-    "pairs",
-    "seed",
-    "step_size",
-    "max_steps",
-    "backends",
-    "mode",
-    "thresholds",
-    "buckets",
-    "eps",
-    "k",
-    "sizes",
-    "angle_steps",
-    "seeds",
-    "engine",
-    "norms",
-    "zetas",
-    "targets",
-    "attacker",
-    "max_iter",
-    "delta",
-    "fit_images",
-    "models",
-    "norm",
-    "select",
-    "success_over",
+#: The optional analysis fields (None unless given), each checked against what its analysis
+#: takes; images_per_class has a default, so it is not among them.
+_ANALYSIS_FIELDS = tuple(
+    f for f in dict.fromkeys(f for takes, _ in ANALYSES.values() for f in takes)
+    if f != "images_per_class"
 )
 
 
