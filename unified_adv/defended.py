@@ -25,7 +25,7 @@ from torch import nn
 
 from .errors import InputError
 from .models import ModelWrapper, _state_fingerprint
-from .results import robust_mask, robust_samples
+from .results import robust_by_sample, robust_samples
 from .runner import CleanScores
 from .units import unit_seed
 
@@ -296,15 +296,7 @@ NOISE_CASE = "mean over backends (random corruption: draws are not unioned)"
 
 
 def _right_per_sample(samples: pd.DataFrame, names: set[str]) -> pd.Series:
-    """Per sample: robust in every one of these units (``results.robust_mask``: not fooled,
-    right on the clean input, no tie)."""
-    rows = samples[samples["unit"].isin(names)]
-    robust = robust_mask(
-        rows["success"].to_numpy(),
-        (rows["clean_pred"] == rows["label"]).to_numpy(),
-        rows["tie"].to_numpy(),
-    )
-    return pd.Series(robust, index=rows.index).groupby(rows["sample"]).all()
+    return robust_by_sample(samples[samples["unit"].isin(names)])
 
 
 def _cells(

@@ -91,17 +91,20 @@ def robust_mask(
     return robust if tie is None else robust & ~np.asarray(tie, bool)
 
 
-def robust_samples(rows: pd.DataFrame) -> int:
-    """Samples robust in every row they have (``each_other_class`` repeats a sample once
+def robust_by_sample(rows: pd.DataFrame) -> pd.Series:
+    """Per sample: robust in every row it has (``each_other_class`` repeats a sample once
     per target: robust only if no target was reached)."""
-    if rows.empty:
-        return 0
     robust = robust_mask(
         rows["success"].to_numpy(),
         (rows["clean_pred"] == rows["label"]).to_numpy(),
         rows["tie"].to_numpy() if "tie" in rows else None,
     )
-    return int(pd.Series(robust, index=rows.index).groupby(rows["sample"]).all().sum())
+    return pd.Series(robust, index=rows.index).groupby(rows["sample"]).all()
+
+
+def robust_samples(rows: pd.DataFrame) -> int:
+    """How many samples are robust in every row they have."""
+    return int(robust_by_sample(rows).sum()) if not rows.empty else 0
 
 
 def fooled_median(values: pd.Series | np.ndarray, success: pd.Series | np.ndarray) -> float | None:
