@@ -52,9 +52,11 @@ def normalise_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def normalise_summary(doc: Any) -> Any:
+    """Without timings, provenance and the scenario's path, and with the shipped weights'
+    install location cut to the file name: those differ from machine to machine."""
     if isinstance(doc, dict):
         return {
-            k: normalise_summary(v)
+            k: Path(v).name if k == "weights" and isinstance(v, str) else normalise_summary(v)
             for k, v in doc.items()
             if not volatile(k) and not (k == "file" and isinstance(v, str))
         }
