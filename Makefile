@@ -46,9 +46,9 @@ test: chromium setup
 bench: setup
 	$(PY) bench/run.py
 
-# Retrain every builtin model and rewrite unified_adv/builtin/weights (files + manifest).
+# Retrain every builtin model and rewrite unified_adv/sources/builtin/weights (files + manifest).
 weights: setup
-	$(PY) -m unified_adv.builtin.train
+	$(PY) -m unified_adv.sources.builtin.train
 
 # Re-run the scenarios behind README.md's number tables and rewrite them in place;
 # `make readme-numbers CHECK=1` only compares (exit 1 and a diff when they differ).

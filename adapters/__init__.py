@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING
 
-from .base import Adapter, AttackRequest, Capability
+from unified_adv.adapters.base import Adapter, AttackRequest, Capability
 
 if TYPE_CHECKING:
-    from unified_adv.scenario import AttackSpec
+    from unified_adv.scenario.schema import AttackSpec
 
 __all__ = [
     "Adapter",

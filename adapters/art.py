@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Adapter, AttackRequest, Capability
+from unified_adv.adapters.base import Adapter, AttackRequest, Capability
 
 _ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
 _UNTARGETED = ("untargeted",)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from unified_adv.models import ModelWrapper
+    from unified_adv.sources.models import ModelWrapper
 
 SIGN_GRADIENT_ATTACKS = ("fgsm", "bim", "pgd", "mifgsm")
 LINF_TOL = 1e-6
@@ -74,7 +74,7 @@ class AttackRequest:
     targeted: bool
 
     def __post_init__(self) -> None:
-        from unified_adv.attacks import ATTACKS, NORMS
+        from unified_adv.catalogue.attacks import ATTACKS, NORMS
 
         if self.attack not in ATTACKS:
             raise ValueError(f"unknown attack {self.attack!r}")
@@ -88,7 +88,7 @@ class AttackRequest:
 
     @property
     def threat(self) -> str:
-        from unified_adv.attacks import ATTACKS
+        from unified_adv.catalogue.attacks import ATTACKS
 
         return ATTACKS[self.attack].threat
 
@@ -187,7 +187,7 @@ class Adapter(ABC):
 
         self.model.eval()
         seed_everything(seed)
-        from unified_adv.defences import reseed
+        from unified_adv.defences.layers import reseed
 
         reseed(self.model, seed)  # a randomised defence draws from its own seeded generator
         result = self._generate(request, x, y, target)

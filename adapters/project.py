@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Adapter, AttackRequest, Capability, library_version
+from unified_adv.adapters.base import Adapter, AttackRequest, Capability, library_version
 
 _TARGETED = ("class", "least_likely", "random", "each_other_class")
 
@@ -20,7 +20,7 @@ class ProjectAdapter(Adapter):
     distribution = "unified-adv"
     capabilities = {
         "lbfgs": Capability(
-            {"l2": "unified_adv.lbfgs.lbfgs_attack"},
+            {"l2": "unified_adv.adapters.lbfgs.lbfgs_attack"},
             _TARGETED,
             note="project code (scipy.optimize L-BFGS-B with a line search on c), not a "
             "backend library: none of ART, Foolbox, torchattacks has L-BFGS",
@@ -45,7 +45,7 @@ class ProjectAdapter(Adapter):
     def _generate(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None
     ) -> tuple[Any, ...]:
-        from unified_adv.lbfgs import lbfgs_attack
+        from unified_adv.adapters.lbfgs import lbfgs_attack
 
         if target is None:  # pragma: no cover - the capabilities list targeted modes only
             raise ValueError("lbfgs is a targeted attack: it needs target labels")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Adapter, AttackRequest, Capability
+from unified_adv.adapters.base import Adapter, AttackRequest, Capability
 
 _ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
 _UNTARGETED = ("untargeted",)

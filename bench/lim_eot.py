@@ -17,8 +17,8 @@ import torch
 
 import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class
-from unified_adv.defences import RandomizationLayer, reseed
-from unified_adv.runner import prepare
+from unified_adv.defences.layers import RandomizationLayer, reseed
+from unified_adv.run.runner import prepare
 
 sc = unified_adv.load_scenario("scenarios/lim.yaml")
 prep = prepare(sc)

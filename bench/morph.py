@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unified_adv.analyses import MORPH_BATCH, morph_pairs, morph_sweep, select_images
-from unified_adv.data import digits_split
-from unified_adv.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.analyses.morph import MORPH_BATCH, morph_pairs, morph_sweep, select_images
+from unified_adv.sources.data import digits_split
+from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
 
 
 def main() -> None:

@@ -37,15 +37,15 @@ import torch
 from torch import nn
 
 from unified_adv.adapters import AttackRequest, adapter_class
-from unified_adv.lines import LineCNN, builtin_line_cnn, generate_lines
-from unified_adv.models import ModelWrapper
-from unified_adv.pixelflip import (
+from unified_adv.analyses.pixelflip import (
     REF_BATCH,
     bruteforce_flips,
     exhaustive_flips,
     fast_flips,
     generic_flips,
 )
+from unified_adv.sources.lines import LineCNN, builtin_line_cnn, generate_lines
+from unified_adv.sources.models import ModelWrapper
 
 
 class ThirdLogit(nn.Module):

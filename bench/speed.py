@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from unified_adv.adapters import AttackRequest, adapter_class, backend_names
-from unified_adv.attacks import ATTACKS
-from unified_adv.data import digits_split
-from unified_adv.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.sources.data import digits_split
+from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
 
 SLOW = ("one_pixel", "hopskipjump", "boundary", "square", "cw_l2", "deepfool")
 EPS = {"linf": 0.1, "l2": 1.0}

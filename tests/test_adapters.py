@@ -11,9 +11,9 @@ import torch
 
 from unified_adv.adapters import AttackRequest, adapter_class, backend_names
 from unified_adv.adapters.base import AdapterContractError
-from unified_adv.attacks import ATTACKS
-from unified_adv.data import digits_split
-from unified_adv.models import ModelWrapper
+from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.sources.data import digits_split
+from unified_adv.sources.models import ModelWrapper
 
 N = 96
 
@@ -108,7 +108,7 @@ TRANSLATION = {
         "p_init": "p_init",
         "std": "std",
     },
-    # Project code (unified_adv.lbfgs), registered as a backend for the attacks no library has.
+    # Project code (unified_adv.adapters.lbfgs), registered as a backend for the attacks no library has.
     "unified-adv": {
         "steps": "max_iter",
         "c": "c",

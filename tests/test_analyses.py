@@ -11,7 +11,7 @@ import torch
 
 import unified_adv
 from unified_adv.adapters import adapter_class, backend_names
-from unified_adv.analyses import (
+from unified_adv.analyses.morph import (
     morph_pairs,
     morph_summary,
     morph_sweep,
@@ -19,7 +19,7 @@ from unified_adv.analyses import (
     targeted_walk,
     threshold_sums,
 )
-from unified_adv.models import ModelWrapper
+from unified_adv.sources.models import ModelWrapper
 
 
 class SumModel(torch.nn.Module):
@@ -198,9 +198,9 @@ def test_checkpoint_statistics_use_only_pairs_valid_for_that_checkpoint(tmp_path
     """Ding & Möller: the epoch-1 model misclassifies some of the images the final model
     chose; its statistics must come from the pairs whose endpoints it classifies correctly
     (and walks whose source it does), with the counts reported."""
-    from unified_adv.analyses import morph_sweep
-    from unified_adv.models import load_model
-    from unified_adv.runner import prepare
+    from unified_adv.analyses.morph import morph_sweep
+    from unified_adv.run.runner import prepare
+    from unified_adv.sources.models import load_model
 
     text = """
 name: dmvalid

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import unified_adv
-from unified_adv.buckets import (
+from unified_adv.analyses.buckets import (
     assign_buckets,
     bucket_notes,
     log_confidence,

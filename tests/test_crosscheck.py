@@ -13,8 +13,8 @@ from scipy import stats
 
 import unified_adv
 from unified_adv.adapters.torchattacks import TorchattacksAdapter
-from unified_adv.crosscheck import mcnemar_exact, paired_difference_ci, wilson
-from unified_adv.findings import result_findings
+from unified_adv.evaluate.crosscheck import mcnemar_exact, paired_difference_ci, wilson
+from unified_adv.evaluate.findings import result_findings
 
 BASE = """
 name: xc
@@ -141,7 +141,7 @@ def test_determinism_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_model_findings_probabilities_and_zero_gradients(tmp_path: Path) -> None:
     (tmp_path / "nets.py").write_text(
         "import torch\n"
-        "from unified_adv.models import builtin_digits_cnn\n"
+        "from unified_adv.sources.models import builtin_digits_cnn\n"
         "def softmaxed():\n"
         "    net, _ = builtin_digits_cnn()\n"
         "    return torch.nn.Sequential(net, torch.nn.Softmax(dim=1))\n"

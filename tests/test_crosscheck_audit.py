@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from unified_adv.adapters import AttackRequest, adapter_class
-from unified_adv.attacks import ATTACKS
-from unified_adv.data import digits_split
-from unified_adv.models import ModelWrapper
+from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.sources.data import digits_split
+from unified_adv.sources.models import ModelWrapper
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +195,7 @@ def test_torchattacks_deepfool_fails_on_the_boundary_because_of_its_clamp(
     import torchattacks
     import torchattacks.attacks.deepfool as tadf
 
-    from unified_adv.results import tie_mask
+    from unified_adv.evaluate.results import tie_mask
 
     x, y = batch
     req = _req("deepfool", "l2", steps=50)
@@ -371,7 +371,7 @@ def test_pgd_linf_divergence_is_the_batch_mean_loss_underflowing(batch) -> None:
     pixel stays, while Foolbox's summed loss keeps a denormal gradient whose sign moves it by a
     whole step. A confident model shows it at any range; one sample per call (mean = sum)
     removes it."""
-    from unified_adv.models import builtin_digits_cnn
+    from unified_adv.sources.models import builtin_digits_cnn
 
     net, _ = builtin_digits_cnn()
 
@@ -453,7 +453,7 @@ def test_every_attack_is_invariant_under_the_range_255(
 
 
 def test_tolerance_is_per_attack_and_norm_relative_to_the_range() -> None:
-    from unified_adv.crosscheck import tolerance_for
+    from unified_adv.evaluate.crosscheck import tolerance_for
 
     assert tolerance_for({}, "pgd", "linf", (0.0, 1.0)) == pytest.approx(1e-5)
     assert tolerance_for({}, "pgd", "linf", (0.0, 255.0)) == pytest.approx(255e-5)
@@ -475,7 +475,7 @@ def test_tolerance_keys_are_validated(cli, write_scenario) -> None:
 def test_minimal_attacks_compare_distances_too() -> None:
     """Boundary ART vs Foolbox: both fool every sample, yet one needs ~3.5x the distance: the
     success rates agree, the Wilcoxon test on the distances does not, so: divergent."""
-    from unified_adv.crosscheck import _verdict, distance_test
+    from unified_adv.evaluate.crosscheck import _verdict, distance_test
 
     rng = np.random.default_rng(0)
     x = rng.random((30, 1, 8, 8), dtype=np.float32)
@@ -496,7 +496,7 @@ def test_minimal_attacks_compare_distances_too() -> None:
 def test_mcnemar_and_the_interval_are_reconciled() -> None:
     """one_pixel: 0 samples only first vs 5 only second gives McNemar p = 0.0625 while the 95 %
     interval excludes 0: the pair is consistent only when both say so."""
-    from unified_adv.crosscheck import _verdict, mcnemar_exact, paired_difference_ci
+    from unified_adv.evaluate.crosscheck import _verdict, mcnemar_exact, paired_difference_ci
 
     a, b, c, d = 0, 0, 5, 25
     p, ci = mcnemar_exact(b, c), paired_difference_ci(a, b, c, d)
@@ -515,7 +515,7 @@ def _stack(semantics: dict[str, Any], note: str = "") -> dict[str, Any]:
 
 
 def test_unexplained_when_no_known_cause_applies() -> None:
-    from unified_adv.crosscheck import _explain
+    from unified_adv.evaluate.crosscheck import _explain
 
     common = {"eps": 0.1, "steps": 10, "update_order": "step -> project -> clip"}
     art = _stack({**common, "update_order": "step -> clip -> project", "loss": "mean"})
@@ -544,7 +544,7 @@ def test_unexplained_when_no_known_cause_applies() -> None:
 
 
 def test_ties_are_neither_fooled_nor_robust() -> None:
-    from unified_adv.results import TIE_MARGIN, fooled_and_tied
+    from unified_adv.evaluate.results import TIE_MARGIN, fooled_and_tied
 
     logits = np.array(
         [[2.0, 2.0 + TIE_MARGIN / 2, 0.0], [0.0, 3.0, 1.0], [3.0, 0.0, 1.0]], np.float32

@@ -23,7 +23,8 @@ import pytest
 
 import unified_adv
 from unified_adv.errors import InputError
-from unified_adv.executors import (
+from unified_adv.evaluate.results import samples_table
+from unified_adv.run.executors import (
     DaskExecutor,
     LocalExecutor,
     ScenarioSource,
@@ -32,8 +33,7 @@ from unified_adv.executors import (
     run_unit_task,
     run_units_with,
 )
-from unified_adv.results import samples_table
-from unified_adv.runner import (
+from unified_adv.run.runner import (
     Prepared,
     UnitFailed,
     UnitOutcome,
@@ -41,8 +41,8 @@ from unified_adv.runner import (
     prepare,
     run_units,
 )
-from unified_adv.scenario import load_scenario
-from unified_adv.units import Unit
+from unified_adv.run.units import Unit
+from unified_adv.scenario.schema import load_scenario
 
 # fgsm on 3 backends + pgd on 3 backends, 4 shards of 20: 24 units.
 SCENARIO = """
@@ -236,7 +236,7 @@ def test_workers_share_the_model_cache(
     assert set(envs.values()) == {cache}
 
     def loaded_from() -> list[str]:
-        from unified_adv import executors
+        from unified_adv.run import executors
 
         return [str(p.model.details.get("weights", "")) for p, _ in executors._PREPARED.values()]
 
@@ -292,7 +292,7 @@ def test_missing_file_on_worker_is_an_input_error(executor: DaskExecutor, tmp_pa
 
 def test_core_does_not_import_dask() -> None:
     code = (
-        "import sys, unified_adv, unified_adv.api, unified_adv.cli, unified_adv.executors; "
+        "import sys, unified_adv, unified_adv.api, unified_adv.cli, unified_adv.run.executors; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]; "
         "assert not bad, bad"
     )

@@ -10,9 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from unified_adv import defences
-from unified_adv.data import digits_split
-from unified_adv.defences import (
+from unified_adv.defences.layers import (
     ART_PREPROCESSORS,
     ArtPreprocessorLayer,
     ConvAutoencoder,
@@ -25,7 +23,9 @@ from unified_adv.defences import (
     reseed,
     train_autoencoder,
 )
-from unified_adv.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.defences import layers as defences
+from unified_adv.sources.data import digits_split
+from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
 
 # --------------------------------------------------------------------------- randomization
 

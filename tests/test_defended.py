@@ -12,10 +12,9 @@ from torch import nn
 
 import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class, backend_names
-from unified_adv.attacks import ATTACKS
-from unified_adv.data import digits_split
-from unified_adv.defences import RandomizationLayer, reseed
-from unified_adv.defended import (
+from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.defences.layers import RandomizationLayer, reseed
+from unified_adv.defences.variants import (
     ADAPTIVE_SLACK,
     COLLAPSE_DROP,
     NOISE_CASE,
@@ -23,7 +22,8 @@ from unified_adv.defended import (
     adaptive_weaker_findings,
     collapse_finding,
 )
-from unified_adv.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.sources.data import digits_split
+from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
 
 GRADIENT_BACKENDS = ("art", "foolbox", "torchattacks")
 
@@ -162,7 +162,7 @@ def test_non_adaptive_accuracy_is_the_defended_model_on_the_undefended_examples(
     """Recompute one cell of Lim's table from the stored units and the defended model."""
     out = defended_run.out_dir
     scenario = unified_adv.load_scenario(out.parent / "scenario.yaml")
-    from unified_adv.runner import prepare
+    from unified_adv.run.runner import prepare
 
     prep = prepare(scenario)
     variant = prep.variants["squeeze"]

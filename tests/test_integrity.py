@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 import unified_adv
-from unified_adv.runner import plan_units, prepare
+from unified_adv.run.runner import plan_units, prepare
 
 TIMING = ["time_s"]
 
@@ -176,7 +176,7 @@ def test_a_factory_models_key_covers_its_code(
 
 def _resign(units: Path, name: str, arrays: dict[str, np.ndarray]) -> None:
     """Rewrite a unit's arrays and its record's checksums, as a careful forger would."""
-    from unified_adv.units import _doc_checksum
+    from unified_adv.run.units import _doc_checksum
 
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -270,7 +270,7 @@ TAMPERS: dict[str, tuple[Callable[[Path, str, str], None], str | None]] = {
 def _resign_bytes(units: Path, name: str) -> None:
     import hashlib
 
-    from unified_adv.units import _doc_checksum
+    from unified_adv.run.units import _doc_checksum
 
     doc = json.loads((units / f"{name}.json").read_text(encoding="utf-8"))
     doc["npz_sha256"] = hashlib.sha256((units / f"{name}.npz").read_bytes()).hexdigest()
@@ -374,7 +374,7 @@ def test_a_disk_full_while_writing_the_tables_leaves_no_temp_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The units fit, the parquet table does not: no 0-byte samples.parquet.tmp."""
-    from unified_adv import units as units_module
+    from unified_adv.run import units as units_module
 
     path = write_scenario(SMALL)
     real = units_module.atomic_write
@@ -455,7 +455,7 @@ def test_class_names_that_look_like_formulas_are_drawn_as_text(
 ) -> None:
     """``$\\foo$`` is an invalid mathtext formula: parsed, it failed every figure (and so
     the run, after every unit). Drawn as text, the report is written."""
-    from unified_adv.data import digits_split
+    from unified_adv.sources.data import digits_split
 
     _, _, x, y, _, _ = digits_split()
     names = np.array([r"$\foo$", "$x^$", r"a\b$", *[f"${d}$" for d in range(3, 10)]])

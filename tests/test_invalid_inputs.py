@@ -1162,7 +1162,7 @@ def test_state_dicts_and_checkpoints_load_with_weights_only(
     monkeypatch: pytest.MonkeyPatch, write_scenario: Callable[..., Path], tmp_path: Path
 ) -> None:
     import unified_adv
-    from unified_adv.runner import prepare
+    from unified_adv.run.runner import prepare
 
     calls: list[object] = []
     real_load = torch.load
@@ -1219,7 +1219,7 @@ def test_other_models_record_that_no_code_ran(
     write_scenario: Callable[..., Path], tmp_path: Path
 ) -> None:
     import unified_adv
-    from unified_adv.models import load_model
+    from unified_adv.sources.models import load_model
 
     _torchscript()(tmp_path)
     loaded = load_model(unified_adv.load_scenario(write_scenario(scenario(model=TINY))))

@@ -8,9 +8,9 @@ import torch
 
 import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class
-from unified_adv.attacks import ATTACKS
-from unified_adv.data import digits_split
-from unified_adv.models import ModelWrapper
+from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.sources.data import digits_split
+from unified_adv.sources.models import ModelWrapper
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +42,9 @@ def test_art_black_box_attacks_feed_float64_and_the_wrapper_casts(
 
 def test_foolbox_cw_zero_images_count_as_failures(model: ModelWrapper, batch) -> None:
     """Foolbox's C&W returns all-zero images where it failed; they must not count as successes."""
-    from unified_adv.results import sample_records
-    from unified_adv.runner import AttackPlan, Prepared, UnitOutcome
-    from unified_adv.units import Unit
+    from unified_adv.evaluate.results import sample_records
+    from unified_adv.run.runner import AttackPlan, Prepared, UnitOutcome
+    from unified_adv.run.units import Unit
 
     x, y = batch
     req = _req("cw_l2", "l2", steps=2, lr=1e-4, c=1e-3)  # far too weak to succeed
@@ -60,7 +60,7 @@ def test_foolbox_cw_zero_images_count_as_failures(model: ModelWrapper, batch) ->
         "name: cw\nmodel: {builtin: digits-cnn}\ndata: {builtin: digits, limit: 12}\n"
         "attacks: [{name: cw_l2}]\n"
     )
-    from unified_adv.data import Dataset
+    from unified_adv.sources.data import Dataset
 
     ds = Dataset(x, y, np.arange(len(y)), [str(i) for i in range(10)], "t")
     prep = Prepared(scenario, None, ds, model.logits(x), 10)  # type: ignore[arg-type]
@@ -153,7 +153,7 @@ attacks:
         assert (rows.target != rows.label).all()
     # least_likely of top-3: the third-ranked class of the clean logits.
     ll = s[(s.attack_id == "ll") & (s.backend == "art")]
-    from unified_adv.runner import prepare
+    from unified_adv.run.runner import prepare
 
     prep = prepare(unified_adv.scenario_from_text(text))
     ranked = np.argsort(-prep.clean_logits, axis=1, kind="stable")[:, 2]

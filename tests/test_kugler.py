@@ -29,7 +29,7 @@ def test_line_study_end_to_end(tmp_path: Path) -> None:
     assert config["candidates_per_model"] == config["images"] * 16 * 16
     assert 0 < config["adversarial_share"] < 0.5
     assert config["models"][0]["training_accuracy"] == 1.0
-    from unified_adv.lines import generate_lines
+    from unified_adv.sources.lines import generate_lines
 
     lines = generate_lines(16, 2)
     shares = [r["share"] for r in config["by_angle"]]
@@ -62,8 +62,8 @@ def test_unseen_rows_and_columns_never_change_the_prediction() -> None:
     exactly unchanged, while flips elsewhere do change them."""
     import torch
 
-    from unified_adv.lines import builtin_line_cnn, generate_lines
-    from unified_adv.pixelflip import unseen_cells
+    from unified_adv.analyses.pixelflip import unseen_cells
+    from unified_adv.sources.lines import builtin_line_cnn, generate_lines
 
     assert unseen_cells(16) == {"rows": [14, 15], "cols": [14, 15]}
     assert unseen_cells(32) == {"rows": [30, 31], "cols": [30, 31]}
@@ -80,8 +80,8 @@ def test_unseen_rows_and_columns_never_change_the_prediction() -> None:
 
 
 def test_away_from_the_x_is_judged_from_the_map() -> None:
-    from unified_adv.lines import generate_lines
-    from unified_adv.pixelflip import away_from_x, boundary_x
+    from unified_adv.analyses.pixelflip import away_from_x, boundary_x
+    from unified_adv.sources.lines import generate_lines
 
     lines = generate_lines(16, 2.0)
     on = boundary_x(lines)

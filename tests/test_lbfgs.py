@@ -14,10 +14,10 @@ from torch import nn
 
 import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class
-from unified_adv.attacks import ATTACKS
-from unified_adv.data import digits_split
-from unified_adv.lbfgs import MAX_DECADES, lbfgs_attack
-from unified_adv.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.adapters.lbfgs import MAX_DECADES, lbfgs_attack
+from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.sources.data import digits_split
+from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
 
 # Small budgets: enough to reach every target on the digits CNN, a second or two per call.
 QUICK: dict[str, Any] = {"c": 0.1, "search_steps": 3, "max_iter": 50}
@@ -152,7 +152,7 @@ def test_the_adapter_runs_it_and_records_the_call(net: nn.Module, digits) -> Non
 
     call = out.library_call
     assert call["library"] == "unified-adv" and call["version"] == unified_adv.__version__
-    assert call["class"] == "unified_adv.lbfgs.lbfgs_attack"
+    assert call["class"] == "unified_adv.adapters.lbfgs.lbfgs_attack"
     assert call["kwargs"] == {
         "c": 0.1,
         "search_steps": 3,
@@ -176,7 +176,7 @@ def test_the_adapter_runs_it_and_records_the_call(net: nn.Module, digits) -> Non
 
 def test_a_scenario_runs_it_as_the_unified_adv_backend(cli, write_scenario, tmp_path) -> None:
     from unified_adv.api import versions
-    from unified_adv.speed import fastest_backend
+    from unified_adv.catalogue.speed import fastest_backend
 
     path = write_scenario(
         """
@@ -206,6 +206,6 @@ def test_a_scenario_runs_it_as_the_unified_adv_backend(cli, write_scenario, tmp_
 
     # The other ways in: the capability table, and 'fastest' (no speed-table entry).
     listing = cli("list")
-    assert listing.code == 0 and "unified_adv.lbfgs.lbfgs_attack" in listing.out
+    assert listing.code == 0 and "unified_adv.adapters.lbfgs.lbfgs_attack" in listing.out
     assert fastest_backend("lbfgs", ("unified-adv",)) == "unified-adv"
     assert versions()["unified-adv"] == unified_adv.__version__

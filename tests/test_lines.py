@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from unified_adv.lines import (
+from unified_adv.sources.lines import (
     PAPER_TABLE1,
     LineCNN,
     angle_grid,
@@ -23,7 +23,7 @@ from unified_adv.lines import (
     rasterise,
     train_line_cnn,
 )
-from unified_adv.models import cache_dir
+from unified_adv.sources.models import cache_dir
 
 
 @pytest.fixture(autouse=True, scope="module")

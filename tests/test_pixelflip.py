@@ -10,9 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from unified_adv.lines import LineCNN, builtin_line_cnn, generate_lines
-from unified_adv.models import ModelWrapper
-from unified_adv.pixelflip import (
+from unified_adv.analyses.pixelflip import (
     FlipResult,
     bruteforce_flips,
     candidate_validity,
@@ -23,6 +21,8 @@ from unified_adv.pixelflip import (
     plan_fast,
     resolve_mode,
 )
+from unified_adv.sources.lines import LineCNN, builtin_line_cnn, generate_lines
+from unified_adv.sources.models import ModelWrapper
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -398,10 +398,10 @@ def test_one_pixel_de_budget_is_what_the_library_runs(backend: str) -> None:
     """de_budget's population and bound match the candidates the library really evaluates
     on the digits CNN (the initial population is always evaluated; at most every step's)."""
     from unified_adv.adapters import AttackRequest, adapter_class
-    from unified_adv.attacks import ATTACKS
-    from unified_adv.data import digits_split
-    from unified_adv.models import ModelWrapper, builtin_digits_cnn
-    from unified_adv.pixelflip import de_budget
+    from unified_adv.analyses.pixelflip import de_budget
+    from unified_adv.catalogue.attacks import ATTACKS
+    from unified_adv.sources.data import digits_split
+    from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
 
     class Counting(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 import unified_adv
-from unified_adv import runner
 from unified_adv.cli import EXIT_INTERRUPTED, EXIT_STRICT, EXIT_TERMINATED
+from unified_adv.run import runner
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ["time_s"]
@@ -363,7 +363,7 @@ def test_an_image_folder_streams_from_a_memory_mapped_cache(
 ) -> None:
     from torchvision import datasets
 
-    from unified_adv.data import load_data
+    from unified_adv.sources.data import load_data
 
     files = _write_images(tmp_path / "imgs", 300)
     text = (

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import unified_adv
-from unified_adv.results import SAMPLE_COLUMNS
+from unified_adv.evaluate.results import SAMPLE_COLUMNS
 
 SCENARIO = """
 name: e2e
@@ -208,7 +208,7 @@ attacks:
     (entry,) = result.summary["attacks"]
     rows = result.samples
     assert entry["n_evaluated"] == 50
-    from unified_adv.data import digits_split
+    from unified_adv.sources.data import digits_split
 
     first50 = digits_split()[5][:50]
     assert set(rows["sample"]) <= set(first50)

@@ -9,7 +9,7 @@ import pytest
 
 import unified_adv
 from unified_adv.adapters import adapter_class, backend_names
-from unified_adv.scenario import parse_exact
+from unified_adv.scenario.schema import parse_exact
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,7 +132,7 @@ def test_validate_reports_a_valid_scenario(cli) -> None:
 
 
 def test_fastest_picks_the_quickest_equivalent_backend() -> None:
-    from unified_adv.speed import fastest_backend
+    from unified_adv.catalogue.speed import fastest_backend
 
     table = {
         "cw_l2": {

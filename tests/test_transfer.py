@@ -12,9 +12,10 @@ import torch
 
 import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class
-from unified_adv.attacks import ATTACKS
-from unified_adv.data import digits_split
-from unified_adv.models import (
+from unified_adv.analyses.transfer import TransferResult, transfer_matrix
+from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.sources.data import digits_split
+from unified_adv.sources.models import (
     DIGITS_ARCHS,
     ModelWrapper,
     builtin_digits,
@@ -22,7 +23,6 @@ from unified_adv.models import (
     load_model,
     train_digits_net,
 )
-from unified_adv.transfer import TransferResult, transfer_matrix
 
 ARCHS = {"digits-cnn": "DigitsCNN", "digits-mlp": "DigitsMLP", "digits-cnn-wide": "WideDigitsCNN"}
 N = 120  # held-out samples attacked: enough for stable rates, seconds of PGD
@@ -62,7 +62,7 @@ def result(
 
 def test_every_digits_builtin_is_registered() -> None:
     assert set(DIGITS_ARCHS) == set(ARCHS)
-    assert set(ARCHS) | {"line-cnn"} == set(unified_adv.scenario.BUILTIN_MODELS)
+    assert set(ARCHS) | {"line-cnn"} == set(unified_adv.scenario.schema.BUILTIN_MODELS)
 
 
 @pytest.mark.parametrize("name", ARCHS)

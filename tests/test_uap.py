@@ -10,9 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from unified_adv.data import digits_split
-from unified_adv.models import ModelWrapper, builtin_digits_cnn
-from unified_adv.uap import (
+from unified_adv.analyses.uap import (
     EMPTY_RTOL,
     UapStudy,
     data_norm,
@@ -22,6 +20,8 @@ from unified_adv.uap import (
     success_rate,
     uap_study,
 )
+from unified_adv.sources.data import digits_split
+from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
 
 N_FIT = 300
 N_EVAL = 300

@@ -9,9 +9,9 @@ try:  # one place for the version: pyproject.toml, read back from the installed 
 except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-from .api import RunResult, run  # noqa: E402
-from .errors import InputError, Problem  # noqa: E402
-from .scenario import Scenario, load_scenario, scenario_from_text  # noqa: E402
+from unified_adv.api import RunResult, run  # noqa: E402
+from unified_adv.errors import InputError, Problem  # noqa: E402
+from unified_adv.scenario.schema import Scenario, load_scenario, scenario_from_text  # noqa: E402
 
 __all__ = [
     "InputError",

@@ -1,3 +1,3 @@
-from .cli import main
+from unified_adv.cli import main
 
 main()

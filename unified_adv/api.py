@@ -16,22 +16,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .adapters import adapter_class, backend_names
-from .crosscheck import crosscheck
-from .defended import defence_summary, non_adaptive_outcomes
-from .executors import run_units_with
-from .findings import model_findings, result_findings
-from .models import SCORE_BATCH, SCORE_THREADS
-from .monitor import run_analyses
-from .outdir import check_out_dir, make_out_dir, storage_errors
-from .report import disagreement_figures, render, triptychs
-from .report.analysis_figures import analysis_figures
-from .report.defence_figures import defence_figures
-from .results import headline, samples_table
-from .runner import Prepared, UnitOutcome, plan_units, prepare
-from .scenario import Scenario
-from .units import atomic_write_bytes
+from unified_adv import __version__
+from unified_adv.adapters import adapter_class, backend_names
+from unified_adv.analyses.monitor import run_analyses
+from unified_adv.defences.variants import defence_summary, non_adaptive_outcomes
+from unified_adv.evaluate.crosscheck import crosscheck
+from unified_adv.evaluate.findings import model_findings, result_findings
+from unified_adv.evaluate.results import headline, samples_table
+from unified_adv.report import disagreement_figures, render, triptychs
+from unified_adv.report.analysis_figures import analysis_figures
+from unified_adv.report.defence_figures import defence_figures
+from unified_adv.run.executors import run_units_with
+from unified_adv.run.outdir import check_out_dir, make_out_dir, storage_errors
+from unified_adv.run.runner import Prepared, UnitOutcome, plan_units, prepare
+from unified_adv.run.units import atomic_write_bytes
+from unified_adv.scenario.schema import Scenario
+from unified_adv.sources.models import SCORE_BATCH, SCORE_THREADS
 
 SUMMARY_SCHEMA = 1
 
@@ -158,7 +158,7 @@ def _build_summary(
 
 def _dropped(prep: Prepared) -> list[dict[str, str]]:
     """Backends that ``backends: all`` left out of an attack, and why."""
-    from .adapters import dropped_backends
+    from unified_adv.adapters import dropped_backends
 
     input_range = prep.scenario.model.input_range
     return [
@@ -195,8 +195,8 @@ def _executor(
 ) -> tuple[Any, bool]:
     """The executor to use and whether this run owns (and closes) it. Arguments win over the
     scenario's ``execution`` fields; a scheduler or worker count alone means dask."""
-    from .errors import InputError
-    from .executors import make_executor
+    from unified_adv.errors import InputError
+    from unified_adv.run.executors import make_executor
 
     if given is not None and not isinstance(given, str):
         return given, False
@@ -269,14 +269,14 @@ def run(
 
     ``resume``: reuse the units an earlier run of the same scenario finished in ``out``.
     ``strict``: the first unit that raises stops the run with
-    :class:`unified_adv.runner.UnitFailed`, before any table, summary or report is
+    :class:`unified_adv.run.runner.UnitFailed`, before any table, summary or report is
     written; the units finished so far stay in ``out/units`` for a later ``resume``.
     Without it a failing unit is recorded (status ``error`` in ``summary.json`` and the
     report) and the other units go on.
     ``progress``: a progress bar on stderr; default on when stderr is a terminal.
     ``executor``: where the units run: ``"local"`` (in this process), ``"dask"`` (with
     ``scheduler`` or ``workers``), or an executor object (e.g.
-    ``unified_adv.executors.DaskExecutor(client=...)``), which is left open. Default: the
+    ``unified_adv.run.executors.DaskExecutor(client=...)``), which is left open. Default: the
     scenario's ``execution`` fields. Results are identical whichever runs them.
     ``force``: write into ``out`` even when it is a non-empty folder that no earlier run
     made (without it that is refused, as is an unwritable or full disk, before any work).
@@ -367,8 +367,8 @@ def _per_attack(
     triptych_list: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """One block per attack: its rows, worst case, verdicts, figures and examples."""
-    from .attacks import ATTACKS
-    from .report.attack_figures import distance_figure, security_curve
+    from unified_adv.catalogue.attacks import ATTACKS
+    from unified_adv.report.attack_figures import distance_figure, security_curve
 
     out = []
     for plan in prep.plans:
@@ -454,7 +454,7 @@ def _report_context(
 
 def _de_budgets(summary: dict[str, Any]) -> None:
     """State each one-pixel attack's differential-evolution budget beside its result."""
-    from .pixelflip import de_budget
+    from unified_adv.analyses.pixelflip import de_budget
 
     channels = int(summary["model"]["input_shape"][0])
     for a in summary["attacks"]:

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import EXIT_FAILURE, EXIT_INPUT, InputError
+from unified_adv.errors import EXIT_FAILURE, EXIT_INPUT, InputError
 
 EXIT_STRICT = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -39,7 +39,7 @@ app = typer.Typer(
 
 def _show_version(value: bool) -> None:
     if value:
-        from . import __version__
+        from unified_adv import __version__
 
         print(f"unified-adv {__version__}")
         raise typer.Exit()
@@ -124,9 +124,9 @@ def run(
     ] = None,
 ) -> None:
     """Run a scenario; write index.html, summary.json and the per-sample table."""
-    from . import api
-    from .runner import UnitFailed
-    from .scenario import load_scenario
+    from unified_adv import api
+    from unified_adv.run.runner import UnitFailed
+    from unified_adv.scenario.schema import load_scenario
 
     units: Path | None = None
     try:
@@ -172,8 +172,8 @@ def validate(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
 ) -> None:
     """Check a scenario, its model and its data, without running any attack."""
-    from .runner import plan_units, prepare
-    from .scenario import load_scenario
+    from unified_adv.run.runner import plan_units, prepare
+    from unified_adv.scenario.schema import load_scenario
 
     loaded = load_scenario(scenario)
     prep = prepare(loaded)
@@ -190,8 +190,8 @@ def list_capabilities() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .adapters import adapter_class, backend_names
-    from .attacks import ATTACKS
+    from unified_adv.adapters import adapter_class, backend_names
+    from unified_adv.catalogue.attacks import ATTACKS
 
     table = Table(title="unified-adv capabilities (declared by the adapters)")
     for col in (

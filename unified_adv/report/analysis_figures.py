@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from ..analyses import MorphResult
-from ..runner import Prepared
-from . import PALETTE, _image, _png, plain_text
+from unified_adv.analyses.morph import MorphResult
+from unified_adv.report import PALETTE, _image, _png, plain_text
+from unified_adv.run.runner import Prepared
 
 
 def _plt() -> Any:
@@ -224,7 +224,7 @@ def analysis_figures(prep: Prepared, analysis: dict[str, Any]) -> dict[str, Any]
             figs["per_analysis"][a_i] = {}
             continue
         if entry["name"] in ("uap", "transfer"):
-            from .study_figures import transfer_figures, uap_figures
+            from unified_adv.report.study_figures import transfer_figures, uap_figures
 
             make = uap_figures if entry["name"] == "uap" else transfer_figures
             figs["per_analysis"][a_i] = make(
@@ -246,7 +246,7 @@ def analysis_figures(prep: Prepared, analysis: dict[str, Any]) -> dict[str, Any]
             if curves:
                 out["curves"], out["curves_info"] = curves
             out["strip"] = morph_strip(prep, res, images, names)
-            from ..analyses import threshold_sums
+            from unified_adv.analyses.morph import threshold_sums
 
             out["sums"] = histogram(
                 threshold_sums(res.pairs, res.thresholds).tolist(),

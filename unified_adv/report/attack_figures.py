@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import PALETTE, _png, plain_text
+from unified_adv.report import PALETTE, _png, plain_text
 
 
 def _plt() -> Any:

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
-from ..runner import Prepared, UnitOutcome
-from . import PALETTE, _image, _png, plain_text
+from unified_adv.report import PALETTE, _image, _png, plain_text
+from unified_adv.run.runner import Prepared, UnitOutcome
 
 
 def _plt() -> Any:
@@ -81,7 +81,7 @@ def _bars(summary: dict[str, Any]) -> str | None:
 def _strips(prep: Prepared, outcomes: list[UnitOutcome], count: int = 3) -> list[dict[str, Any]]:
     """Per attack (largest ε, first backend): original, attacked, and the attacked image after
     each defence, as the classifier behind the defence receives it (one draw)."""
-    from ..defences import reseed
+    from unified_adv.defences.layers import reseed
 
     plt = _plt()
     lo, hi = prep.model.wrapper.input_range

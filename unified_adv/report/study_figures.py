@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ..runner import Prepared
-from . import PALETTE, _image, _png, plain_text
+from unified_adv.report import PALETTE, _image, _png, plain_text
+from unified_adv.run.runner import Prepared
 
 
 def _plt() -> Any:

@@ -4,7 +4,7 @@ patterns of one-pixel attacks", 2018).
 Every unique binary D×D image of a line centred on the image centre, of integer length
 L in [min_length, D − 2] and angle α on the grid k·step over [0°, 180°); y = 1 for α in
 [0°, 40°], else 0. The net is trained on *all* of them, so one-pixel flips are the only
-thing left to probe (:mod:`unified_adv.pixelflip`).
+thing left to probe (:mod:`unified_adv.analyses.pixelflip`).
 
 **Rasterisation.** The line is the segment centre ± (L/2)·(cos α, −sin α) in (column,
 row) pixel coordinates (α counter-clockwise, rows pointing down), the centre at
@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import cache_dir
+from unified_adv.sources.models import cache_dir
 
 LINE_CNN_VERSION = 1
 LINE_HALF_WIDTH = 0.55
@@ -324,7 +324,7 @@ def _train(
 
 
 def line_cnn_name(size: int, angle_step: float, seed: int) -> str:
-    """The line CNN's name among the shipped weights (:mod:`unified_adv.builtin`)."""
+    """The line CNN's name among the shipped weights (:mod:`unified_adv.sources.builtin`)."""
     return f"line-cnn-d{size}-step{angle_step:g}-seed{seed}"
 
 
@@ -336,8 +336,8 @@ def builtin_line_cnn(
     The one ``scenarios/kugler.yaml`` names as its model ships as weights in the package
     (SHA-256 checked on load); the others (the one-pixel study trains 5 seeds per
     configuration, as the paper) are trained once and cached atomically under
-    :func:`unified_adv.models.cache_dir`."""
-    from . import builtin
+    :func:`unified_adv.sources.models.cache_dir`."""
+    from unified_adv.sources import builtin
 
     net = LineCNN(size)
     name = line_cnn_name(size, angle_step, seed)

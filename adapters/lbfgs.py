@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from unified_adv.models import ModelWrapper
+    from unified_adv.sources.models import ModelWrapper
 
 #: Smoothing of the norm at 0, relative to the width of the input range.
 SMOOTHING = 1e-3

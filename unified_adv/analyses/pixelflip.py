@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .models import ModelWrapper
+from unified_adv.sources.models import ModelWrapper
 
 REF_BATCH = 256
 RTOL = 1e-4

@@ -4,7 +4,7 @@ Every model a scenario can name with ``builtin:`` (the digits nets and digits-cn
 checkpoints, Lim's digits autoencoder at its default settings, Kügler's line CNN that
 ``scenarios/kugler.yaml`` names) is a safetensors file under ``weights/``, listed in
 ``weights/manifest.json`` with its SHA-256 and how it was made. Loading checks the hash: a
-file that differs is an error, never a silent retrain. ``python -m unified_adv.builtin.train``
+file that differs is an error, never a silent retrain. ``python -m unified_adv.sources.builtin.train``
 (``make weights``) regenerates the files and the manifest.
 """
 

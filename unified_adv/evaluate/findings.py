@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .attacks import ATTACKS
-from .results import success_mask
-from .runner import Prepared, UnitOutcome
+from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.evaluate.results import success_mask
+from unified_adv.run.runner import Prepared, UnitOutcome
 
 PROBE_SAMPLES = 512
 
@@ -54,7 +54,7 @@ def model_findings(prep: Prepared) -> list[Finding]:
     try:
         out += _probe_findings(prep, pos, batch)
     except Exception as exc:  # noqa: BLE001 - the user's model raised (e.g. out of memory)
-        from .models import error_gist
+        from unified_adv.sources.models import error_gist
 
         out.append(
             Finding(

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
-from .adapters import Adapter, AttackRequest
-from .data import Dataset, load_data
-from .errors import InputError
-from .models import LoadedModel, load_model
-from .scenario import AttackSpec, Scenario
-from .units import Check, Unit, expect_arrays, unit_seed
+from unified_adv.adapters import Adapter, AttackRequest
+from unified_adv.errors import InputError
+from unified_adv.run.units import Check, Unit, expect_arrays, unit_seed
+from unified_adv.scenario.schema import AttackSpec, Scenario
+from unified_adv.sources.data import Dataset, load_data
+from unified_adv.sources.models import LoadedModel, load_model
 
 
 @dataclass
@@ -70,7 +70,7 @@ class Prepared(CleanScores):
     clean_logits: np.ndarray
     num_classes: int
     plans: list[AttackPlan] = field(default_factory=list)
-    #: The scenario's defences: the classifier with each defence in front (unified_adv.defended).
+    #: The scenario's defences: the classifier with each defence in front (unified_adv.defences.variants).
     variants: dict[str, Any] = field(default_factory=dict)
     #: Models the analyses use, loaded and checked once here: "checkpoint:J" (file
     #: checkpoints) and "transfer:A:J" (analysis A's model J).
@@ -87,7 +87,7 @@ def _forward(
     model: LoadedModel, x: np.ndarray, file: str, field: str, data_field: str = "data"
 ) -> np.ndarray:
     """One forward pass on a few samples; any failure is the user's input, said in one line."""
-    from .models import error_gist
+    from unified_adv.sources.models import error_gist
 
     # A copy: the data may be a read-only memory map, which torch.from_numpy warns about.
     xb = torch.from_numpy(np.array(x, copy=True)).to(model.wrapper.device)
@@ -189,7 +189,7 @@ def _check_other_models(prep: Prepared) -> None:
                 )
     for a_i, analysis in enumerate(scenario.analyses):
         if analysis.name == "transfer":
-            from .models import load_model_spec
+            from unified_adv.sources.models import load_model_spec
 
             for j, m in enumerate(analysis.models or ()):
                 where = f"analyses[{a_i}].models[{j}]"
@@ -310,7 +310,7 @@ def prepare(scenario: Scenario) -> Prepared:
             AttackPlan(spec, i, positions, targets, scenario.backends_for(spec), scope)
         )
     if scenario.defences:
-        from .defended import build_variants
+        from unified_adv.defences.variants import build_variants
 
         prep.variants = build_variants(prep)
     return prep
@@ -337,7 +337,7 @@ def plan_units(prep: Prepared) -> list[Unit]:
         # A universal perturbation is one perturbation for the whole data set: one shard.
         shard = len(plan.positions) if spec.name == "universal" else scenario.execution.shard_size
         base = f"{prep.model.fingerprint}:{prep.data.fingerprint}"
-        from .defended import adaptive_defences, eot_for
+        from unified_adv.defences.variants import adaptive_defences, eot_for
 
         defences = ["", *adaptive_defences(prep, spec.label, spec.name)]
         for e_i, eps in enumerate(spec.eps_values):
@@ -551,7 +551,7 @@ def run_units(
     Every result is written atomically (temp file, then rename) as soon as it is done,
     so a run killed at any point loses at most the units it was working on.
     """
-    from .executors import LocalExecutor, run_units_with
+    from unified_adv.run.executors import LocalExecutor, run_units_with
 
     return run_units_with(
         LocalExecutor(), prep, units, folder, resume=resume, strict=strict, progress=progress

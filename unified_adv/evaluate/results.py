@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
-from .runner import Prepared, UnitOutcome
+from unified_adv.run.runner import Prepared, UnitOutcome
 
 SAMPLE_COLUMNS = [
     "attack_id",

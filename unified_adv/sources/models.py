@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputError
+from unified_adv.errors import InputError
 
 if TYPE_CHECKING:
-    from .scenario import ModelSpec, Scenario
+    from unified_adv.scenario.schema import ModelSpec, Scenario
 
 
 #: Scoring (clean and adversarial logits, from which unified-adv decides success) runs in
@@ -214,7 +214,7 @@ DIGITS_ARCHS: dict[str, DigitsArch] = {
 def _digits_arch(name: str) -> DigitsArch:
     arch = DIGITS_ARCHS.get(name)
     if arch is None:
-        from .errors import did_you_mean
+        from unified_adv.errors import did_you_mean
 
         raise ValueError(did_you_mean("builtin digits model", name, DIGITS_ARCHS))
     return arch
@@ -262,7 +262,7 @@ def train_digits_net(
 def _train(
     spec: DigitsArch, seed: int, epochs: int, checkpoints: tuple[int, ...]
 ) -> tuple[nn.Module, float, Checkpoints]:
-    from .data import digits_split
+    from unified_adv.sources.data import digits_split
 
     x_train, y_train, x_test, y_test, _, _ = digits_split()
     gen = torch.Generator().manual_seed(seed)
@@ -312,7 +312,7 @@ def digits_weights_name(name: str, epoch: int | None = None) -> str:
 def builtin_digits(name: str, epoch: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The builtin digits net ``name`` (or its state after ``epoch`` epochs of training),
     from the weights shipped in the package (SHA-256 checked on load)."""
-    from . import builtin
+    from unified_adv.sources import builtin
 
     spec = _digits_arch(name)
     key = digits_weights_name(spec.name, epoch)
@@ -612,7 +612,7 @@ def load_model_spec(
         )
     field = f"{where}.checkpoints" if checkpoint is not None else None
     if spec.builtin == "line-cnn":
-        from .lines import builtin_line_cnn
+        from unified_adv.sources.lines import builtin_line_cnn
 
         data = scenario.data
         assert data.size is not None and data.angle_step is not None  # checked by the schema

@@ -31,8 +31,8 @@ from pydantic import (
     model_validator,
 )
 
-from .attacks import ALL_PARAMS, ATTACKS, shown
-from .errors import InputError, Problem, did_you_mean, format_loc
+from unified_adv.catalogue.attacks import ALL_PARAMS, ATTACKS, shown
+from unified_adv.errors import InputError, Problem, did_you_mean, format_loc
 
 BUILTIN_MODELS = ("digits-cnn", "digits-mlp", "digits-cnn-wide", "line-cnn")
 BUILTIN_DATA = ("digits", "lines")
@@ -229,7 +229,7 @@ class ModelSpec(_Strict):
             if self.builtin == "line-cnn":
                 raise ValueError("checkpoints: the builtin line-cnn keeps no checkpoints")
             if self.builtin:
-                from .models import DIGITS_CHECKPOINTS
+                from unified_adv.sources.models import DIGITS_CHECKPOINTS
 
                 bad = [c for c in self.checkpoints if c not in DIGITS_CHECKPOINTS]
                 if bad:
@@ -322,7 +322,7 @@ class AttackSpec(_Strict):
     eps: Annotated[tuple[float, ...] | None, BeforeValidator(_eps_list)] = None
     target: TargetSpec = TargetSpec()
     limit: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
-    # Canonical parameters (unified_adv.attacks); each attack takes a subset.
+    # Canonical parameters (unified_adv.catalogue.attacks); each attack takes a subset.
     steps: int | None = None
     step_size: Exact | None = None
     random_starts: int | None = None
@@ -774,7 +774,7 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _backends_capable(self) -> Scenario:
-        from .adapters import check_backends
+        from unified_adv.adapters import check_backends
 
         problems = [
             f"attacks[{i}].backends: {msg}"
@@ -790,7 +790,7 @@ class Scenario(_Strict):
             problems.append("attacks: give at least one attack (or an analysis under analyses)")
         for i, analysis in enumerate(self.analyses):
             if analysis.name == "targeted_walk":
-                from .adapters import BACKENDS
+                from unified_adv.adapters import BACKENDS
 
                 for name in analysis.backends or ():
                     if name != "all" and name not in BACKENDS:
@@ -887,12 +887,12 @@ class Scenario(_Strict):
         return p if p.is_absolute() else self._base_dir / p
 
     def backends_for(self, attack: AttackSpec) -> tuple[str, ...]:
-        from .adapters import capable_backends
+        from unified_adv.adapters import capable_backends
 
         if attack.backends == ("all",):
             return capable_backends(attack, self.model.input_range)
         if attack.backends == ("fastest",):
-            from .speed import fastest_backend
+            from unified_adv.catalogue.speed import fastest_backend
 
             return (fastest_backend(attack.name, capable_backends(attack, self.model.input_range)),)
         return attack.backends

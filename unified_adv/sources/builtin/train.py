@@ -1,4 +1,4 @@
-"""Regenerate the shipped builtin weights: ``python -m unified_adv.builtin.train`` (``make weights``).
+"""Regenerate the shipped builtin weights: ``python -m unified_adv.sources.builtin.train`` (``make weights``).
 
 Retrains every builtin model with its recorded settings (seeded, one torch thread), writes
 ``weights/NAME.safetensors`` and rewrites ``weights/manifest.json`` with each file's SHA-256,
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import save
 
-from . import MANIFEST, WEIGHTS_DIR, sha256
+from unified_adv.sources.builtin import MANIFEST, WEIGHTS_DIR, sha256
 
 #: The line CNN that scenarios/kugler.yaml names as its model: (size, angle step, seed).
 LINE_CNNS = ((16, 2.0, 0),)
@@ -31,7 +31,12 @@ Trained = tuple[str, dict[str, torch.Tensor], dict[str, Any]]
 
 def digits_nets(names: list[str] | None = None) -> Iterator[Trained]:
     """Every digits net, and its state at every checkpoint epoch, with held-out accuracy."""
-    from ..models import DIGITS_ARCHS, DIGITS_CHECKPOINTS, digits_weights_name, train_digits_net
+    from unified_adv.sources.models import (
+        DIGITS_ARCHS,
+        DIGITS_CHECKPOINTS,
+        digits_weights_name,
+        train_digits_net,
+    )
 
     for name, arch in DIGITS_ARCHS.items():
         if names and name not in names:
@@ -48,7 +53,7 @@ def digits_nets(names: list[str] | None = None) -> Iterator[Trained]:
 
 def autoencoders() -> Iterator[Trained]:
     """Lim's digits autoencoder at its default settings (what scenarios name)."""
-    from ..defences import digits_autoencoder_name, train_digits_autoencoder
+    from unified_adv.defences.layers import digits_autoencoder_name, train_digits_autoencoder
 
     width, noise, epochs = 16, 0.1, 30
     ae, scores = train_digits_autoencoder(width, noise, epochs)
@@ -60,7 +65,7 @@ def autoencoders() -> Iterator[Trained]:
 
 
 def line_cnns() -> Iterator[Trained]:
-    from ..lines import generate_lines, line_cnn_name, train_line_cnn
+    from unified_adv.sources.lines import generate_lines, line_cnn_name, train_line_cnn
 
     for size, step, seed in LINE_CNNS:
         net, details = train_line_cnn(generate_lines(size, step), seed)
@@ -116,7 +121,7 @@ def _cpu() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m unified_adv.builtin.train", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m unified_adv.sources.builtin.train", description=__doc__)
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder (default: the package's)")
     p.add_argument("--only", nargs="*", help="names (or name prefixes) to retrain")
     args = p.parse_args(argv)

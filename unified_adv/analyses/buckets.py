@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .adapters import Adapter, AttackRequest, adapter_class, backend_names
-from .attacks import ATTACKS
-from .crosscheck import wilson
+from unified_adv.adapters import Adapter, AttackRequest, adapter_class, backend_names
+from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.evaluate.crosscheck import wilson
 
 METHODS = (
     ("fast", "inverse", "fgsm"),

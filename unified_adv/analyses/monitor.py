@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .adapters import adapter_class, backend_names
-from .analyses import (
+from unified_adv.adapters import adapter_class, backend_names
+from unified_adv.analyses.morph import (
     MorphResult,
     WalkResult,
     morph_pairs,
@@ -29,9 +29,9 @@ from .analyses import (
     walk_subset,
     walk_summary,
 )
-from .models import LoadedModel, _state_fingerprint, load_model
-from .runner import Prepared
-from .units import load_unit, save_unit, unit_seed
+from unified_adv.run.runner import Prepared
+from unified_adv.run.units import load_unit, save_unit, unit_seed
+from unified_adv.sources.models import LoadedModel, _state_fingerprint, load_model
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def run_analyses(
             summaries.append(_confidence_buckets(prep, a_i, spec, folder, resume))
             continue
         if spec.name in ("uap", "transfer"):
-            from .studies import run_transfer, run_uap
+            from unified_adv.analyses.studies import run_transfer, run_uap
 
             run = run_uap if spec.name == "uap" else run_transfer
             study_entry, extra = run(prep, a_i, spec, folder, resume)
@@ -330,7 +330,7 @@ def _confidence_buckets(
     prep: Prepared, a_i: int, spec: Any, folder: Path, resume: bool
 ) -> dict[str, Any]:
     """Possas's Table 1 on the final model: correctly classified samples only."""
-    from . import buckets as bk
+    from unified_adv.analyses import buckets as bk
 
     lo, hi = prep.model.wrapper.input_range
     mode = spec.mode or "paper"
@@ -427,7 +427,7 @@ def _confidence_buckets(
 
 def _flip_mask(model: Any, images: np.ndarray, engine: str) -> tuple[np.ndarray, str]:
     """(N, D, D) bool: flipping pixel (i, j) of image n changes the model's prediction."""
-    from . import pixelflip
+    from unified_adv.analyses import pixelflip
 
     result = pixelflip.exhaustive_flips(model, images, engine=engine)
     mask: np.ndarray = np.asarray(result.adversarial, dtype=bool)
@@ -438,7 +438,7 @@ def _flip_mask(model: Any, images: np.ndarray, engine: str) -> tuple[np.ndarray,
 
 def flip_task(item: tuple[int, float, int, str]) -> tuple[np.ndarray, str, float]:
     """One trained line CNN's exhaustive one-pixel sweep, from plain data (a Dask task)."""
-    from .lines import builtin_line_cnn, generate_lines
+    from unified_adv.sources.lines import builtin_line_cnn, generate_lines
 
     size, step, seed, engine = item
     net, _ = builtin_line_cnn(size, step, seed)
@@ -453,7 +453,7 @@ def _pixel_flip_study(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Kügler et al.: every pixel of every unique line image flipped, for several sizes, angle
     steps and trained models; shares overall, by angle and by position, averaged over models."""
-    from .lines import PAPER_TABLE1, builtin_line_cnn, generate_lines
+    from unified_adv.sources.lines import PAPER_TABLE1, builtin_line_cnn, generate_lines
 
     sizes = spec.sizes or (16,)
     steps = spec.angle_steps or (2.0,)
@@ -498,7 +498,7 @@ def _pixel_flip_study(
                     pending.append((unit, (size, step, seed, engine)))
             # One model's exhaustive sweep per task: in this process or on the Dask workers,
             # which rebuild the line CNN from its (cached, seeded) description.
-            from .executors import LocalExecutor
+            from unified_adv.run.executors import LocalExecutor
 
             runner = executor if executor is not None else LocalExecutor()
             for i, (mask, how, elapsed) in runner.map(flip_task, [t for _, t in pending]):
@@ -531,7 +531,7 @@ def _pixel_flip_study(
                 )
             key = f"{size}x{size} @ {step:g}°"
             heat = stack.mean(axis=(0, 1))
-            from .pixelflip import away_from_x, unseen_cells
+            from unified_adv.analyses.pixelflip import away_from_x, unseen_cells
 
             configs.append(
                 {

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import InputError
+from unified_adv.errors import InputError
 
 if TYPE_CHECKING:
-    from .scenario import Scenario
+    from unified_adv.scenario.schema import Scenario
 
 DIGITS_TEST_SHARE = 0.3
 DIGITS_SPLIT_SEED = 0
@@ -74,7 +74,7 @@ def _dtype_words(a: np.ndarray) -> str:
 
 def _npz_arrays(path: Path, file: str) -> dict[str, np.ndarray]:
     """Every array of an .npz, never unpickling (an object array is refused by name)."""
-    from .models import error_gist
+    from unified_adv.sources.models import error_gist
 
     field = "data.npz"
     try:
@@ -137,7 +137,7 @@ def _integer_labels(y: np.ndarray, file: str) -> np.ndarray:
 
 
 def _load_npz(scenario: Scenario, lo: float, hi: float) -> Dataset:
-    from .models import check_file
+    from unified_adv.sources.models import check_file
 
     file = scenario.file
     assert scenario.data.npz is not None
@@ -307,7 +307,7 @@ def _load_image_folder(scenario: Scenario, lo: float, hi: float) -> Dataset:
         raise InputError.one(file, "data.image_folder", f"folder not found: {path}")
     from torchvision import datasets, transforms
 
-    from .models import cache_dir
+    from unified_adv.sources.models import cache_dir
 
     steps: list[object] = [transforms.Resize(tuple(spec.image_size))]
     if spec.grayscale:
@@ -372,7 +372,7 @@ def load_data(scenario: Scenario) -> Dataset:
     spec = scenario.data
     lo, hi = scenario.model.input_range
     if spec.builtin == "lines":
-        from .lines import generate_lines
+        from unified_adv.sources.lines import generate_lines
 
         assert spec.size is not None and spec.angle_step is not None
         lines = generate_lines(spec.size, spec.angle_step)

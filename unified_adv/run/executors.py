@@ -1,14 +1,14 @@
 """Executors: where a scenario's units run.
 
-The runner cuts a scenario into :class:`~unified_adv.units.Unit` s (attack × ε × backend ×
+The runner cuts a scenario into :class:`~unified_adv.run.units.Unit` s (attack × ε × backend ×
 shard, plain data). An executor runs them and hands back one
-:class:`~unified_adv.runner.UnitOutcome` per unit, in the order they finish; the **driver**
+:class:`~unified_adv.run.runner.UnitOutcome` per unit, in the order they finish; the **driver**
 (:func:`run_units_with`) stays the only writer of results: it saves each finished unit
-atomically with :func:`~unified_adv.units.save_unit` exactly as the in-process runner does,
+atomically with :func:`~unified_adv.run.units.save_unit` exactly as the in-process runner does,
 so ``--resume`` reads the same files whichever executor wrote them.
 
 * :class:`LocalExecutor` runs the units in this process, one after the other (what
-  :func:`unified_adv.runner.run_units` does).
+  :func:`unified_adv.run.runner.run_units` does).
 * :class:`DaskExecutor` submits one ``dask.distributed`` task per unit to a cluster: an
   existing scheduler (``scheduler="tcp://host:8786"``), a ``LocalCluster`` of ``workers``
   processes started (and closed) here, or a ``Client`` the caller made (e.g. on a
@@ -17,10 +17,10 @@ so ``--resume`` reads the same files whichever executor wrote them.
 
 **What a task carries.** Never a pickled model or data set: the scenario's YAML text, its
 file name and the folder its relative paths resolve against (:class:`ScenarioSource`), and
-the unit. A worker parses the text (:func:`~unified_adv.scenario.scenario_from_text`),
-prepares it (:func:`~unified_adv.runner.prepare`: model, data, clean predictions, targets,
+the unit. A worker parses the text (:func:`~unified_adv.scenario.schema.scenario_from_text`),
+prepares it (:func:`~unified_adv.run.runner.prepare`: model, data, clean predictions, targets,
 defences) once per worker process — cached in a module-level dict keyed by the scenario's
-sha256 and base folder — and runs :func:`~unified_adv.runner.execute_unit` with the same
+sha256 and base folder — and runs :func:`~unified_adv.run.runner.execute_unit` with the same
 adapter the local runner would build. Before it runs anything it checks that its
 preparation is the driver's (model, data, defence fingerprints, every attack's samples and
 targets: :func:`prep_digest`); a worker that built something else raises an
@@ -39,7 +39,7 @@ that would not match a local run.
 * The model cache (``$UNIFIED_ADV_CACHE``, else ``$XDG_CACHE_HOME/unified-adv``, else
   ``~/.cache/unified-adv``): the builtin models the package does not ship as weights
   (an autoencoder at non-default settings, the one-pixel study's line CNNs; see
-  :mod:`unified_adv.builtin`) are trained on first use and cached there. The driver prepares the scenario
+  :mod:`unified_adv.sources.builtin`) are trained on first use and cached there. The driver prepares the scenario
   before any task is submitted, so a cache directory shared with the workers (same path,
   shared file system; ``LocalCluster`` workers inherit the driver's environment) holds the
   driver's copy and no worker trains anything. A worker that cannot see it trains its own
@@ -81,13 +81,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .errors import InputError, Problem
-from .units import STORAGE_ERRNOS, Unit, load_unit, save_unit
+from unified_adv.errors import InputError, Problem
+from unified_adv.run.units import STORAGE_ERRNOS, Unit, load_unit, save_unit
 
 if TYPE_CHECKING:
-    from .adapters import Adapter
-    from .runner import Prepared, UnitOutcome
-    from .scenario import Scenario
+    from unified_adv.adapters import Adapter
+    from unified_adv.run.runner import Prepared, UnitOutcome
+    from unified_adv.scenario.schema import Scenario
 
 __all__ = [
     "DaskExecutor",
@@ -110,7 +110,7 @@ INSTALL_HINT = "the dask executor needs dask.distributed: pip install 'unified-a
 def execute_one(prep: Prepared, unit: Unit, adapter: Adapter) -> UnitOutcome:
     """One unit, isolated as the runner isolates it: an exception becomes an error record,
     an :class:`InputError` propagates. Mirrors the body of ``runner.run_units``."""
-    from .runner import UnitOutcome, execute_unit
+    from unified_adv.run.runner import UnitOutcome, execute_unit
 
     try:
         arrays, meta = execute_unit(prep, unit, adapter)
@@ -125,7 +125,7 @@ def execute_one(prep: Prepared, unit: Unit, adapter: Adapter) -> UnitOutcome:
 
 
 def _error_outcome(unit: Unit, exc: BaseException, tb: str) -> UnitOutcome:
-    from .runner import UnitOutcome
+    from unified_adv.run.runner import UnitOutcome
 
     message = f"{type(exc).__name__}: {exc}".strip()
     return UnitOutcome(unit, None, {"status": "error", "error": message, "traceback": tb})
@@ -164,7 +164,7 @@ def run_units_with(
     the run (``runner.UnitFailed``; the executor's remaining work is cancelled) and what
     finished before it stays on disk for ``resume``.
     """
-    from .runner import (
+    from unified_adv.run.runner import (
         UnitFailed,
         UnitOutcome,
         _remove_stale_temp_files,
@@ -234,7 +234,7 @@ class LocalExecutor:
     name = "local"
 
     def map_units(self, prep: Prepared, units: Sequence[Unit]) -> Iterator[UnitOutcome]:
-        from .adapters import adapter_class
+        from unified_adv.adapters import adapter_class
 
         adapters: dict[tuple[str, str], Adapter] = {}
         for unit in units:
@@ -303,7 +303,7 @@ class ScenarioSource:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def scenario(self) -> Scenario:
-        from .scenario import scenario_from_text
+        from unified_adv.scenario.schema import scenario_from_text
 
         if not self.text:
             raise InputError.one(
@@ -348,7 +348,7 @@ _LOCK = threading.Lock()
 def prepared_on_worker(source: ScenarioSource) -> Prepared:
     """The scenario prepared once in this process (rebuilt from its text, never unpickled),
     checked against the driver's preparation on every task."""
-    from .runner import prepare
+    from unified_adv.run.runner import prepare
 
     key = source.cache_key
     if key not in _PREPARED:
@@ -399,7 +399,7 @@ def run_unit_task(source: ScenarioSource, unit: Unit) -> dict[str, Any]:
     with _LOCK:
         try:
             prep = prepared_on_worker(source)
-            from .adapters import adapter_class
+            from unified_adv.adapters import adapter_class
 
             which = (source.cache_key, unit.backend, unit.defence)
             try:
@@ -586,7 +586,7 @@ class DaskExecutor:
             client.cancel(list(futures))
 
     def map_units(self, prep: Prepared, units: Sequence[Unit]) -> Iterator[UnitOutcome]:
-        from .runner import UnitOutcome
+        from unified_adv.run.runner import UnitOutcome
 
         if not units:
             return

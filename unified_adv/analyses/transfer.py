@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .adapters import AttackRequest, adapter_class, backend_names
-from .adapters.base import seed_everything
-from .attacks import ATTACKS
-from .models import ModelWrapper
+from unified_adv.adapters import AttackRequest, adapter_class, backend_names
+from unified_adv.adapters.base import seed_everything
+from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.sources.models import ModelWrapper
 
 #: Norms PGD is defined for in the catalogue.
 TRANSFER_NORMS = ATTACKS["pgd"].norms

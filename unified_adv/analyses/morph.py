@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from scipy.special import softmax
 
-from .adapters import Adapter, AttackRequest
-from .models import ModelWrapper
+from unified_adv.adapters import Adapter, AttackRequest
+from unified_adv.sources.models import ModelWrapper
 
 MORPH_BATCH = 8192
 

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import __version__
-from .errors import InputError
-from .units import STORAGE_ERRNOS, atomic_write_bytes
+from unified_adv import __version__
+from unified_adv.errors import InputError
+from unified_adv.run.units import STORAGE_ERRNOS, atomic_write_bytes
 
 #: A small file that marks a folder as a unified-adv run (so --out may write into it).
 MARKER = ".unified-adv-run"

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from .data import _scale_into, digits_split
-from .errors import InputError
-from .monitor import AnalysisUnit
-from .runner import Prepared
-from .units import load_unit, save_unit, unit_seed
+from unified_adv.analyses.monitor import AnalysisUnit
+from unified_adv.errors import InputError
+from unified_adv.run.runner import Prepared
+from unified_adv.run.units import load_unit, save_unit, unit_seed
+from unified_adv.sources.data import _scale_into, digits_split
 
 #: Fit-split size for the builtin digits when the scenario does not say (of 1,257 images).
 DEFAULT_FIT_IMAGES = 500
@@ -50,7 +50,7 @@ def fit_and_eval_split(
 def run_uap(
     prep: Prepared, a_i: int, spec: Any, folder: Path, resume: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from .uap import uap_study
+    from unified_adv.analyses.uap import uap_study
 
     scenario = prep.scenario
     seed = spec.seed if spec.seed is not None else scenario.seed
@@ -129,8 +129,8 @@ def run_uap(
 def run_transfer(
     prep: Prepared, a_i: int, spec: Any, folder: Path, resume: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from .attacks import ATTACKS
-    from .transfer import transfer_matrix
+    from unified_adv.analyses.transfer import transfer_matrix
+    from unified_adv.catalogue.attacks import ATTACKS
 
     scenario = prep.scenario
     norm = spec.norm or "linf"
@@ -199,7 +199,7 @@ def run_transfer(
 
 
 def _transfer_backends(given: tuple[str, ...] | None, norm: str) -> tuple[str, ...]:
-    from .adapters import adapter_class, backend_names
+    from unified_adv.adapters import adapter_class, backend_names
 
     names = given if given and given != ("all",) else backend_names()
     return tuple(

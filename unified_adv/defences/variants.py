@@ -1,7 +1,7 @@
 """The scenario's defences as defended model variants, and how attacks are scored on them.
 
 Each entry of ``defences:`` becomes one :class:`Variant`: the unchanged classifier with the
-defence in front of it (inside :class:`~unified_adv.models.ModelWrapper`, so every backend
+defence in front of it (inside :class:`~unified_adv.sources.models.ModelWrapper`, so every backend
 attacks the same defended function). An attack is scored on a variant two ways:
 
 * **non-adaptive** (what Lim reports): the adversarial examples made against the undefended
@@ -23,15 +23,15 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from .errors import InputError
-from .models import ModelWrapper, _state_fingerprint
-from .results import robust_by_sample, robust_samples
-from .runner import CleanScores
-from .units import unit_seed
+from unified_adv.errors import InputError
+from unified_adv.evaluate.results import robust_by_sample, robust_samples
+from unified_adv.run.runner import CleanScores
+from unified_adv.run.units import unit_seed
+from unified_adv.sources.models import ModelWrapper, _state_fingerprint
 
 if TYPE_CHECKING:
-    from .runner import Prepared, UnitOutcome
-    from .scenario import DefenceSpec
+    from unified_adv.run.runner import Prepared, UnitOutcome
+    from unified_adv.scenario.schema import DefenceSpec
 
 #: Gradient attacks given expectation over transformation against a randomised defence.
 EOT_ATTACKS = ("fgsm", "bim", "pgd")
@@ -77,7 +77,7 @@ class Variant(CleanScores):
     def score(self, x: np.ndarray) -> np.ndarray:
         """Logits of the defended model, with its randomness drawn from a fixed seed, so
         every backend's examples meet the same draws position for position."""
-        from .defences import reseed
+        from unified_adv.defences.layers import reseed
 
         reseed(self.wrapper, self.score_seed)
         return self.wrapper.logits(x)
@@ -86,7 +86,7 @@ class Variant(CleanScores):
 def _part(
     spec: DefenceSpec, index: int, prep: Prepared, file: str
 ) -> tuple[nn.Module, dict[str, Any]]:
-    from . import defences as d
+    from unified_adv.defences import layers as d
 
     shape = prep.data.x.shape[1:]
     lo, hi = prep.model.wrapper.input_range
@@ -135,7 +135,7 @@ def _part(
 
 def build_variants(prep: Prepared) -> dict[str, Variant]:
     """One defended model per entry of ``defences:``; chains reuse their parts' settings."""
-    from .defences import DefenceChain, is_randomized, reseed
+    from unified_adv.defences.layers import DefenceChain, is_randomized, reseed
 
     scenario = prep.scenario
     by_id = {d.label: (i, d) for i, d in enumerate(scenario.defences)}
@@ -182,7 +182,7 @@ def build_variants(prep: Prepared) -> dict[str, Variant]:
 def adaptive_defences(prep: Prepared, attack_label: str, attack_name: str) -> list[str]:
     """The defences an attack runs against adaptively. A model-independent corruption
     (Gaussian noise) gives the same images either way: it is scored non-adaptively only."""
-    from .attacks import ATTACKS
+    from unified_adv.catalogue.attacks import ATTACKS
 
     if ATTACKS[attack_name].threat == "noise":
         return []
@@ -195,7 +195,7 @@ def adaptive_defences(prep: Prepared, attack_label: str, attack_name: str) -> li
 
 def eot_for(prep: Prepared, defence: str, attack: str, norm: str, backend: str) -> int | None:
     """``eot_samples`` for one adaptive unit, or None to keep the attack's own setting."""
-    from .adapters import adapter_class
+    from unified_adv.adapters import adapter_class
 
     variant = prep.variants[defence]
     if attack not in EOT_ATTACKS or variant.eot_samples <= 1:
@@ -206,7 +206,7 @@ def eot_for(prep: Prepared, defence: str, attack: str, norm: str, backend: str) 
 
 def non_adaptive_outcomes(prep: Prepared, outcomes: list[UnitOutcome]) -> list[UnitOutcome]:
     """Every finished undefended unit, scored through every defence (forward passes only)."""
-    from .runner import UnitOutcome
+    from unified_adv.run.runner import UnitOutcome
 
     derived = []
     for o in outcomes:
@@ -287,7 +287,7 @@ def _group_units(outcomes: list[UnitOutcome]) -> dict[tuple[Any, ...], set[str]]
 
 
 #: The one meaning of "worst case across backends", here and in the Summary
-#: (:func:`unified_adv.crosscheck.worst_case`): per sample, robust only if no backend's
+#: (:func:`unified_adv.evaluate.crosscheck.worst_case`): per sample, robust only if no backend's
 #: adversarial example fooled it. A random corruption is not an attack: the worst of
 #: several independent noise draws is not a stronger corruption, so noise is never
 #: unioned — its cell is the mean accuracy over the backends' draws.
@@ -323,7 +323,7 @@ def _across(
 ) -> dict[str, Any] | None:
     """One cell of Lim's table from its backends' entries (and unit names), by
     :data:`WORST_CASE` — or, for a random corruption, :data:`NOISE_CASE`."""
-    from .attacks import ATTACKS
+    from unified_adv.catalogue.attacks import ATTACKS
 
     ok = [(e, n) for e, n in cells if e["accuracy"] is not None]
     if not ok:

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from .attacks import ATTACKS
-from .results import fooled_and_tied, fooled_median, robust_mask
-from .runner import Prepared, UnitOutcome
+from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.evaluate.results import fooled_and_tied, fooled_median, robust_mask
+from unified_adv.run.runner import Prepared, UnitOutcome
 
 VERDICTS = ("identical", "equivalent", "statistically consistent", "divergent")
 
@@ -464,7 +464,7 @@ def worst_case(
     """Per sample, robust only if no backend fooled it (``defended.WORST_CASE``, the one
     definition used everywhere). A random corruption is not unioned (``defended.NOISE_CASE``):
     its value is the mean of the backends' robust accuracies."""
-    from .defended import NOISE_CASE, WORST_CASE
+    from unified_adv.defences.variants import NOISE_CASE, WORST_CASE
 
     plan = prep.plans[a_i]
     backends = sorted(stacks)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .models import cache_dir
+from unified_adv.sources.models import cache_dir
 
 AUTOENCODER_VERSION = 1
 
@@ -301,7 +301,7 @@ def _digits_ae_path(width: int, noise: float, epochs: int) -> Path:
 
 
 def digits_autoencoder_name(width: int, noise: float, epochs: int) -> str:
-    """The autoencoder's name among the shipped weights (:mod:`unified_adv.builtin`)."""
+    """The autoencoder's name among the shipped weights (:mod:`unified_adv.sources.builtin`)."""
     return f"digits-ae-w{width}-n{noise:g}-e{epochs}"
 
 
@@ -311,7 +311,7 @@ def train_digits_autoencoder(
     """Train Lim's autoencoder on the digits training split (seed 0); with its held-out
     reconstruction MSE for clean inputs and for inputs with Gaussian noise of std ``noise``
     (next to that noise's own MSE, the do-nothing baseline)."""
-    from .data import digits_split
+    from unified_adv.sources.data import digits_split
 
     x_train, _, x_test, _, _, _ = digits_split()
     ae = train_autoencoder(x_train, width=width, noise=noise, epochs=epochs, seed=0)
@@ -353,7 +353,7 @@ def builtin_digits_autoencoder(
     (``weights`` + ``sha256``, or ``cache``), whether this call trained it, the settings,
     and the held-out reconstruction MSEs of :func:`train_digits_autoencoder`.
     """
-    from . import builtin
+    from unified_adv.sources import builtin
 
     width = _positive_int("width", width)
     epochs = _positive_int("epochs", epochs)

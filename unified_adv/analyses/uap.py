@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .adapters import AttackRequest, adapter_class
+from unified_adv.adapters import AttackRequest, adapter_class
 
 if TYPE_CHECKING:
-    from .models import ModelWrapper
+    from unified_adv.sources.models import ModelWrapper
 
 UAP_NORMS = ("l2", "linf")
 #: Slack on ``||UAP|| <= radius``: the adapter's own tolerances (float32 rounding).
@@ -290,7 +290,7 @@ def uap_study(
 ) -> UapStudy:
     """Fit UAPs on ``x_fit`` and measure them on ``x_eval`` against random controls.
 
-    ``model`` is a :class:`~unified_adv.models.ModelWrapper`. For each norm and zeta:
+    ``model`` is a :class:`~unified_adv.sources.models.ModelWrapper`. For each norm and zeta:
     the radius is zeta x mean ||x_i||_p of the fit split; one non-targeted UAP (R_f) and
     one targeted UAP per class in ``targets`` (R_s, fgsm attacker only, as ART's
     TargetedUniversalPerturbation). ``delta`` and ``max_iter`` are ART's: stop once the
