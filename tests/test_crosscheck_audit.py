@@ -498,6 +498,7 @@ def test_cw_binary_search_rule_x10_against_x2_and_arts_frozen_constant(
     art.schedule = []
     art.generate(x[:4], y=np.eye(10)[y[:4]])
     c_art = np.stack(art.schedule, 1)
+    assert c_art.shape == (4, 3)  # one start per search step
     print(f"ART C&W schedule of c per digit: {c_art.tolist()}")
     # Measured: [0.04, 0.08, 0.08] (failed at 0.04, fooled at 0.08, kept) and [0.04, 0.08, 0.16]
     # (failed twice). A bisection would try (0.04 + 0.08) / 2 = 0.06 after a success at 0.08.
