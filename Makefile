@@ -50,10 +50,12 @@ bench: setup
 weights: setup
 	$(PY) -m unified_adv.sources.builtin.train
 
-# Re-run the scenarios behind README.md's number tables and rewrite them in place;
-# `make readme-numbers CHECK=1` only compares (exit 1 and a diff when they differ).
+# Re-run every scenario README.md quotes (lim, zingade, ding_moller, possas, kugler, quickstart)
+# and rewrite its numbers in place, with the Performance tables read from bench/results_*.json
+# (the last `make bench`; not re-run). `make readme-numbers CHECK=1` only compares (exit 1 and a
+# diff when they differ); STORED=1 uses bench/readme_summaries/ instead of re-running (seconds).
 readme-numbers: setup
-	$(PY) bench/readme_numbers.py $(if $(CHECK),--check,)
+	$(PY) bench/readme_numbers.py $(if $(CHECK),--check,) $(if $(STORED),--stored,)
 
 lint: setup
 	$(VENV)/bin/ruff check unified_adv adapters tests bench

@@ -99,7 +99,8 @@ class ArtAdapter(Adapter):
             _ALL,
             note="monotone gradient descent with step halving/doubling, not Adam: no change "
             "after its first step past the boundary (its gradient keeps the margin term there); "
-            "its binary search doubles c until the first success (Foolbox: x10); very slow",
+            "its binary search doubles c until the first success and then keeps it (bug: its "
+            "lower bound aliases c, so it never bisects; Foolbox: x10, then bisects); very slow",
         ),
         "one_pixel": Capability(
             {"l0": "PixelAttack"},
@@ -176,17 +177,23 @@ class ArtAdapter(Adapter):
             "optimiser": "monotone gradient descent with step halving/doubling; its gradient "
             "keeps the c * margin term where the hinge is 0: stalls after its first step past "
             "the boundary",
-            "binary_search_rule": "c x 2 until the first success, then bisect",
+            "binary_search_rule": "c x 2 until the first success, then c kept (bug: the lower "
+            "bound aliases c, no bisection); from a first success, c / 2 until a failure, then "
+            "x 1.5, then kept",
             "start": "the input (tanh space, no frozen pixels)",
             "margin": "max over the other classes' logits",
         },
         "hopskipjump": {
             "dtype": "float64 inside ART (cast to float32 by the model wrapper)",
-            "search_threshold": "0.01 / sqrt(d) (L2), 0.01 / d (Linf)",
+            "search_threshold": "theta 0.01 / sqrt(d) (L2), 0.01 / d (Linf): the binary "
+            "search's stop width (Linf: times the distance) and the gradient probe, "
+            "0.01 x distance",
         },
         "boundary": {
             "dtype": "float64 inside ART (cast to float32 by the model wrapper)",
-            "proposals_per_step": "up to num_trial x sample_size (25 x 20)",
+            "proposals_per_step": "up to num_trial x sample_size (25 x 20) orthogonal, each "
+            "adversarial one stepped toward the original, the nearest kept; stops at a step "
+            "whose 25 rounds find none",
         },
     }
 

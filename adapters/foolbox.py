@@ -109,8 +109,12 @@ class FoolboxAdapter(Adapter):
             "start": "the input (tanh space, no frozen pixels)",
             "margin": "max over the other classes' logits",
         },
-        "hopskipjump": {"search_threshold": "gamma / d^1.5 (L2), gamma / d^2 (Linf), gamma 1"},
-        "boundary": {"proposals_per_step": "1"},
+        "hopskipjump": {
+            "search_threshold": "theta gamma / d^1.5 (L2), gamma / d^2 (Linf), gamma 1: the "
+            "binary search's stop width (Linf: times the distance) and the gradient probe, "
+            "gamma / d x distance"
+        },
+        "boundary": {"proposals_per_step": "1 (orthogonal and toward the original in one)"},
         "gaussian_noise": {"noise": "rescaled to an exact L2 norm std*sqrt(d)"},
     }
 

@@ -406,6 +406,225 @@ def test_pgd_linf_divergence_is_the_batch_mean_loss_underflowing(batch) -> None:
     assert single == 0.0
 
 
+def test_cw_binary_search_rule_x10_against_x2_and_arts_frozen_constant(
+    model: ModelWrapper, batch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Foolbox multiplies c by 10 until the first success, then bisects between its bounds.
+    Changing only that factor to ART's 2 (4 search steps of 20 iterations from c = 0.01):
+    x10 reaches c = 10 and fools 7 of 8 digits, x2 reaches 0.08 and fools 3. ART itself doubles
+    c until the first success and then keeps it: its lower bound is set after the update
+    (``c_old = c_current`` aliases the array), so (lower + c) / 2 = c and no bisection follows
+    (an ART bug; recorded in its adapter)."""
+    import foolbox as fb
+    import foolbox.attacks.carlini_wagner as fbcw
+    from art.attacks.evasion import CarliniL2Method
+
+    x, y = batch[0][:8], batch[1][:8]
+    c0, searches = 0.01, 4
+
+    class Rule:
+        """Foolbox's module-level ``np``, except the update of the constants (the np.where
+        that follows np.isinf(upper_bounds)): its x10 becomes ``factor``; records each c."""
+
+        def __init__(self, factor: float) -> None:
+            self.factor, self.pending, self.schedule = factor, False, [np.full(len(x), c0)]
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(np, name)
+
+        def isinf(self, a: np.ndarray) -> np.ndarray:
+            self.pending = True
+            return np.isinf(a)
+
+        def where(self, cond: Any, a: Any, b: Any) -> Any:
+            if not self.pending:
+                return np.where(cond, a, b)
+            self.pending = False  # a = consts * 10, b = the bisection
+            self.schedule.append(np.where(cond, a / 10 * self.factor, b))
+            return self.schedule[-1]
+
+    def foolbox_run(factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rule = Rule(factor)
+        monkeypatch.setattr(fbcw, "np", rule)
+        attack = fb.attacks.L2CarliniWagnerAttack(
+            binary_search_steps=searches,
+            steps=20,
+            stepsize=0.05,
+            confidence=0,
+            initial_const=c0,
+            abort_early=False,
+        )
+        fmodel = fb.PyTorchModel(model.net, bounds=(0.0, 1.0))
+        _, adv, _ = attack(fmodel, torch.from_numpy(x), torch.from_numpy(y), epsilons=None)
+        found = ~(adv.numpy() == 0).reshape(len(x), -1).all(1)  # Foolbox's failure: zeros
+        return np.stack(rule.schedule[:searches], 1), found, _l2(adv.numpy(), x)
+
+    c10, found10, l2_10 = foolbox_run(10)
+    c2, found2, l2_2 = foolbox_run(2)
+    monkeypatch.undo()
+    for c, found, factor in ((c10, found10, 10.0), (c2, found2, 2.0)):  # never found: x factor
+        assert (~found).any()
+        expected = np.broadcast_to(c0 * factor ** np.arange(searches), c[~found].shape)
+        np.testing.assert_allclose(c[~found], expected)
+    both = found10 & found2
+    print(
+        f"Foolbox C&W from c={c0}: x10 fools {found10.sum()}/8 (c up to {c10.max():.3g}), "
+        f"x2 {found2.sum()}/8 (c up to {c2.max():.3g}); median L2 where both "
+        f"{np.median(l2_10[both]):.3f} vs {np.median(l2_2[both]):.3f}"
+    )
+    # Measured on the 24 digits in groups of 8: x10 fools 7, 8, 8; x2 3, 5, 5 (a gap of 3-4).
+    assert found10.sum() >= found2.sum() + 2
+
+    class Recorded(CarliniL2Method):
+        """ART's C&W, recording the c of each search step (its loss at the unperturbed start)."""
+
+        schedule: list[np.ndarray]
+
+        def _loss(self, x_, x_adv, target, c_weight):  # type: ignore[no-untyped-def]
+            if len(x_) == 4 and np.array_equal(x_, x_adv):
+                self.schedule.append(c_weight.copy())
+            return super()._loss(x_, x_adv, target, c_weight)
+
+    art = Recorded(
+        _art_estimator(model.net),
+        confidence=0.0,
+        learning_rate=0.05,
+        binary_search_steps=3,
+        max_iter=10,
+        initial_const=0.04,
+        batch_size=4,
+        verbose=False,
+    )
+    art.schedule = []
+    art.generate(x[:4], y=np.eye(10)[y[:4]])
+    c_art = np.stack(art.schedule, 1)
+    assert c_art.shape == (4, 3)  # one start per search step
+    print(f"ART C&W schedule of c per digit: {c_art.tolist()}")
+    # Measured: [0.04, 0.08, 0.08] (failed at 0.04, fooled at 0.08, kept) and [0.04, 0.08, 0.16]
+    # (failed twice). A bisection would try (0.04 + 0.08) / 2 = 0.06 after a success at 0.08.
+    np.testing.assert_allclose(c_art[:, 1], 0.08)
+    assert set(np.round(c_art[:, 2], 6)) <= {0.08, 0.16}
+    assert (np.round(c_art[:, 2], 6) == 0.08).any()
+
+
+def test_hopskipjump_search_threshold_alone_moves_the_projection(
+    model: ModelWrapper, batch
+) -> None:
+    """Both libraries project onto the boundary by bisecting the interpolation factor in
+    [0, 1] (L2), stopping at width theta: ART 0.01 / sqrt(d) = 1.25e-3 (10 halvings), Foolbox
+    gamma / d^1.5 = 1.95e-3 (9). Called on the same start points with the thresholds swapped
+    (Foolbox's gamma = 0.01 d = 0.64), each library returns exactly the other's result: the
+    threshold alone makes the difference. ART's ends no farther from the original on every
+    digit, strictly nearer on some, for one more query each."""
+    import eagerpy as ep
+    import foolbox as fb
+    from art.attacks.evasion import HopSkipJump
+
+    x, y = batch[0][:8], batch[1][:8]
+    d = x[0].size
+    # The start point of each digit: the first digit of another class (adversarial as it is).
+    start = np.stack([x[np.flatnonzero(y != label)[0]] for label in y])
+
+    def queries(fn: Any) -> tuple[np.ndarray, int]:
+        seen = [0]
+        hook = model.net.register_forward_pre_hook(lambda _m, a: seen.append(len(a[0])))
+        try:
+            out = fn()
+        finally:
+            hook.remove()
+        return _l2(out, x), sum(seen)
+
+    def foolbox_search(gamma: float) -> np.ndarray:
+        fmodel = fb.PyTorchModel(model.net, bounds=(0.0, 1.0))
+        is_adv = fb.attacks.base.get_is_adversarial(
+            fb.criteria.Misclassification(torch.from_numpy(y)), fmodel
+        )
+        attack = fb.attacks.HopSkipJumpAttack(gamma=gamma, constraint="l2")
+        found = attack._binary_search(
+            is_adv, ep.astensor(torch.from_numpy(x)), ep.astensor(torch.from_numpy(start))
+        )
+        return found.raw.numpy()
+
+    def art_search(threshold: float | None) -> np.ndarray:
+        attack = HopSkipJump(_art_estimator(model), norm=2, verbose=False)  # float64: the wrapper
+        assert attack.theta == pytest.approx(0.01 / np.sqrt(d))
+        return np.stack(
+            [
+                attack._binary_search(start[i], x[i], int(y[i]), 2, 0.0, 1.0, threshold)
+                for i in range(len(x))
+            ]
+        )
+
+    fb_own, fb_q = queries(lambda: foolbox_search(1.0))
+    fb_art, fb_art_q = queries(lambda: foolbox_search(0.01 * d))
+    art_own, art_q = queries(lambda: art_search(None))
+    art_fb, art_fb_q = queries(lambda: art_search(1.0 / d**1.5))
+    print(f"HSJ projection L2, ART threshold: {art_own.round(4)}; Foolbox's: {fb_own.round(4)}")
+    np.testing.assert_allclose(art_own, fb_art, rtol=1e-5)  # measured: equal to the last bit
+    np.testing.assert_allclose(art_fb, fb_own, rtol=1e-5)
+    assert (art_q, fb_q, art_fb_q, fb_art_q) == (10 * len(x), 9 * len(x), 9 * len(x), 10 * len(x))
+    # Deterministic: the 10th halving lowers the upper end where its midpoint is adversarial
+    # (about half the digits; measured 5 of 8), by at most 2^-10 of the start distance.
+    assert (art_own <= fb_own + 1e-6).all() and (art_own < fb_own - 1e-6).any()
+    start_l2 = _l2(start, x)
+    assert ((fb_own - art_own) <= start_l2 * 2.0**-10 + 1e-6).all()
+
+
+def test_boundary_proposals_per_step_move_arts_distance(model: ModelWrapper, batch) -> None:
+    """ART's Boundary step draws up to num_trial rounds of sample_size orthogonal proposals
+    (25 x 20), then moves every adversarial one toward the original and keeps the nearest;
+    Foolbox draws one candidate per step. ART alone, 20 steps, same seed, only the proposals
+    changed: 25 x 20 ends nearest, 25 x 1 (one proposal per round) about twice as far, 1 x 1
+    (one proposal, and ART stops at the first that is not adversarial) farther still, for
+    far fewer queries."""
+    from art.attacks.evasion import BoundaryAttack
+
+    from unified_adv.adapters.art import seeded_fresh_random_states
+
+    x, y = batch[0][:4], batch[1][:4]
+    est = _art_estimator(model)  # ART feeds float64: the wrapper casts
+
+    def run(num_trial: int, sample_size: int) -> tuple[np.ndarray, int]:
+        seen = [0]
+        hook = model.net.register_forward_pre_hook(lambda _m, a: seen.append(len(a[0])))
+        np.random.seed(0)
+        try:
+            with seeded_fresh_random_states(0):
+                adv = BoundaryAttack(
+                    est,
+                    batch_size=64,
+                    targeted=False,
+                    delta=0.01,
+                    epsilon=0.01,
+                    step_adapt=0.667,
+                    max_iter=20,
+                    num_trial=num_trial,
+                    sample_size=sample_size,
+                    init_size=100,
+                    min_epsilon=0.0,
+                    verbose=False,
+                ).generate(x, y=y)
+        finally:
+            hook.remove()
+        assert (model.logits(adv).argmax(1) != y).all()  # all fooled: distance is the outcome
+        return _l2(adv, x), sum(seen)
+
+    (many, q_many), (rounds, q_rounds), (one, q_one) = run(25, 20), run(25, 1), run(1, 1)
+    print(
+        f"ART Boundary, 20 steps: median L2 {np.median(many):.3f} ({q_many} queries) with "
+        f"25 x 20, {np.median(rounds):.3f} ({q_rounds}) with 25 x 1, "
+        f"{np.median(one):.3f} ({q_one}) with 1 x 1"
+    )
+    # Measured on the 24 digits in groups of 6, median L2 25 x 20 / 25 x 1 / 1 x 1:
+    # 1.00/1.89/2.57, 0.85/1.46/2.92, 0.67/1.55/2.82, 0.73/1.26/2.43 (queries 16323 / 1765 /
+    # 480); 25 x 20 nearer than both on every digit. Ratios of the medians: 25 x 1 / 25 x 20
+    # 1.7-2.3 (asserted at 1.3), 1 x 1 / 25 x 1 1.36-2.0 (asserted at 1.1).
+    assert (many < rounds).all() and (many < one).all()
+    assert np.median(rounds) > 1.3 * np.median(many)
+    assert np.median(one) > 1.1 * np.median(rounds)
+    assert q_many > 4 * q_rounds and q_rounds > q_one
+
+
 # --- Issue 16 item 3: the same model at [0, 1] and at [0, 255] with mean/std -----------------
 
 #: Every attack × norm that ART and Foolbox run at both ranges with parameters in input units
@@ -541,6 +760,36 @@ def test_unexplained_when_no_known_cause_applies() -> None:
         "a", "b", rule_a, rule_b, ("cw_l2", "l2", {"binary_search_steps": 1}, True)
     )[1]
     assert _explain("a", "b", rule_a, rule_b, ("cw_l2", "l2", {"binary_search_steps": 5}, True))[1]
+
+
+@pytest.mark.parametrize(
+    ("attack", "norm", "given", "key"),
+    [
+        ("cw_l2", "l2", {"binary_search_steps": 5}, "binary_search_rule"),
+        ("hopskipjump", "l2", {}, "search_threshold"),
+        ("hopskipjump", "linf", {}, "search_threshold"),
+        ("boundary", "l2", {}, "proposals_per_step"),
+    ],
+)
+def test_the_crosscheck_names_each_search_rule(
+    model: ModelWrapper, attack: str, norm: str, given: dict[str, Any], key: str
+) -> None:
+    """ART against Foolbox, with the facts each adapter records for this attack: the search
+    rule shown to matter above is named as a cause known to matter."""
+    from unified_adv.crosscheck import _explain
+
+    req = _req(attack, norm, **given)
+    art, fb = (_stack(adapter_class(b)(model=model).facts(req)) for b in ("art", "foolbox"))
+    assert art["calls"]["semantics"][key] != fb["calls"]["semantics"][key]
+    lines, explained = _explain("art", "foolbox", art, fb, (attack, norm, req.params, True))
+    assert explained
+    cause = next(line for line in lines if line.startswith(f"{key} differs"))
+    assert lines.index(cause) > lines.index(
+        f"Recorded differences known to matter for {attack} {norm}:"
+    )
+    assert not any(
+        line.startswith("Recorded differences not known") and key in line for line in lines
+    )
 
 
 def test_ties_are_neither_fooled_nor_robust() -> None:

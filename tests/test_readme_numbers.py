@@ -1,12 +1,17 @@
-"""README.md's quickstart table is what scenarios/quickstart.yaml gives with the shipped
-weights (bench/readme_numbers.py formats it; about 35 s on 2 idle cores, the quickstart run)."""
+"""README.md's numbers are what the shipped weights give (bench/readme_numbers.py formats them).
+
+The quickstart table is checked against a fresh run of scenarios/quickstart.yaml (about 35 s on
+2 idle cores); every other generated block against the summary.json that `make readme-numbers`
+stored for its scenario (bench/readme_summaries/) or the `make bench` results file it quotes."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -51,3 +56,98 @@ def test_check_mode_reports_a_stale_table(quickstart: Path, tmp_path: Path, caps
     readme.write_text("# no markers\n", encoding="utf-8")
     with pytest.raises(SystemExit, match="no <!-- numbers:quickstart -->"):
         gen.main(args)
+
+
+# --- every generated block, from the stored summaries and bench results (no run; a second) ---
+
+#: Documentation tables whose digits are defaults, exit codes or counts, not measurements.
+#: A table of measured numbers belongs in a generated block; adding one here needs a reason.
+NOT_MEASURED = {
+    "| exit code | meaning | what is on disk |",  # exit codes
+    "| attack | threat | parameters (default) | ART | Foolbox | torchattacks |",  # defaults
+    "| verdict | meaning |",  # thresholds named in the text
+    "| defence | fields (default) | what it is |",  # defaults
+    "| D | 0.5° | 1° | 2° |",  # image counts of the line data set: combinatorics, no weights
+    "| column | meaning |",  # column names
+}
+
+#: The hand-typed tables still standing for the blocks in PENDING (allowed only while pending).
+PENDING_TABLES = {
+    "| norm | ζ | R_f (random control) | R_s → 3 | R_s → 8 |": "zingade-uap",
+    "| surrogate \\ target | cnn | mlp | wide-cnn |": "zingade-transfer",
+    "| checkpoint (epoch) | accuracy | valid pairs | pop-up share (valid / all pairs) | morph balance B (valid / all) |": (
+        "ding-moller"
+    ),
+    "| configuration | images | adversarial share | per model | images with an adversarial flip | cand/s |": "kugler",
+}
+
+
+def _summaries(gen: ModuleType) -> dict[str, dict[str, Any]]:
+    """Each block's input: the scenario summary stored by `make readme-numbers`, or bench JSON."""
+    out = {}
+    for name, (source, _) in gen.TABLES.items():
+        if name in gen.PENDING or name == "quickstart":  # quickstart: checked against a fresh run above
+            continue
+        out[name] = gen.stored_summary(source) if source.endswith(".yaml") else gen.load_source(name, {})
+    return out
+
+
+def _expected_values(gen: ModuleType, name: str, s: dict[str, Any]) -> list[str]:
+    """Values read straight from the summary that the block must show (formatted as the README does)."""
+    pct = gen.pct
+    if name == "quickstart":
+        return [pct(a["robust_accuracy"]) for a in s["attacks"] if a["attack"] == "fgsm"]
+    if name == "lim":
+        return [pct(r["attacked"]["accuracy"]) for r in s["defences"]["table"]]
+    if name == "zingade-uap":
+        return [pct(r["rate"]) for r in gen._analysis(s, "uap")["rows"] if not r["empty"]]
+    if name == "zingade-transfer":
+        run = next(iter(gen._analysis(s, "transfer")["backends"].values()))
+        return [pct(v) for row in run["matrix"] for v in row]
+    if name == "ding-moller":
+        return [f"{m['robustness_index']:.1f}" for m in s["monitor"]] + [pct(m["accuracy"]) for m in s["monitor"]]
+    if name == "possas":
+        q = gen._analysis(s, "confidence_buckets", "quantile")
+        return [pct(b["top1"]) for t in q["tables"][q["primary_backend"]] for b in t["buckets"].values()]
+    if name == "kugler":
+        return [gen.pct2(c["adversarial_share"]) for c in gen._analysis(s, "pixel_flip_study")["configs"]]
+    if name == "bench:overhead":
+        return [f"{r['ours_s']:.3f} s" for r in s["rows"]]
+    if name == "bench:speed":
+        return [f"{100 * r['success_rate']:.0f} %" for per in s["attacks"].values() for r in per.values()]
+    if name == "bench:scaling":
+        return [f"{r['run_seconds']:.1f}" for r in s["rows"]]
+    if name == "bench:pixelflip":
+        return [f"{sp['candidates_per_s']['fast']:,.0f}" for sp in s["speeds"]]
+    if name == "bench:engines":
+        return [f"{s['morph']['sweep_images_per_s']:,.0f}"]
+    if name == "bench:scaleout":
+        return [f"{r['median_s']:.2f} s" for r in s["rows"]]
+    raise AssertionError(f"no expected values for the README block {name}: add them here")
+
+
+def test_every_readme_block_is_its_stored_summary_formatted() -> None:
+    gen = _generator()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for name, summary in _summaries(gen).items():
+        text = gen.block(name, summary)
+        assert text in readme, f"README.md block {name} is stale: run `make readme-numbers STORED=1`\n{text}"
+        values = _expected_values(gen, name, summary)
+        assert values and all(v in text for v in values), (name, [v for v in values if v not in text])
+
+
+def _hand_typed_tables(readme: str) -> list[str]:
+    """Headers of the markdown tables with digits in their body outside every generated block."""
+    outside = re.sub(r"(?m)^<!-- ((?:numbers|bench):[\w-]+) -->$.*?^<!-- /\1 -->$", "", readme, flags=re.S)
+    assert not re.search(r"(?m)^<!-- /?(?:numbers|bench):", outside), "a block marker without its pair"
+    tables = [rows.splitlines() for rows in re.findall(r"(?m)(?:^\|.*\|\n)+", outside)]
+    return [t[0] for t in tables if any(re.search(r"\d", r) for r in t[2:])]
+
+
+def test_no_table_of_numbers_outside_a_generated_block() -> None:
+    allowed = NOT_MEASURED | {h for h, name in PENDING_TABLES.items() if name in _generator().PENDING}
+    found = _hand_typed_tables((REPO / "README.md").read_text(encoding="utf-8"))
+    assert set(found) <= allowed, f"README.md: hand-typed tables of numbers: {set(found) - allowed}"
+    generated = "<!-- bench:x -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- /bench:x -->\n"
+    assert _hand_typed_tables(generated + "| c | d |\n|---|---|\n| 3 % | x |\n") == ["| c | d |"]
+    assert _hand_typed_tables(generated) == []
