@@ -776,7 +776,7 @@ def test_the_crosscheck_names_each_search_rule(
 ) -> None:
     """ART against Foolbox, with the facts each adapter records for this attack: the search
     rule shown to matter above is named as a cause known to matter."""
-    from unified_adv.crosscheck import _explain
+    from unified_adv.evaluate.crosscheck import _explain
 
     req = _req(attack, norm, **given)
     art, fb = (_stack(adapter_class(b)(model=model).facts(req)) for b in ("art", "foolbox"))
