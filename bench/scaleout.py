@@ -37,7 +37,8 @@ import torch
 
 from unified_adv.analyses.pixelflip import exhaustive_flips
 from unified_adv.run.executors import DaskExecutor, cached_on_worker
-from unified_adv.sources.lines import builtin_line_cnn, generate_lines
+from unified_adv.sources.builtin.line_cnn import builtin_line_cnn
+from unified_adv.sources.lines import generate_lines
 
 HERE = Path(__file__).resolve().parent
 

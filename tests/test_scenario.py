@@ -9,6 +9,7 @@ import pytest
 
 import unified_adv
 from unified_adv.adapters import adapter_class, backend_names
+from unified_adv.scenario.checks import backends_for
 from unified_adv.scenario.schema import parse_exact
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,24 +65,24 @@ def test_quickstart_covers_the_catalogue_core_on_every_capable_backend() -> None
         if attack.name == "pgd":
             assert attack.resolved_params(attack.eps_values[0])["random_starts"] == 0
         able = {b for b in backend_names() if attack.name in adapter_class(b).capabilities}
-        assert set(s.backends_for(attack)) == able == set(capable_backends(attack, (0.0, 1.0)))
+        assert set(backends_for(s, attack)) == able == set(capable_backends(attack, (0.0, 1.0)))
     # FGSM L-inf, PGD and DeepFool/C&W run on all three backends.
-    assert all(len(s.backends_for(a)) == 3 for a in s.attacks)
+    assert all(len(backends_for(s, a)) == 3 for a in s.attacks)
 
 
 def test_all_means_every_capable_backend() -> None:
     s = _scenario("  - {name: fgsm, eps: 0.1, target: {class: 3}}\n")
     # Foolbox's FGSM refuses targets, so 'all' leaves it out rather than failing.
-    assert s.backends_for(s.attacks[0]) == ("art", "torchattacks")
+    assert backends_for(s, s.attacks[0]) == ("art", "torchattacks")
     s = _scenario("  - {name: fgsm, norm: l2, eps: 1}\n")
-    assert s.backends_for(s.attacks[0]) == ("art", "foolbox")
+    assert backends_for(s, s.attacks[0]) == ("art", "foolbox")
 
 
 def test_torchattacks_needs_unit_input_range() -> None:
     s = _scenario(
         "  - {name: fgsm, eps: 0.1}\n", model="{builtin: digits-cnn, input_range: [0, 255]}"
     )
-    assert s.backends_for(s.attacks[0]) == ("art", "foolbox")
+    assert backends_for(s, s.attacks[0]) == ("art", "foolbox")
     with pytest.raises(
         unified_adv.InputError, match=r"attacks\[0\]\.backends: backend 'torchattacks' needs"
     ):
@@ -148,7 +149,7 @@ def test_fastest_picks_the_quickest_equivalent_backend() -> None:
 
 def test_fastest_in_a_scenario() -> None:
     s = _scenario("  - {name: deepfool, backends: fastest}\n")
-    (chosen,) = s.backends_for(s.attacks[0])
+    (chosen,) = backends_for(s, s.attacks[0])
     assert chosen in ("art", "foolbox", "torchattacks")
     with pytest.raises(unified_adv.InputError, match="'fastest' cannot be combined"):
         _scenario("  - {name: deepfool, backends: [fastest, art]}\n")

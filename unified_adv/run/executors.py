@@ -288,7 +288,7 @@ class ScenarioSource:
 
     @classmethod
     def of(cls, scenario: Scenario, prep: Prepared | None = None) -> ScenarioSource:
-        base = scenario._base_dir  # what Scenario.resolve_path joins relative paths to
+        base = scenario.base_dir  # what Scenario.resolve_path joins relative paths to
         return cls(
             scenario.text,
             scenario.file,
@@ -303,7 +303,7 @@ class ScenarioSource:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def scenario(self) -> Scenario:
-        from unified_adv.scenario.schema import scenario_from_text
+        from unified_adv.scenario.loading import scenario_from_text
 
         if not self.text:
             raise InputError.one(
