@@ -153,3 +153,28 @@ def test_fastest_in_a_scenario() -> None:
     assert chosen in ("art", "foolbox", "torchattacks")
     with pytest.raises(unified_adv.InputError, match="'fastest' cannot be combined"):
         _scenario("  - {name: deepfool, backends: [fastest, art]}\n")
+
+
+def _project_imports(path: Path) -> set[str]:
+    """Every project module a source file imports, at any depth (late imports included)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.split(".")[0] in ("unified_adv", "art")}
+
+
+def test_layers_import_only_downwards() -> None:
+    """Issue 17's layers: the schema is pure (no adapters, no sources), and the core's
+    defence layers never import ART (its preprocessors live in adapters/art_defences.py)."""
+    pkg = REPO / "unified_adv"
+    schema = _project_imports(pkg / "scenario" / "schema.py")
+    assert schema and not {m for m in schema if m.startswith(("unified_adv.adapters", "unified_adv.sources"))}
+    layers = _project_imports(pkg / "defences" / "layers.py")
+    assert not {m for m in layers if m.split(".")[0] == "art" or m.startswith("unified_adv.adapters")}
+    art_defences = _project_imports(REPO / "adapters" / "art_defences.py")
+    assert "art.defences" in art_defences  # the check sees an ART import where there is one

@@ -232,6 +232,38 @@ def add_noise(
     return (x + noise).clamp(lo, hi)
 
 
+def _check_training_images(x_train: np.ndarray) -> None:
+    if not isinstance(x_train, np.ndarray) or x_train.ndim != 4 or len(x_train) == 0:
+        raise ValueError(
+            "x_train: expected a non-empty array of images (N, C, H, W), got "
+            f"{getattr(x_train, 'shape', type(x_train).__name__)}"
+        )
+    if x_train.shape[2] % 2 or x_train.shape[3] % 2:
+        raise ValueError(
+            "x_train: expected even height and width (stride 2, then upsampling x2), "
+            f"got {x_train.shape[2:]}"
+        )
+
+
+def _fit(
+    ae: ConvAutoencoder, xt: torch.Tensor, epochs: int, max_std: float, gen: torch.Generator
+) -> None:
+    """Adam (lr 3e-3) on the MSE between the clean batch and its reconstruction from a noisy
+    copy (per-sample std uniform in [0, max_std]), batches of 64 drawn from ``gen``."""
+    lo, hi = ae.input_range
+    opt = torch.optim.Adam(ae.parameters(), lr=3e-3)
+    ae.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(xt), generator=gen)
+        for start in range(0, len(xt), 64):
+            clean = xt[order[start : start + 64]]
+            std = torch.rand(len(clean), generator=gen) * max_std
+            opt.zero_grad()
+            loss = F.mse_loss(ae(add_noise(clean, std, gen, lo, hi)), clean)
+            loss.backward()
+            opt.step()
+
+
 def train_autoencoder(
     x_train: np.ndarray,
     *,
@@ -249,23 +281,13 @@ def train_autoencoder(
     deterministic on CPU. Returned in eval mode.
     """
     lo, hi = check_range(input_range)
-    if not isinstance(x_train, np.ndarray) or x_train.ndim != 4 or len(x_train) == 0:
-        raise ValueError(
-            "x_train: expected a non-empty array of images (N, C, H, W), got "
-            f"{getattr(x_train, 'shape', type(x_train).__name__)}"
-        )
-    if x_train.shape[2] % 2 or x_train.shape[3] % 2:
-        raise ValueError(
-            "x_train: expected even height and width (stride 2, then upsampling x2), "
-            f"got {x_train.shape[2:]}"
-        )
+    _check_training_images(x_train)
     if not noise >= 0:
         raise ValueError(f"noise: expected a standard deviation >= 0, got {noise!r}")
     epochs = positive_int("epochs", epochs)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     ae = ConvAutoencoder(channels=x_train.shape[1], width=width, input_range=(lo, hi))
-    opt = torch.optim.Adam(ae.parameters(), lr=3e-3)
     xt = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
     max_std = 2.0 * float(noise) * (hi - lo)
     # One thread: the batches are tiny (threads only add contention, 5-10x slower on a
@@ -273,16 +295,7 @@ def train_autoencoder(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        ae.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(xt), generator=gen)
-            for start in range(0, len(xt), 64):
-                clean = xt[order[start : start + 64]]
-                std = torch.rand(len(clean), generator=gen) * max_std
-                opt.zero_grad()
-                loss = F.mse_loss(ae(add_noise(clean, std, gen, lo, hi)), clean)
-                loss.backward()
-                opt.step()
+        _fit(ae, xt, epochs, max_std, gen)
     finally:
         torch.set_num_threads(threads)
     ae.eval()

@@ -225,22 +225,7 @@ class ModelSpec(_Strict):
         if not lo < hi:
             raise ValueError(f"input_range: low must be below high, got [{lo:g}, {hi:g}]")
         if self.checkpoints is not None:
-            if not self.checkpoints:
-                raise ValueError("checkpoints: give at least one, or leave it out")
-            if self.builtin == "line-cnn":
-                raise ValueError("checkpoints: the builtin line-cnn keeps no checkpoints")
-            if self.builtin:
-                bad = [c for c in self.checkpoints if c not in DIGITS_CHECKPOINTS]
-                if bad:
-                    raise ValueError(
-                        f"checkpoints: the builtin digits-cnn has epochs "
-                        f"{', '.join(map(str, DIGITS_CHECKPOINTS))}; got {bad[0]!r}"
-                    )
-            elif not all(isinstance(c, str) for c in self.checkpoints):
-                raise ValueError(
-                    "checkpoints: give file paths (weights for a factory, TorchScript files, "
-                    "pickled models for pickle)"
-                )
+            self._check_checkpoints(self.checkpoints)
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither")
         if self.std is not None and self.mean is not None:
@@ -249,6 +234,24 @@ class ModelSpec(_Strict):
             if any(s <= 0 for s in self.std):
                 raise ValueError("std: every value must be > 0")
         return self
+
+    def _check_checkpoints(self, checkpoints: tuple[int | str, ...]) -> None:
+        if not checkpoints:
+            raise ValueError("checkpoints: give at least one, or leave it out")
+        if self.builtin == "line-cnn":
+            raise ValueError("checkpoints: the builtin line-cnn keeps no checkpoints")
+        if self.builtin:
+            bad = [c for c in checkpoints if c not in DIGITS_CHECKPOINTS]
+            if bad:
+                raise ValueError(
+                    f"checkpoints: the builtin digits-cnn has epochs "
+                    f"{', '.join(map(str, DIGITS_CHECKPOINTS))}; got {bad[0]!r}"
+                )
+        elif not all(isinstance(c, str) for c in checkpoints):
+            raise ValueError(
+                "checkpoints: give file paths (weights for a factory, TorchScript files, "
+                "pickled models for pickle)"
+            )
 
     def describe(self) -> str:
         if self.builtin:
@@ -462,19 +465,8 @@ DEFENCES = {
     ),
     "chain": (("of",), "several of the defences above, applied in the order given"),
 }
-_DEFENCE_FIELDS = (
-    "min_size",
-    "max_size",
-    "pad_to",
-    "width",
-    "noise",
-    "epochs",
-    "window_size",
-    "quality",
-    "bit_depth",
-    "sigma",
-    "of",
-)
+#: The optional defence fields, each checked against what its defence takes.
+_DEFENCE_FIELDS = tuple(dict.fromkeys(f for takes, _ in DEFENCES.values() for f in takes))
 
 
 class DefenceSpec(_Strict):

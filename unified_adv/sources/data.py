@@ -124,7 +124,20 @@ def _load_npz(scenario: Scenario, lo: float, hi: float) -> Dataset:
             "data.npz",
             f"needs arrays 'x' and 'y'; missing {', '.join(missing)} (has: {', '.join(arrays) or 'none'})",
         )
-    x, y = arrays["x"], arrays["y"]
+    x = _npz_images(arrays["x"], file)
+    y = arrays["y"]
+    if y.ndim != 1 or len(y) != len(x):
+        raise InputError.one(
+            file, "data.npz", f"y must be one label per image ({len(x)}), got shape {y.shape}"
+        )
+    y = _integer_labels(y, file)
+    x = _npz_values(x, lo, hi, file)
+    names = _npz_class_names(arrays, file)
+    return Dataset(x, y, np.arange(len(y), dtype=np.int64), names, f"npz {path.name}")
+
+
+def _npz_images(x: np.ndarray, file: str) -> np.ndarray:
+    """x as (N, C, H, W): (N, H, W) gains a channel; channels-last and empty are refused."""
     if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
         raise InputError.one(
             file,
@@ -138,41 +151,41 @@ def _load_npz(scenario: Scenario, lo: float, hi: float) -> Dataset:
         )
     if len(x) == 0:
         raise InputError.one(file, "data.npz", f"holds no samples (x has shape {x.shape})")
-    if x.ndim == 3:
-        x = x[:, None]
-    if y.ndim != 1 or len(y) != len(x):
-        raise InputError.one(
-            file, "data.npz", f"y must be one label per image ({len(x)}), got shape {y.shape}"
-        )
-    y = _integer_labels(y, file)
+    return x[:, None] if x.ndim == 3 else x
+
+
+def _npz_values(x: np.ndarray, lo: float, hi: float, file: str) -> np.ndarray:
+    """float32 in [lo, hi]: uint8 scaled from [0, 255]; floats checked to lie in the range."""
     if x.dtype == np.uint8:
-        x = scale_into(x.astype(np.float32) / 255.0, lo, hi)
-    elif np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32)
-        if not np.isfinite(x).all():
-            raise InputError.one(file, "data.npz", "x contains NaN or infinite values")
-        if x.min() < lo - 1e-6 or x.max() > hi + 1e-6:
-            raise InputError.one(
-                file,
-                "data.npz",
-                f"x values span [{x.min():.4g}, {x.max():.4g}], outside model.input_range [{lo:g}, {hi:g}]: "
-                "rescale x, or set model.input_range to what the model takes",
-            )
-    else:
+        return scale_into(x.astype(np.float32) / 255.0, lo, hi)
+    if not np.issubdtype(x.dtype, np.floating):
         raise InputError.one(
             file, "data.npz", f"x must be uint8 or floating point, got {_dtype_words(x)}"
         )
-    names: list[str] = []
-    if "class_names" in arrays:
-        raw = arrays["class_names"]
-        if raw.ndim != 1 or raw.dtype.kind not in "US":
-            raise InputError.one(
-                file,
-                "data.npz",
-                f"class_names must be a 1-D array of strings, got {_dtype_words(raw)} of shape {raw.shape}",
-            )
-        names = [str(c) for c in raw]
-    return Dataset(x, y, np.arange(len(y), dtype=np.int64), names, f"npz {path.name}")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise InputError.one(file, "data.npz", "x contains NaN or infinite values")
+    if x.min() < lo - 1e-6 or x.max() > hi + 1e-6:
+        raise InputError.one(
+            file,
+            "data.npz",
+            f"x values span [{x.min():.4g}, {x.max():.4g}], outside model.input_range [{lo:g}, {hi:g}]: "
+            "rescale x, or set model.input_range to what the model takes",
+        )
+    return x
+
+
+def _npz_class_names(arrays: dict[str, np.ndarray], file: str) -> list[str]:
+    if "class_names" not in arrays:
+        return []
+    raw = arrays["class_names"]
+    if raw.ndim != 1 or raw.dtype.kind not in "US":
+        raise InputError.one(
+            file,
+            "data.npz",
+            f"class_names must be a 1-D array of strings, got {_dtype_words(raw)} of shape {raw.shape}",
+        )
+    return [str(c) for c in raw]
 
 
 def _check_image_folder(scenario: Scenario) -> None:
