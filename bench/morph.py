@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from unified_adv.analyses.morph import MORPH_BATCH, morph_pairs, morph_sweep, select_images
-from unified_adv.sources.data import digits_split
-from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.sources.builtin.digits import builtin_digits_cnn, digits_split
+from unified_adv.sources.models import ModelWrapper
 
 
 def main() -> None:

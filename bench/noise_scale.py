@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unified_adv.sources.data import digits_split
+from unified_adv.sources.builtin.digits import digits_split
 
 
 def main() -> None:

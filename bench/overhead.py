@@ -32,8 +32,8 @@ from torch import nn
 from unified_adv.adapters import AttackRequest, adapter_class
 from unified_adv.adapters.base import seed_everything
 from unified_adv.catalogue.attacks import ATTACKS
-from unified_adv.sources.data import digits_split
-from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.sources.builtin.digits import builtin_digits_cnn, digits_split
+from unified_adv.sources.models import ModelWrapper
 
 # attack -> (norm, eps, canonical overrides, batch size, repetitions)
 ROWS: dict[str, tuple[str, float | None, dict[str, Any], int, int]] = {

@@ -44,7 +44,8 @@ from unified_adv.analyses.pixelflip import (
     fast_flips,
     generic_flips,
 )
-from unified_adv.sources.lines import LineCNN, builtin_line_cnn, generate_lines
+from unified_adv.sources.builtin.line_cnn import LineCNN, builtin_line_cnn
+from unified_adv.sources.lines import generate_lines
 from unified_adv.sources.models import ModelWrapper
 
 

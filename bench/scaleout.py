@@ -3,7 +3,7 @@ on a Dask LocalCluster of 1 worker process vs 2 worker processes.
 
 Every unique 32×32 line image at the given angle step (854 images at 2°), every pixel
 flipped (1024 candidates per image), classified by the paper's LineCNN trained on all of
-them (the cached builtin, :func:`unified_adv.sources.lines.builtin_line_cnn`), with the fast
+them (the cached builtin, :func:`unified_adv.sources.builtin.line_cnn.builtin_line_cnn`), with the fast
 engine (:func:`unified_adv.analyses.pixelflip.exhaustive_flips`). The images are cut into shards of
 ``--shard`` images, one task per shard, submitted through
 :meth:`unified_adv.run.executors.DaskExecutor.map`. A task carries only plain data (size, angle
@@ -37,7 +37,8 @@ import torch
 
 from unified_adv.analyses.pixelflip import exhaustive_flips
 from unified_adv.run.executors import DaskExecutor, cached_on_worker
-from unified_adv.sources.lines import builtin_line_cnn, generate_lines
+from unified_adv.sources.builtin.line_cnn import builtin_line_cnn
+from unified_adv.sources.lines import generate_lines
 
 HERE = Path(__file__).resolve().parent
 

@@ -24,8 +24,8 @@ import torch
 
 from unified_adv.adapters import AttackRequest, adapter_class, backend_names
 from unified_adv.catalogue.attacks import ATTACKS
-from unified_adv.sources.data import digits_split
-from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.sources.builtin.digits import builtin_digits_cnn, digits_split
+from unified_adv.sources.models import ModelWrapper
 
 SLOW = ("one_pixel", "hopskipjump", "boundary", "square", "cw_l2", "deepfool")
 EPS = {"linf": 0.1, "l2": 1.0}

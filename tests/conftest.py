@@ -82,7 +82,8 @@ report: {triptychs: 1}
 @pytest.fixture(scope="session")
 def model():  # type: ignore[no-untyped-def]
     """The builtin digits CNN, wrapped: the model most adapter-level tests attack."""
-    from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
+    from unified_adv.sources.builtin.digits import builtin_digits_cnn
+    from unified_adv.sources.models import ModelWrapper
 
     net, _ = builtin_digits_cnn()
     return ModelWrapper(net)

@@ -12,7 +12,7 @@ import torch
 from unified_adv.adapters import AttackRequest, adapter_class, backend_names
 from unified_adv.adapters.base import AdapterContractError
 from unified_adv.catalogue.attacks import ATTACKS
-from unified_adv.sources.data import digits_split
+from unified_adv.sources.builtin.digits import digits_split
 from unified_adv.sources.models import ModelWrapper
 
 N = 96

@@ -200,7 +200,7 @@ def test_checkpoint_statistics_use_only_pairs_valid_for_that_checkpoint(tmp_path
     (and walks whose source it does), with the counts reported."""
     from unified_adv.analyses.morph import morph_sweep
     from unified_adv.run.runner import prepare
-    from unified_adv.sources.models import load_model
+    from unified_adv.sources.load import load_model
 
     text = """
 name: dmvalid

@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from unified_adv.defences.layers import builtin_digits_autoencoder
 from unified_adv.sources import builtin
-from unified_adv.sources.data import digits_split
-from unified_adv.sources.lines import builtin_line_cnn
-from unified_adv.sources.models import (
+from unified_adv.sources.builtin.autoencoder import builtin_digits_autoencoder
+from unified_adv.sources.builtin.digits import (
     DIGITS_ARCHS,
     DIGITS_CHECKPOINTS,
-    ModelWrapper,
     builtin_digits,
     builtin_digits_cnn,
+    digits_split,
     train_digits_net,
 )
+from unified_adv.sources.builtin.line_cnn import builtin_line_cnn
+from unified_adv.sources.models import ModelWrapper
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,8 +95,9 @@ def test_a_samples_logits_do_not_depend_on_its_batch_or_the_thread_count() -> No
 
 SCORE_IN_CHILD = """
 import sys, numpy as np, torch
-from unified_adv.sources.data import digits_split
-from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.sources.builtin.digits import digits_split
+from unified_adv.sources.builtin.digits import builtin_digits_cnn
+from unified_adv.sources.models import ModelWrapper
 print(torch.get_num_threads(), file=sys.stderr)
 _, _, x, _, _, _ = digits_split()
 np.save(sys.argv[1], ModelWrapper(builtin_digits_cnn()[0]).logits(x[:10]))

@@ -141,7 +141,7 @@ def test_determinism_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_model_findings_probabilities_and_zero_gradients(tmp_path: Path) -> None:
     (tmp_path / "nets.py").write_text(
         "import torch\n"
-        "from unified_adv.sources.models import builtin_digits_cnn\n"
+        "from unified_adv.sources.builtin.digits import builtin_digits_cnn\n"
         "def softmaxed():\n"
         "    net, _ = builtin_digits_cnn()\n"
         "    return torch.nn.Sequential(net, torch.nn.Softmax(dim=1))\n"

@@ -12,7 +12,7 @@ import torch
 
 from unified_adv.adapters import AttackRequest, adapter_class
 from unified_adv.catalogue.attacks import ATTACKS
-from unified_adv.sources.data import digits_split
+from unified_adv.sources.builtin.digits import digits_split
 from unified_adv.sources.models import ModelWrapper
 
 
@@ -371,7 +371,7 @@ def test_pgd_linf_divergence_is_the_batch_mean_loss_underflowing(batch) -> None:
     pixel stays, while Foolbox's summed loss keeps a denormal gradient whose sign moves it by a
     whole step. A confident model shows it at any range; one sample per call (mean = sum)
     removes it."""
-    from unified_adv.sources.models import builtin_digits_cnn
+    from unified_adv.sources.builtin.digits import builtin_digits_cnn
 
     net, _ = builtin_digits_cnn()
 

@@ -42,7 +42,7 @@ from unified_adv.run.runner import (
     run_units,
 )
 from unified_adv.run.units import Unit
-from unified_adv.scenario.schema import load_scenario
+from unified_adv.scenario import load_scenario
 
 # fgsm on 3 backends + pgd on 3 backends, 4 shards of 20: 24 units.
 SCENARIO = """

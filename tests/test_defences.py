@@ -10,22 +10,24 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from unified_adv.defences.layers import (
+from unified_adv.adapters.art_defences import (
     ART_PREPROCESSORS,
     ArtPreprocessorLayer,
+    art_preprocessor,
+)
+from unified_adv.defences.layers import (
     ConvAutoencoder,
     DefenceChain,
     RandomizationLayer,
-    art_preprocessor,
-    builtin_digits_autoencoder,
     default_randomization,
     is_randomized,
     reseed,
     train_autoencoder,
 )
-from unified_adv.defences import layers as defences
-from unified_adv.sources.data import digits_split
-from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.sources.builtin import autoencoder as builtin_autoencoder
+from unified_adv.sources.builtin.autoencoder import builtin_digits_autoencoder
+from unified_adv.sources.builtin.digits import builtin_digits_cnn, digits_split
+from unified_adv.sources.models import ModelWrapper, cache_dir
 
 # --------------------------------------------------------------------------- randomization
 
@@ -251,12 +253,12 @@ def test_autoencoder_ships_and_other_settings_are_cached(
     small, first = builtin_digits_autoencoder(epochs=2)
     path = Path(str(first["cache"]))
     assert first["trained"] is True and path.is_file() and path.name == "digits-ae-w16-n0.1-e2-v1.pt"
-    assert path.parent == defences.cache_dir()
+    assert path.parent == cache_dir()
 
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("trained again instead of loading the cache")
 
-    monkeypatch.setattr(defences, "train_autoencoder", no_training)
+    monkeypatch.setattr(builtin_autoencoder, "train_autoencoder", no_training)
     again, details2 = builtin_digits_autoencoder(epochs=2)
     assert details2["trained"] is False and not again.training
     for key, value in small.state_dict().items():

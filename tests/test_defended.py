@@ -22,8 +22,8 @@ from unified_adv.defences.variants import (
     adaptive_weaker_findings,
     collapse_finding,
 )
-from unified_adv.sources.data import digits_split
-from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.sources.builtin.digits import builtin_digits_cnn, digits_split
+from unified_adv.sources.models import ModelWrapper
 
 GRADIENT_BACKENDS = ("art", "foolbox", "torchattacks")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import unified_adv
-from unified_adv.sources.models import load_model
+from unified_adv.sources.load import load_model
 
 NETS = """
 import torch

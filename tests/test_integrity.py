@@ -455,7 +455,7 @@ def test_class_names_that_look_like_formulas_are_drawn_as_text(
 ) -> None:
     """``$\\foo$`` is an invalid mathtext formula: parsed, it failed every figure (and so
     the run, after every unit). Drawn as text, the report is written."""
-    from unified_adv.sources.data import digits_split
+    from unified_adv.sources.builtin.digits import digits_split
 
     _, _, x, y, _, _ = digits_split()
     names = np.array([r"$\foo$", "$x^$", r"a\b$", *[f"${d}$" for d in range(3, 10)]])

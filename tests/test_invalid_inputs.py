@@ -1219,7 +1219,7 @@ def test_other_models_record_that_no_code_ran(
     write_scenario: Callable[..., Path], tmp_path: Path
 ) -> None:
     import unified_adv
-    from unified_adv.sources.models import load_model
+    from unified_adv.sources.load import load_model
 
     _torchscript()(tmp_path)
     loaded = load_model(unified_adv.load_scenario(write_scenario(scenario(model=TINY))))

@@ -9,7 +9,7 @@ import torch
 import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class
 from unified_adv.catalogue.attacks import ATTACKS
-from unified_adv.sources.data import digits_split
+from unified_adv.sources.builtin.digits import digits_split
 from unified_adv.sources.models import ModelWrapper
 
 

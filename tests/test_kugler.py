@@ -63,7 +63,8 @@ def test_unseen_rows_and_columns_never_change_the_prediction() -> None:
     import torch
 
     from unified_adv.analyses.pixelflip import unseen_cells
-    from unified_adv.sources.lines import builtin_line_cnn, generate_lines
+    from unified_adv.sources.builtin.line_cnn import builtin_line_cnn
+    from unified_adv.sources.lines import generate_lines
 
     assert unseen_cells(16) == {"rows": [14, 15], "cols": [14, 15]}
     assert unseen_cells(32) == {"rows": [30, 31], "cols": [30, 31]}

@@ -16,8 +16,8 @@ import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class
 from unified_adv.adapters.lbfgs import MAX_DECADES, lbfgs_attack
 from unified_adv.catalogue.attacks import ATTACKS
-from unified_adv.sources.data import digits_split
-from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.sources.builtin.digits import builtin_digits_cnn, digits_split
+from unified_adv.sources.models import ModelWrapper
 
 # Small budgets: enough to reach every target on the digits CNN, a second or two per call.
 QUICK: dict[str, Any] = {"c": 0.1, "search_steps": 3, "max_iter": 50}

@@ -10,18 +10,16 @@ import pytest
 import torch
 from torch import nn
 
+from unified_adv.sources.builtin.line_cnn import LineCNN, builtin_line_cnn, train_line_cnn
 from unified_adv.sources.lines import (
     PAPER_TABLE1,
-    LineCNN,
     angle_grid,
     boundary_distance,
-    builtin_line_cnn,
     circular_mean_180,
     count_table,
     generate_lines,
     label_of,
     rasterise,
-    train_line_cnn,
 )
 from unified_adv.sources.models import cache_dir
 

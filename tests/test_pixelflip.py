@@ -21,7 +21,8 @@ from unified_adv.analyses.pixelflip import (
     plan_fast,
     resolve_mode,
 )
-from unified_adv.sources.lines import LineCNN, builtin_line_cnn, generate_lines
+from unified_adv.sources.builtin.line_cnn import LineCNN, builtin_line_cnn
+from unified_adv.sources.lines import generate_lines
 from unified_adv.sources.models import ModelWrapper
 
 
@@ -400,8 +401,8 @@ def test_one_pixel_de_budget_is_what_the_library_runs(backend: str) -> None:
     from unified_adv.adapters import AttackRequest, adapter_class
     from unified_adv.analyses.pixelflip import de_budget
     from unified_adv.catalogue.attacks import ATTACKS
-    from unified_adv.sources.data import digits_split
-    from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
+    from unified_adv.sources.builtin.digits import builtin_digits_cnn, digits_split
+    from unified_adv.sources.models import ModelWrapper
 
     class Counting(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:

@@ -195,7 +195,7 @@ def test_report_structure(quickstart: unified_adv.RunResult) -> None:
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> unified_adv.RunResult:
     """Scenario description, report title and class names all carry HTML and script."""
-    from unified_adv.sources.data import digits_split
+    from unified_adv.sources.builtin.digits import digits_split
 
     folder = tmp_path_factory.mktemp("hostile")
     _, _, x, y, _, _ = digits_split()

@@ -208,7 +208,7 @@ attacks:
     (entry,) = result.summary["attacks"]
     rows = result.samples
     assert entry["n_evaluated"] == 50
-    from unified_adv.sources.data import digits_split
+    from unified_adv.sources.builtin.digits import digits_split
 
     first50 = digits_split()[5][:50]
     assert set(rows["sample"]) <= set(first50)

@@ -9,6 +9,7 @@ import pytest
 
 import unified_adv
 from unified_adv.adapters import adapter_class, backend_names
+from unified_adv.scenario.checks import backends_for
 from unified_adv.scenario.schema import parse_exact
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,24 +65,24 @@ def test_quickstart_covers_the_catalogue_core_on_every_capable_backend() -> None
         if attack.name == "pgd":
             assert attack.resolved_params(attack.eps_values[0])["random_starts"] == 0
         able = {b for b in backend_names() if attack.name in adapter_class(b).capabilities}
-        assert set(s.backends_for(attack)) == able == set(capable_backends(attack, (0.0, 1.0)))
+        assert set(backends_for(s, attack)) == able == set(capable_backends(attack, (0.0, 1.0)))
     # FGSM L-inf, PGD and DeepFool/C&W run on all three backends.
-    assert all(len(s.backends_for(a)) == 3 for a in s.attacks)
+    assert all(len(backends_for(s, a)) == 3 for a in s.attacks)
 
 
 def test_all_means_every_capable_backend() -> None:
     s = _scenario("  - {name: fgsm, eps: 0.1, target: {class: 3}}\n")
     # Foolbox's FGSM refuses targets, so 'all' leaves it out rather than failing.
-    assert s.backends_for(s.attacks[0]) == ("art", "torchattacks")
+    assert backends_for(s, s.attacks[0]) == ("art", "torchattacks")
     s = _scenario("  - {name: fgsm, norm: l2, eps: 1}\n")
-    assert s.backends_for(s.attacks[0]) == ("art", "foolbox")
+    assert backends_for(s, s.attacks[0]) == ("art", "foolbox")
 
 
 def test_torchattacks_needs_unit_input_range() -> None:
     s = _scenario(
         "  - {name: fgsm, eps: 0.1}\n", model="{builtin: digits-cnn, input_range: [0, 255]}"
     )
-    assert s.backends_for(s.attacks[0]) == ("art", "foolbox")
+    assert backends_for(s, s.attacks[0]) == ("art", "foolbox")
     with pytest.raises(
         unified_adv.InputError, match=r"attacks\[0\]\.backends: backend 'torchattacks' needs"
     ):
@@ -148,7 +149,32 @@ def test_fastest_picks_the_quickest_equivalent_backend() -> None:
 
 def test_fastest_in_a_scenario() -> None:
     s = _scenario("  - {name: deepfool, backends: fastest}\n")
-    (chosen,) = s.backends_for(s.attacks[0])
+    (chosen,) = backends_for(s, s.attacks[0])
     assert chosen in ("art", "foolbox", "torchattacks")
     with pytest.raises(unified_adv.InputError, match="'fastest' cannot be combined"):
         _scenario("  - {name: deepfool, backends: [fastest, art]}\n")
+
+
+def _project_imports(path: Path) -> set[str]:
+    """Every project module a source file imports, at any depth (late imports included)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.split(".")[0] in ("unified_adv", "art")}
+
+
+def test_layers_import_only_downwards() -> None:
+    """Issue 17's layers: the schema is pure (no adapters, no sources), and the core's
+    defence layers never import ART (its preprocessors live in adapters/art_defences.py)."""
+    pkg = REPO / "unified_adv"
+    schema = _project_imports(pkg / "scenario" / "schema.py")
+    assert schema and not {m for m in schema if m.startswith(("unified_adv.adapters", "unified_adv.sources"))}
+    layers = _project_imports(pkg / "defences" / "layers.py")
+    assert not {m for m in layers if m.split(".")[0] == "art" or m.startswith("unified_adv.adapters")}
+    art_defences = _project_imports(REPO / "adapters" / "art_defences.py")
+    assert "art.defences" in art_defences  # the check sees an ART import where there is one

@@ -11,8 +11,9 @@ import torch
 
 import unified_adv
 from unified_adv.run.runner import prepare
-from unified_adv.sources.data import digits_split, load_data
-from unified_adv.sources.models import DigitsCNN, builtin_digits_cnn, load_model
+from unified_adv.sources.builtin.digits import DigitsCNN, builtin_digits_cnn, digits_split
+from unified_adv.sources.data import load_data
+from unified_adv.sources.load import load_model
 
 
 def test_builtin_model_is_accurate_on_held_out_digits_and_shipped() -> None:

@@ -14,15 +14,15 @@ import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class
 from unified_adv.analyses.transfer import TransferResult, transfer_matrix
 from unified_adv.catalogue.attacks import ATTACKS
-from unified_adv.sources.data import digits_split
-from unified_adv.sources.models import (
+from unified_adv.sources.builtin.digits import (
     DIGITS_ARCHS,
-    ModelWrapper,
     builtin_digits,
     builtin_digits_cnn,
-    load_model,
+    digits_split,
     train_digits_net,
 )
+from unified_adv.sources.load import load_model
+from unified_adv.sources.models import ModelWrapper
 
 ARCHS = {"digits-cnn": "DigitsCNN", "digits-mlp": "DigitsMLP", "digits-cnn-wide": "WideDigitsCNN"}
 N = 120  # held-out samples attacked: enough for stable rates, seconds of PGD

@@ -20,8 +20,8 @@ from unified_adv.analyses.uap import (
     success_rate,
     uap_study,
 )
-from unified_adv.sources.data import digits_split
-from unified_adv.sources.models import ModelWrapper, builtin_digits_cnn
+from unified_adv.sources.builtin.digits import builtin_digits_cnn, digits_split
+from unified_adv.sources.models import ModelWrapper
 
 N_FIT = 300
 N_EVAL = 300

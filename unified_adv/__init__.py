@@ -11,7 +11,7 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that was never 
 
 from unified_adv.api import RunResult, run  # noqa: E402
 from unified_adv.errors import InputError, Problem  # noqa: E402
-from unified_adv.scenario.schema import Scenario, load_scenario, scenario_from_text  # noqa: E402
+from unified_adv.scenario import Scenario, load_scenario, scenario_from_text  # noqa: E402
 
 __all__ = [
     "InputError",

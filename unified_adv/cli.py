@@ -126,7 +126,7 @@ def run(
     """Run a scenario; write index.html, summary.json and the per-sample table."""
     from unified_adv import api
     from unified_adv.run.runner import UnitFailed
-    from unified_adv.scenario.schema import load_scenario
+    from unified_adv.scenario.loading import load_scenario
 
     units: Path | None = None
     try:
@@ -173,7 +173,7 @@ def validate(
 ) -> None:
     """Check a scenario, its model and its data, without running any attack."""
     from unified_adv.run.runner import plan_units, prepare
-    from unified_adv.scenario.schema import load_scenario
+    from unified_adv.scenario.loading import load_scenario
 
     loaded = load_scenario(scenario)
     prep = prepare(loaded)

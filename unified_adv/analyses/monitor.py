@@ -31,7 +31,8 @@ from unified_adv.analyses.morph import (
 )
 from unified_adv.run.runner import Prepared
 from unified_adv.run.units import load_unit, save_unit, unit_seed
-from unified_adv.sources.models import LoadedModel, _state_fingerprint, load_model
+from unified_adv.sources.load import load_model
+from unified_adv.sources.models import LoadedModel, state_fingerprint
 
 
 @dataclass(frozen=True)
@@ -438,7 +439,8 @@ def _flip_mask(model: Any, images: np.ndarray, engine: str) -> tuple[np.ndarray,
 
 def flip_task(item: tuple[int, float, int, str]) -> tuple[np.ndarray, str, float]:
     """One trained line CNN's exhaustive one-pixel sweep, from plain data (a Dask task)."""
-    from unified_adv.sources.lines import builtin_line_cnn, generate_lines
+    from unified_adv.sources.builtin.line_cnn import builtin_line_cnn
+    from unified_adv.sources.lines import generate_lines
 
     size, step, seed, engine = item
     net, _ = builtin_line_cnn(size, step, seed)
@@ -453,7 +455,8 @@ def _pixel_flip_study(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Kügler et al.: every pixel of every unique line image flipped, for several sizes, angle
     steps and trained models; shares overall, by angle and by position, averaged over models."""
-    from unified_adv.sources.lines import PAPER_TABLE1, builtin_line_cnn, generate_lines
+    from unified_adv.sources.builtin.line_cnn import builtin_line_cnn
+    from unified_adv.sources.lines import PAPER_TABLE1, generate_lines
 
     sizes = spec.sizes or (16,)
     steps = spec.angle_steps or (2.0,)
@@ -485,7 +488,7 @@ def _pixel_flip_study(
                     f"seed{seed}",
                     (("engine", engine),),
                     seed,
-                    f"{_state_fingerprint(net)}:{len(lines)}",
+                    f"{state_fingerprint(net)}:{len(lines)}",
                 )
                 stored = load_unit(folder, unit) if resume else None
                 if stored is not None:

@@ -13,7 +13,8 @@ from unified_adv.analyses.monitor import AnalysisUnit
 from unified_adv.errors import InputError
 from unified_adv.run.runner import Prepared
 from unified_adv.run.units import load_unit, save_unit, unit_seed
-from unified_adv.sources.data import _scale_into, digits_split
+from unified_adv.sources.builtin.digits import digits_split
+from unified_adv.sources.data import scale_into
 
 #: Fit-split size for the builtin digits when the scenario does not say (of 1,257 images).
 DEFAULT_FIT_IMAGES = 500
@@ -33,7 +34,7 @@ def fit_and_eval_split(
         x_train, y_train, *_ = digits_split()
         lo, hi = prep.model.wrapper.input_range
         n = min(fit_images or DEFAULT_FIT_IMAGES, len(x_train))
-        fit_x = _scale_into(x_train[:n], lo, hi)  # as the builtin data source scales them
+        fit_x = scale_into(x_train[:n], lo, hi)  # as the builtin data source scales them
         return fit_x, y_train[:n], x, y, f"the first {n} images of the digits training split"
     order = np.random.default_rng(seed).permutation(len(x))
     half = len(x) // 2

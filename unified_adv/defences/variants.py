@@ -23,11 +23,13 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from unified_adv.adapters.art_defences import art_preprocessor
 from unified_adv.errors import InputError
 from unified_adv.evaluate.results import robust_by_sample, robust_samples
 from unified_adv.run.runner import CleanScores
 from unified_adv.run.units import unit_seed
-from unified_adv.sources.models import ModelWrapper, _state_fingerprint
+from unified_adv.sources.builtin.autoencoder import builtin_digits_autoencoder
+from unified_adv.sources.models import ModelWrapper, state_fingerprint
 
 if TYPE_CHECKING:
     from unified_adv.run.runner import Prepared, UnitOutcome
@@ -109,7 +111,7 @@ def _part(
             raise InputError.one(
                 file, f"{where}.name", "the builtin autoencoder works on inputs in [0, 1]"
             )
-        ae, details = d.builtin_digits_autoencoder(
+        ae, details = builtin_digits_autoencoder(
             width=spec.width or 16,
             noise=spec.noise if spec.noise is not None else 0.1,
             epochs=spec.epochs or 30,
@@ -121,7 +123,7 @@ def _part(
         if getattr(spec, k) is not None
     }
     try:
-        art_layer = d.art_preprocessor(
+        art_layer = art_preprocessor(
             spec.name,
             params,
             input_range=(lo, hi),
@@ -161,7 +163,7 @@ def build_variants(prep: Prepared) -> dict[str, Variant]:
         )
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         fingerprint = hashlib.sha256(
-            blob + _state_fingerprint(pre).encode() + prep.model.fingerprint.encode()
+            blob + state_fingerprint(pre).encode() + prep.model.fingerprint.encode()
         ).hexdigest()
         score_seed = unit_seed(scenario.seed, 7000 + i, 0, 0)
         reseed(wrapper, score_seed)

@@ -17,7 +17,7 @@ so ``--resume`` reads the same files whichever executor wrote them.
 
 **What a task carries.** Never a pickled model or data set: the scenario's YAML text, its
 file name and the folder its relative paths resolve against (:class:`ScenarioSource`), and
-the unit. A worker parses the text (:func:`~unified_adv.scenario.schema.scenario_from_text`),
+the unit. A worker parses the text (:func:`~unified_adv.scenario.loading.scenario_from_text`),
 prepares it (:func:`~unified_adv.run.runner.prepare`: model, data, clean predictions, targets,
 defences) once per worker process — cached in a module-level dict keyed by the scenario's
 sha256 and base folder — and runs :func:`~unified_adv.run.runner.execute_unit` with the same
@@ -288,7 +288,7 @@ class ScenarioSource:
 
     @classmethod
     def of(cls, scenario: Scenario, prep: Prepared | None = None) -> ScenarioSource:
-        base = scenario._base_dir  # what Scenario.resolve_path joins relative paths to
+        base = scenario.base_dir  # what Scenario.resolve_path joins relative paths to
         return cls(
             scenario.text,
             scenario.file,
@@ -303,7 +303,7 @@ class ScenarioSource:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def scenario(self) -> Scenario:
-        from unified_adv.scenario.schema import scenario_from_text
+        from unified_adv.scenario.loading import scenario_from_text
 
         if not self.text:
             raise InputError.one(

@@ -23,9 +23,11 @@ from scipy.special import softmax
 from unified_adv.adapters import Adapter, AttackRequest
 from unified_adv.errors import InputError
 from unified_adv.run.units import Check, Unit, expect_arrays, unit_seed
+from unified_adv.scenario.checks import backends_for
 from unified_adv.scenario.schema import AttackSpec, Scenario
 from unified_adv.sources.data import Dataset, load_data
-from unified_adv.sources.models import LoadedModel, load_model
+from unified_adv.sources.load import load_model
+from unified_adv.sources.models import LoadedModel
 
 
 @dataclass
@@ -189,7 +191,7 @@ def _check_other_models(prep: Prepared) -> None:
                 )
     for a_i, analysis in enumerate(scenario.analyses):
         if analysis.name == "transfer":
-            from unified_adv.sources.models import load_model_spec
+            from unified_adv.sources.load import load_model_spec
 
             for j, m in enumerate(analysis.models or ()):
                 where = f"analyses[{a_i}].models[{j}]"
@@ -307,7 +309,7 @@ def prepare(scenario: Scenario) -> Prepared:
                 spec, i, scenario.seed, data.y[positions], prep.clean_logits[positions], file
             )
         prep.plans.append(
-            AttackPlan(spec, i, positions, targets, scenario.backends_for(spec), scope)
+            AttackPlan(spec, i, positions, targets, backends_for(scenario, spec), scope)
         )
     if scenario.defences:
         from unified_adv.defences.variants import build_variants

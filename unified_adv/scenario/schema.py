@@ -1,41 +1,42 @@
-"""The scenario file: schema (pydantic v2, strict and frozen) and loading.
+"""The scenario's schema: pydantic v2 specs, strict and frozen, each section checking itself.
 
-Every problem is reported as ``FILE: field.path: message`` through
-:class:`~unified_adv.errors.InputError`; nothing here runs user code.
+Pure: it imports neither the adapters nor the sources. Checks across sections (which
+backends can run an attack, ids and references) are :mod:`unified_adv.scenario.checks`;
+reading YAML is :mod:`unified_adv.scenario.loading`; the translation of errors into
+``FILE: field.path: message`` lines is :mod:`unified_adv.scenario.problems`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
-import reprlib
-import stat
-import types
-import typing
-from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from unified_adv.catalogue.attacks import ALL_PARAMS, ATTACKS, shown
-from unified_adv.errors import InputError, Problem, did_you_mean, format_loc
+from unified_adv.errors import did_you_mean
+
+# Several problems of one validator, joined into one message (split again by problems.py).
+from unified_adv.scenario.problems import MULTI as _MULTI
+from unified_adv.scenario.problems import at as _at
 
 BUILTIN_MODELS = ("digits-cnn", "digits-mlp", "digits-cnn-wide", "line-cnn")
 BUILTIN_DATA = ("digits", "lines")
+#: The training epochs of the builtin digits nets whose weights ship (``model.checkpoints``);
+#: the last, 40, is the net itself.
+DIGITS_CHECKPOINTS = (1, 2, 3, 5, 10, 20, 40)
 
 
 # --------------------------------------------------------------------------- numbers
@@ -224,24 +225,7 @@ class ModelSpec(_Strict):
         if not lo < hi:
             raise ValueError(f"input_range: low must be below high, got [{lo:g}, {hi:g}]")
         if self.checkpoints is not None:
-            if not self.checkpoints:
-                raise ValueError("checkpoints: give at least one, or leave it out")
-            if self.builtin == "line-cnn":
-                raise ValueError("checkpoints: the builtin line-cnn keeps no checkpoints")
-            if self.builtin:
-                from unified_adv.sources.models import DIGITS_CHECKPOINTS
-
-                bad = [c for c in self.checkpoints if c not in DIGITS_CHECKPOINTS]
-                if bad:
-                    raise ValueError(
-                        f"checkpoints: the builtin digits-cnn has epochs "
-                        f"{', '.join(map(str, DIGITS_CHECKPOINTS))}; got {bad[0]!r}"
-                    )
-            elif not all(isinstance(c, str) for c in self.checkpoints):
-                raise ValueError(
-                    "checkpoints: give file paths (weights for a factory, TorchScript files, "
-                    "pickled models for pickle)"
-                )
+            self._check_checkpoints(self.checkpoints)
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither")
         if self.std is not None and self.mean is not None:
@@ -250,6 +234,24 @@ class ModelSpec(_Strict):
             if any(s <= 0 for s in self.std):
                 raise ValueError("std: every value must be > 0")
         return self
+
+    def _check_checkpoints(self, checkpoints: tuple[int | str, ...]) -> None:
+        if not checkpoints:
+            raise ValueError("checkpoints: give at least one, or leave it out")
+        if self.builtin == "line-cnn":
+            raise ValueError("checkpoints: the builtin line-cnn keeps no checkpoints")
+        if self.builtin:
+            bad = [c for c in checkpoints if c not in DIGITS_CHECKPOINTS]
+            if bad:
+                raise ValueError(
+                    f"checkpoints: the builtin digits-cnn has epochs "
+                    f"{', '.join(map(str, DIGITS_CHECKPOINTS))}; got {bad[0]!r}"
+                )
+        elif not all(isinstance(c, str) for c in checkpoints):
+            raise ValueError(
+                "checkpoints: give file paths (weights for a factory, TorchScript files, "
+                "pickled models for pickle)"
+            )
 
     def describe(self) -> str:
         if self.builtin:
@@ -463,19 +465,8 @@ DEFENCES = {
     ),
     "chain": (("of",), "several of the defences above, applied in the order given"),
 }
-_DEFENCE_FIELDS = (
-    "min_size",
-    "max_size",
-    "pad_to",
-    "width",
-    "noise",
-    "epochs",
-    "window_size",
-    "quality",
-    "bit_depth",
-    "sigma",
-    "of",
-)
+#: The optional defence fields, each checked against what its defence takes.
+_DEFENCE_FIELDS = tuple(dict.fromkeys(f for takes, _ in DEFENCES.values() for f in takes))
 
 
 class DefenceSpec(_Strict):
@@ -772,102 +763,6 @@ class Scenario(_Strict):
     _text: str = PrivateAttr(default="")
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
-    @model_validator(mode="after")
-    def _backends_capable(self) -> Scenario:
-        from unified_adv.adapters import check_backends
-
-        problems = [
-            f"attacks[{i}].backends: {msg}"
-            for i, attack in enumerate(self.attacks)
-            for msg in check_backends(attack, self.model.input_range)
-        ]
-        problems += self._eps_problems()
-        if self.model.builtin == "line-cnn" and self.data.builtin != "lines":
-            problems.append(
-                "model.builtin: line-cnn is trained on the lines data: use data: {builtin: lines, ...}"
-            )
-        if not self.attacks and not self.analyses:
-            problems.append("attacks: give at least one attack (or an analysis under analyses)")
-        for i, analysis in enumerate(self.analyses):
-            if analysis.name == "targeted_walk":
-                from unified_adv.adapters import BACKENDS
-
-                for name in analysis.backends or ():
-                    if name != "all" and name not in BACKENDS:
-                        problems.append(
-                            f"analyses[{i}].backends: {did_you_mean('backend', name, BACKENDS)}"
-                        )
-        names = [a.label for a in self.analyses]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                problems.append(
-                    f"analyses[{i}].id: '{name}' is used twice; give each analysis its own id"
-                )
-        labels = [a.label for a in self.attacks]
-        for i, label in enumerate(labels):
-            if label in labels[:i]:
-                problems.append(
-                    f"attacks[{i}].id: '{label}' is used twice; give each attack its own id"
-                )
-        problems += self._defence_problems(labels)
-        if problems:
-            # Several problems: joined with a marker split again by the formatter.
-            raise ValueError(_MULTI.join(problems))
-        return self
-
-    def _eps_problems(self) -> list[str]:
-        """An L-inf eps wider than the input range is no bound at all (every image lies in
-        the ball): a typo, e.g. 8 for 8/255. The L2 bound needs the image size: prepare()."""
-        lo, hi = self.model.input_range
-        width = hi - lo
-        out = []
-        bounded: list[tuple[str, str | None, tuple[float, ...]]] = [
-            (f"attacks[{i}].eps", a.norm, a.eps) for i, a in enumerate(self.attacks) if a.eps
-        ]
-        bounded += [
-            (f"analyses[{i}].eps", a.norm or "linf", (a.eps,))
-            for i, a in enumerate(self.analyses)
-            if a.eps is not None
-        ]
-        for where, norm, values in bounded:
-            if norm == "linf" and max(values) > width:
-                out.append(
-                    f"{where}: {max(values):g} is wider than the whole input range "
-                    f"[{lo:g}, {hi:g}]: every image lies in that L-inf ball; give eps in "
-                    "input units (e.g. 8/255 for images in [0, 1])"
-                )
-        return out
-
-    def _defence_problems(self, attack_labels: list[str]) -> list[str]:
-        out: list[str] = []
-        ids = [d.label for d in self.defences]
-        kinds = {d.label: d.name for d in self.defences}
-        for i, d in enumerate(self.defences):
-            if d.label in ids[:i]:
-                out.append(f"defences[{i}].id: '{d.label}' is used twice; give each its own id")
-            for j, ref in enumerate(d.of or ()):
-                if ref not in kinds:
-                    out.append(
-                        f"defences[{i}].of[{j}]: {did_you_mean('defence id', ref, set(ids))}"
-                    )
-                elif kinds[ref] == "chain":
-                    out.append(f"defences[{i}].of[{j}]: '{ref}' is itself a chain; list its parts")
-            for j, ref in enumerate(d.attacks or ()):
-                if ref not in attack_labels:
-                    out.append(
-                        f"defences[{i}].attacks[{j}]: {did_you_mean('attack id', ref, attack_labels)}"
-                    )
-            if d.name == "autoencoder" and self.data.builtin != "digits":
-                out.append(
-                    f"defences[{i}].name: the autoencoder is built in for the digits data "
-                    "(data: {builtin: digits}) only"
-                )
-        if self.defences and not self.attacks:
-            out.append(
-                "defences: defences are evaluated under the attacks: give at least one attack"
-            )
-        return out
-
     # ------------------------------------------------------------------ provenance
     @property
     def file(self) -> str:
@@ -881,290 +776,18 @@ class Scenario(_Strict):
     def sha256(self) -> str:
         return hashlib.sha256(self._text.encode()).hexdigest()
 
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the scenario resolve against (its file's folder)."""
+        return self._base_dir
+
+    def record_source(self, file: str, text: str, base_dir: Path) -> Scenario:
+        """Record where the scenario was read from: its file name (for error messages), its
+        text (hashed for resume, sent to workers) and its folder (for relative paths)."""
+        self._file, self._text, self._base_dir = file, text, base_dir
+        return self
+
     def resolve_path(self, value: str) -> Path:
         """Paths in a scenario are relative to the scenario file's folder."""
         p = Path(value).expanduser()
         return p if p.is_absolute() else self._base_dir / p
-
-    def backends_for(self, attack: AttackSpec) -> tuple[str, ...]:
-        from unified_adv.adapters import capable_backends
-
-        if attack.backends == ("all",):
-            return capable_backends(attack, self.model.input_range)
-        if attack.backends == ("fastest",):
-            from unified_adv.catalogue.speed import fastest_backend
-
-            return (fastest_backend(attack.name, capable_backends(attack, self.model.input_range)),)
-        return attack.backends
-
-
-_MULTI = "\x1f"
-_SUB = "\x1e"
-
-
-def _at(field: str, message: str) -> str:
-    """A message about one sub-field of the model being validated."""
-    return f"{_SUB}{field}{_SUB}{message}"
-
-
-# --------------------------------------------------------------------------- loading
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses duplicate keys instead of silently keeping the last."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: dict[Any, Any] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"duplicate key '{key}' (first given at line {seen[key].line + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-#: Hostile YAML: a scenario nests a few levels and holds a few hundred values. Deeper
-#: nesting, or more values once aliases (*ref) are expanded (a "billion laughs" file expands
-#: 90 aliases into 10^9 values), is refused while composing, before anything is expanded.
-MAX_YAML_DEPTH = 32
-MAX_YAML_NODES = 100_000
-#: A scenario file is at most this many bytes (read no further).
-MAX_SCENARIO_BYTES = 2**20
-
-
-class _TooLarge(yaml.MarkedYAMLError):
-    """The document nests too deeply or expands to too many values."""
-
-
-def _compose_node(self: Any, parent: Any, index: Any) -> Any:
-    """``Composer.compose_node`` with a depth limit and a count of values in which an alias
-    counts as every value it stands for."""
-    event = self.peek_event()
-    if isinstance(event, yaml.AliasEvent):
-        node = _COMPOSE(self, parent, index)
-        _count_nodes(self, self._anchor_sizes.get(event.anchor, 1), event)
-        return node
-    self._depth += 1
-    if self._depth > MAX_YAML_DEPTH:
-        raise _TooLarge(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
-    before = self._nodes
-    _count_nodes(self, 1, event)
-    node = _COMPOSE(self, parent, index)
-    self._depth -= 1
-    if event.anchor is not None:
-        self._anchor_sizes[event.anchor] = self._nodes - before
-    return node
-
-
-def _count_nodes(self: Any, n: int, event: Any) -> None:
-    self._nodes += n
-    if self._nodes > MAX_YAML_NODES:
-        raise _TooLarge(
-            None,
-            None,
-            f"more than {MAX_YAML_NODES} values once aliases are expanded",
-            event.start_mark,
-        )
-
-
-_COMPOSE = yaml.composer.Composer.compose_node
-
-
-class _SafeScenarioLoader(_UniqueKeyLoader):
-    """The loader for scenarios: unique keys, bounded depth and size."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._nodes = 0
-        self._anchor_sizes: dict[str, int] = {}
-
-    compose_node = _compose_node
-
-
-def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
-    """The schema class that holds the field at ``loc`` (for 'did you mean' on typos)."""
-    cls: Any = Scenario
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
-            return None
-        field = cls.model_fields.get(part)
-        if field is None:
-            return None
-        cls = _first_model(field.annotation)
-    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
-
-
-def _first_model(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    origin = typing.get_origin(annotation)
-    if origin is not None or isinstance(annotation, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found = _first_model(arg)
-            if found is not None:
-                return found
-    return None
-
-
-def _describe_input(value: Any) -> str:
-    """`` (got VALUE)`` for a short value; nothing for a long one (never formatted whole)."""
-    if isinstance(value, (dict, list, tuple, set)) and len(value) > 20:
-        return ""
-    if isinstance(value, (str, bytes)) and len(value) > 60:
-        return ""
-    short = reprlib.Repr()
-    short.maxlevel, short.maxstring, short.maxother = 3, 80, 80
-    text = short.repr(value)
-    return f" (got {text})" if len(text) <= 60 and "..." not in text else ""
-
-
-def _problems_from(err: ValidationError, file: str) -> list[Problem]:
-    problems: list[Problem] = []
-    for e in err.errors(include_url=False):
-        loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        path = format_loc(loc)
-        kind = e["type"]
-        if kind == "extra_forbidden":
-            parent = _model_at(loc[:-1])
-            allowed = [f.alias or n for n, f in (parent.model_fields.items() if parent else [])]
-            problems.append(Problem(file, path, did_you_mean("field", str(loc[-1]), allowed)))
-            continue
-        if kind == "missing":
-            message = "required field is missing"
-        elif kind == "value_error":
-            message = str(e.get("ctx", {}).get("error", e["msg"]))
-            head, sep, rest = message.partition(": ")
-            owner = _model_at(loc)
-            if sep and owner is not None and head in owner.model_fields:
-                # "field: message" from a model-level check: point at the field itself.
-                path, message = (f"{path}.{head}" if path else head), rest
-            if _MULTI in message or message.startswith(_SUB):
-                for part in message.split(_MULTI):
-                    if part.startswith(_SUB):  # relative to the model at `path`
-                        _, field, sub_msg = part.split(_SUB, 2)
-                        problems.append(
-                            Problem(file, f"{path}.{field}" if path else field, sub_msg)
-                        )
-                    else:  # an absolute path from the Scenario-level checks
-                        sub_path, _, sub_msg = part.partition(": ")
-                        problems.append(Problem(file, sub_path, sub_msg))
-                continue
-        elif kind == "greater_than":
-            message = f"must be > {e['ctx']['gt']}" + _describe_input(e["input"])
-        elif kind == "greater_than_equal":
-            message = f"must be >= {e['ctx']['ge']}" + _describe_input(e["input"])
-        elif kind == "less_than_equal":
-            message = f"must be <= {e['ctx']['le']}" + _describe_input(e["input"])
-        elif kind == "literal_error":
-            message = f"must be one of {e['ctx']['expected']}" + _describe_input(e["input"])
-        else:
-            message = e["msg"][0].lower() + e["msg"][1:] + _describe_input(e["input"])
-        problems.append(Problem(file, path, message))
-    return problems
-
-
-def scenario_from_text(
-    text: str, file: str = "<scenario>", base_dir: Path | None = None
-) -> Scenario:
-    """Parse and validate scenario YAML; raises InputError listing every problem."""
-    if len(text) > MAX_SCENARIO_BYTES:
-        raise InputError.one(
-            file, "", f"is {len(text)} characters long; a scenario is at most {MAX_SCENARIO_BYTES}"
-        )
-    if "\x00" in text:
-        line = text.count("\n", 0, text.index("\x00")) + 1
-        raise InputError.one(file, "", f"holds a NUL byte (line {line}): not a YAML text file")
-    try:
-        data = yaml.load(text, Loader=_SafeScenarioLoader)  # noqa: S506 - a SafeLoader subclass
-    except _TooLarge as exc:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InputError.one(file, "", f"YAML too large{where}: {exc.problem}") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InputError.one(file, "", f"YAML syntax error{where}: {exc.problem}") from None
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        raise InputError.one(
-            file, "", f"YAML syntax error at line {line}: {exc.reason} ({exc.character!r})"
-        ) from None
-    except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[:1]
-        raise InputError.one(file, "", f"YAML syntax error: {first[0] if first else ''}") from None
-    except RecursionError:  # a construct the depth limit does not see: refused all the same
-        raise InputError.one(file, "", "YAML too large: nested too deeply") from None
-    if not isinstance(data, dict):
-        got = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise InputError.one(
-            file, "", f"top level must be a mapping with name, model, data, attacks; got {got}"
-        )
-    try:
-        scenario = Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise InputError(_problems_from(exc, file)) from None
-    scenario._file = file
-    scenario._text = text
-    scenario._base_dir = base_dir if base_dir is not None else Path.cwd()
-    return scenario
-
-
-def load_scenario(path: str | Path) -> Scenario:
-    """Read a scenario file. Relative paths inside it resolve against its folder."""
-    p = Path(path)
-    try:
-        text = _read_scenario(p)
-    except FileNotFoundError:
-        raise InputError.one(str(path), "", "scenario file not found") from None
-    except IsADirectoryError:
-        raise InputError.one(str(path), "", "is a folder, expected a YAML scenario file") from None
-    except ValueError as exc:  # an embedded NUL in the path itself
-        if isinstance(exc, UnicodeDecodeError):
-            raise InputError.one(
-                str(path), "", f"not UTF-8 text (byte {exc.start}: {exc.reason})"
-            ) from None
-        raise InputError.one(repr(str(path)), "", f"not a usable path ({exc})") from None
-    except UnicodeDecodeError as exc:
-        raise InputError.one(
-            str(path), "", f"not UTF-8 text (byte {exc.start}: {exc.reason})"
-        ) from None
-    except OSError as exc:
-        raise InputError.one(
-            str(path), "", f"cannot read scenario: {exc.strerror or exc}"
-        ) from None
-    return scenario_from_text(text, file=str(path), base_dir=p.resolve().parent)
-
-
-def _read_scenario(p: Path) -> str:
-    """A regular file's text, at most MAX_SCENARIO_BYTES; a FIFO or device is never opened
-    (opening a FIFO blocks until someone writes to it)."""
-    st = p.stat()
-    if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(p)
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError.one(
-            str(p), "", "not a regular file (a pipe, socket or device); give a YAML file"
-        )
-    if st.st_size > MAX_SCENARIO_BYTES:
-        raise InputError.one(
-            str(p), "", f"is {st.st_size} bytes; a scenario file is at most {MAX_SCENARIO_BYTES}"
-        )
-    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as fh:
-        raw = fh.read(MAX_SCENARIO_BYTES + 1)
-    if len(raw) > MAX_SCENARIO_BYTES:
-        raise InputError.one(
-            str(p), "", f"is over {MAX_SCENARIO_BYTES} bytes; a scenario file is at most that"
-        )
-    return raw.decode("utf-8")

@@ -1,1 +1,7 @@
-"""Where models and data come from: the model wrapper and loaders, data sets, the synthetic line images, and the shipped builtin weights."""
+"""Where models and data come from.
+
+``models`` (the wrapper every backend calls, loaders of a user's model files; the bottom of
+this package), ``lines`` (Kügler's synthetic line images), ``builtin/`` (the builtin digits
+nets and data split, the line CNN, the digits autoencoder, and their shipped weights),
+``data`` (the scenario's samples) and ``load`` (the scenario's model, builtin or a user's).
+"""

@@ -7,20 +7,19 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from unified_adv.errors import InputError
+from unified_adv.sources.builtin.digits import digits_split
+from unified_adv.sources.lines import generate_lines
+from unified_adv.sources.models import cache_dir, check_file, error_gist
 
 if TYPE_CHECKING:
     from unified_adv.scenario.schema import Scenario
-
-DIGITS_TEST_SHARE = 0.3
-DIGITS_SPLIT_SEED = 0
-
 
 @dataclass
 class Dataset:
@@ -39,29 +38,8 @@ class Dataset:
         return h.hexdigest()
 
 
-@cache
-def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """scikit-learn's 1,797 digits, scaled to [0, 1]: a fixed stratified 70/30 split.
-
-    Returns x_train, y_train, x_test, y_test, train_index, test_index; the index
-    arrays are positions in ``load_digits()``. The builtin model trains on the
-    first part only; ``data: {builtin: digits}`` serves the second.
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
-    y = digits.target.astype(np.int64)
-    idx = np.arange(len(y))
-    i_train, i_test = train_test_split(
-        idx, test_size=DIGITS_TEST_SHARE, random_state=DIGITS_SPLIT_SEED, stratify=y
-    )
-    i_train, i_test = np.sort(i_train), np.sort(i_test)
-    return x[i_train], y[i_train], x[i_test], y[i_test], i_train, i_test
-
-
-def _scale_into(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def scale_into(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Images in [0, 1] mapped linearly onto the model's input range [lo, hi], as float32."""
     return (x * (hi - lo) + lo).astype(np.float32)
 
 
@@ -74,8 +52,6 @@ def _dtype_words(a: np.ndarray) -> str:
 
 def _npz_arrays(path: Path, file: str) -> dict[str, np.ndarray]:
     """Every array of an .npz, never unpickling (an object array is refused by name)."""
-    from unified_adv.sources.models import error_gist
-
     field = "data.npz"
     try:
         loaded = np.load(path, allow_pickle=False)
@@ -137,8 +113,6 @@ def _integer_labels(y: np.ndarray, file: str) -> np.ndarray:
 
 
 def _load_npz(scenario: Scenario, lo: float, hi: float) -> Dataset:
-    from unified_adv.sources.models import check_file
-
     file = scenario.file
     assert scenario.data.npz is not None
     path = check_file(scenario.resolve_path(scenario.data.npz), file, "data.npz")
@@ -150,7 +124,20 @@ def _load_npz(scenario: Scenario, lo: float, hi: float) -> Dataset:
             "data.npz",
             f"needs arrays 'x' and 'y'; missing {', '.join(missing)} (has: {', '.join(arrays) or 'none'})",
         )
-    x, y = arrays["x"], arrays["y"]
+    x = _npz_images(arrays["x"], file)
+    y = arrays["y"]
+    if y.ndim != 1 or len(y) != len(x):
+        raise InputError.one(
+            file, "data.npz", f"y must be one label per image ({len(x)}), got shape {y.shape}"
+        )
+    y = _integer_labels(y, file)
+    x = _npz_values(x, lo, hi, file)
+    names = _npz_class_names(arrays, file)
+    return Dataset(x, y, np.arange(len(y), dtype=np.int64), names, f"npz {path.name}")
+
+
+def _npz_images(x: np.ndarray, file: str) -> np.ndarray:
+    """x as (N, C, H, W): (N, H, W) gains a channel; channels-last and empty are refused."""
     if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
         raise InputError.one(
             file,
@@ -164,41 +151,41 @@ def _load_npz(scenario: Scenario, lo: float, hi: float) -> Dataset:
         )
     if len(x) == 0:
         raise InputError.one(file, "data.npz", f"holds no samples (x has shape {x.shape})")
-    if x.ndim == 3:
-        x = x[:, None]
-    if y.ndim != 1 or len(y) != len(x):
-        raise InputError.one(
-            file, "data.npz", f"y must be one label per image ({len(x)}), got shape {y.shape}"
-        )
-    y = _integer_labels(y, file)
+    return x[:, None] if x.ndim == 3 else x
+
+
+def _npz_values(x: np.ndarray, lo: float, hi: float, file: str) -> np.ndarray:
+    """float32 in [lo, hi]: uint8 scaled from [0, 255]; floats checked to lie in the range."""
     if x.dtype == np.uint8:
-        x = _scale_into(x.astype(np.float32) / 255.0, lo, hi)
-    elif np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32)
-        if not np.isfinite(x).all():
-            raise InputError.one(file, "data.npz", "x contains NaN or infinite values")
-        if x.min() < lo - 1e-6 or x.max() > hi + 1e-6:
-            raise InputError.one(
-                file,
-                "data.npz",
-                f"x values span [{x.min():.4g}, {x.max():.4g}], outside model.input_range [{lo:g}, {hi:g}]: "
-                "rescale x, or set model.input_range to what the model takes",
-            )
-    else:
+        return scale_into(x.astype(np.float32) / 255.0, lo, hi)
+    if not np.issubdtype(x.dtype, np.floating):
         raise InputError.one(
             file, "data.npz", f"x must be uint8 or floating point, got {_dtype_words(x)}"
         )
-    names: list[str] = []
-    if "class_names" in arrays:
-        raw = arrays["class_names"]
-        if raw.ndim != 1 or raw.dtype.kind not in "US":
-            raise InputError.one(
-                file,
-                "data.npz",
-                f"class_names must be a 1-D array of strings, got {_dtype_words(raw)} of shape {raw.shape}",
-            )
-        names = [str(c) for c in raw]
-    return Dataset(x, y, np.arange(len(y), dtype=np.int64), names, f"npz {path.name}")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise InputError.one(file, "data.npz", "x contains NaN or infinite values")
+    if x.min() < lo - 1e-6 or x.max() > hi + 1e-6:
+        raise InputError.one(
+            file,
+            "data.npz",
+            f"x values span [{x.min():.4g}, {x.max():.4g}], outside model.input_range [{lo:g}, {hi:g}]: "
+            "rescale x, or set model.input_range to what the model takes",
+        )
+    return x
+
+
+def _npz_class_names(arrays: dict[str, np.ndarray], file: str) -> list[str]:
+    if "class_names" not in arrays:
+        return []
+    raw = arrays["class_names"]
+    if raw.ndim != 1 or raw.dtype.kind not in "US":
+        raise InputError.one(
+            file,
+            "data.npz",
+            f"class_names must be a 1-D array of strings, got {_dtype_words(raw)} of shape {raw.shape}",
+        )
+    return [str(c) for c in raw]
 
 
 def _check_image_folder(scenario: Scenario) -> None:
@@ -307,8 +294,6 @@ def _load_image_folder(scenario: Scenario, lo: float, hi: float) -> Dataset:
         raise InputError.one(file, "data.image_folder", f"folder not found: {path}")
     from torchvision import datasets, transforms
 
-    from unified_adv.sources.models import cache_dir
-
     steps: list[object] = [transforms.Resize(tuple(spec.image_size))]
     if spec.grayscale:
         steps.append(transforms.Grayscale(num_output_channels=1))
@@ -328,7 +313,7 @@ def _load_image_folder(scenario: Scenario, lo: float, hi: float) -> Dataset:
             raise InputError.one(
                 file, "data.image_folder", f"cannot read {samples[i][0]}: {exc}"
             ) from None
-        return _scale_into(img.numpy(), lo, hi)
+        return scale_into(img.numpy(), lo, hi)
 
     size = (int(spec.image_size[0]), int(spec.image_size[1]))
     key = _image_cache_key(path, samples, size, spec.grayscale, lo, hi)
@@ -372,12 +357,10 @@ def load_data(scenario: Scenario) -> Dataset:
     spec = scenario.data
     lo, hi = scenario.model.input_range
     if spec.builtin == "lines":
-        from unified_adv.sources.lines import generate_lines
-
         assert spec.size is not None and spec.angle_step is not None
         lines = generate_lines(spec.size, spec.angle_step)
         ds = Dataset(
-            _scale_into(lines.images, lo, hi),
+            scale_into(lines.images, lo, hi),
             lines.labels.copy(),
             np.arange(len(lines), dtype=np.int64),
             ["other", "0-40°"],
@@ -387,7 +370,7 @@ def load_data(scenario: Scenario) -> Dataset:
     elif spec.builtin == "digits":
         _, _, x, y, _, i_test = digits_split()
         ds = Dataset(
-            _scale_into(x, lo, hi),
+            scale_into(x, lo, hi),
             y.copy(),
             i_test.astype(np.int64),
             [str(d) for d in range(10)],

@@ -1,7 +1,10 @@
-"""Model sources and the one wrapper every backend calls.
+"""The one model wrapper every backend calls, and the loaders of a user's model files
+(factory + weights, TorchScript, trusted pickle).
 
 Input range and mean/std normalisation live inside :class:`ModelWrapper`, so
 ART, Foolbox and torchattacks all attack the same function of the same inputs.
+Which model a scenario names (a builtin or a user's file) is resolved by
+:func:`unified_adv.sources.load.load_model`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import stat
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +31,7 @@ from torch import nn
 from unified_adv.errors import InputError
 
 if TYPE_CHECKING:
-    from unified_adv.scenario.schema import ModelSpec, Scenario
+    from unified_adv.scenario.schema import ModelSpec
 
 
 #: Scoring (clean and adversarial logits, from which unified-adv decides success) runs in
@@ -120,106 +123,6 @@ class LoadedModel:
     details: dict[str, Any]
 
 
-# --------------------------------------------------------------------------- builtin
-
-
-class DigitsCNN(nn.Module):
-    """A small CNN for 8x8 digits: two 3x3 conv layers, one pooling, two dense layers."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
-
-
-class DigitsMLP(nn.Module):
-    """A dense net for 8x8 digits (64-128-64-10): no convolutions, so transfer to and from
-    the CNNs crosses an inductive-bias gap."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(8 * 8, 128),
-            nn.ReLU(),
-            nn.Linear(128, 64),
-            nn.ReLU(),
-            nn.Linear(64, 10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(x)
-
-
-class WideDigitsCNN(nn.Module):
-    """A wider CNN for 8x8 digits (32 and 64 channels, pooling after each conv, dense 128):
-    same family as :class:`DigitsCNN`, different weights and receptive fields."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(64 * 2 * 2, 128), nn.ReLU(), nn.Linear(128, 10)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
-
-
-@dataclass(frozen=True)
-class DigitsArch:
-    """How one builtin digits net is built and trained (``make weights`` retrains it).
-
-    ``threads``: torch CPU threads while training. One thread makes retraining repeat the
-    same weights on a machine of the same CPU kind (reductions split differently per thread
-    count) and is fastest for these tiny batches, far more so on a busy machine.
-    """
-
-    name: str
-    make: Callable[[], nn.Module]
-    lr: float = 2e-3
-    epochs: int = 40
-    threads: int = 1
-
-
-#: Every builtin digits net, by its scenario name (``model: {builtin: NAME}``).
-DIGITS_ARCHS: dict[str, DigitsArch] = {
-    a.name: a
-    for a in (
-        DigitsArch("digits-cnn", DigitsCNN),
-        DigitsArch("digits-mlp", DigitsMLP),
-        DigitsArch("digits-cnn-wide", WideDigitsCNN),
-    )
-}
-
-
-def _digits_arch(name: str) -> DigitsArch:
-    arch = DIGITS_ARCHS.get(name)
-    if arch is None:
-        from unified_adv.errors import did_you_mean
-
-        raise ValueError(did_you_mean("builtin digits model", name, DIGITS_ARCHS))
-    return arch
-
-
 def cache_dir() -> Path:
     """$UNIFIED_ADV_CACHE, else $XDG_CACHE_HOME/unified-adv, else ~/.cache/unified-adv."""
     env = os.environ.get("UNIFIED_ADV_CACHE")
@@ -229,122 +132,11 @@ def cache_dir() -> Path:
     return Path(base) / "unified-adv"
 
 
-DIGITS_CHECKPOINTS = (1, 2, 3, 5, 10, 20, 40)
-
-Checkpoints = dict[int, tuple[dict[str, torch.Tensor], float]]
-
-
-def train_digits_net(
-    arch: str = "digits-cnn",
-    seed: int = 0,
-    epochs: int | None = None,
-    checkpoints: tuple[int, ...] = DIGITS_CHECKPOINTS,
-) -> tuple[nn.Module, float, Checkpoints]:
-    """Train one builtin digits net on the digits training split (Adam, batches of 64).
-
-    ``epochs``: the architecture's own number when None. Returns the net, its held-out
-    accuracy, and {epoch: (state dict, held-out accuracy)} for the checkpoint epochs: the
-    training-state monitor's demo (Ding & Möller).
-    """
-    spec = _digits_arch(arch)
-    if epochs is None:
-        epochs = spec.epochs
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(spec.threads)
-    try:
-        return _train(spec, seed, epochs, checkpoints)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train(
-    spec: DigitsArch, seed: int, epochs: int, checkpoints: tuple[int, ...]
-) -> tuple[nn.Module, float, Checkpoints]:
-    from unified_adv.sources.data import digits_split
-
-    x_train, y_train, x_test, y_test, _, _ = digits_split()
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net = spec.make()
-    opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    x_held = torch.from_numpy(x_test)
-
-    def held_out_accuracy() -> float:
-        with torch.no_grad():
-            return float((net(x_held).argmax(1).numpy() == y_test).mean())
-
-    saved: Checkpoints = {}
-    net.train()
-    for epoch in range(1, epochs + 1):
-        order = torch.randperm(len(xt), generator=gen)
-        for start in range(0, len(xt), 64):
-            idx = order[start : start + 64]
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(net(xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
-        if epoch in checkpoints:
-            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            saved[epoch] = (state, held_out_accuracy())
-    net.eval()
-    return net, held_out_accuracy(), saved
-
-
-def train_digits_cnn(
-    seed: int = 0, epochs: int = 40, checkpoints: tuple[int, ...] = DIGITS_CHECKPOINTS
-) -> tuple[DigitsCNN, float, Checkpoints]:
-    """:func:`train_digits_net` for the default architecture (kept for existing callers)."""
-    net, acc, saved = train_digits_net("digits-cnn", seed, epochs, checkpoints)
-    assert isinstance(net, DigitsCNN)
-    return net, acc, saved
-
-
-def digits_weights_name(name: str, epoch: int | None = None) -> str:
-    """A digits net's name among the shipped weights: ``digits-cnn``, ``digits-cnn-epoch5``.
-    The last checkpoint is the net itself."""
-    spec = _digits_arch(name)
-    return spec.name if epoch in (None, spec.epochs) else f"{spec.name}-epoch{epoch}"
-
-
-def builtin_digits(name: str, epoch: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """The builtin digits net ``name`` (or its state after ``epoch`` epochs of training),
-    from the weights shipped in the package (SHA-256 checked on load)."""
-    from unified_adv.sources import builtin
-
-    spec = _digits_arch(name)
-    key = digits_weights_name(spec.name, epoch)
-    if not builtin.shipped(key):
-        have = [e for e in DIGITS_CHECKPOINTS if builtin.shipped(digits_weights_name(name, e))]
-        raise KeyError(f"no {spec.name} checkpoint at epoch {epoch}; have {have}")
-    state, entry = builtin.load_state(key)
-    net = spec.make()
-    net.load_state_dict(state)
-    net.eval()
-    details = {
-        "held_out_accuracy": float(entry["held_out_accuracy"]),
-        "weights": entry["path"],
-        "sha256": entry["sha256"],
-        "architecture": type(net).__name__,
-    }
-    if epoch is not None:
-        details["epoch"] = epoch
-    return net, details
-
-
-def builtin_digits_cnn(epoch: int | None = None) -> tuple[DigitsCNN, dict[str, Any]]:
-    """The embedded default model (or its state after ``epoch`` epochs of training)."""
-    net, details = builtin_digits("digits-cnn", epoch)
-    assert isinstance(net, DigitsCNN)
-    return net, details
-
-
 # --------------------------------------------------------------------------- loading
 
 
-def _state_fingerprint(module: nn.Module) -> str:
+def state_fingerprint(module: nn.Module) -> str:
+    """sha256 of a module's state dict (names and tensor bytes, in name order)."""
     h = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         h.update(name.encode())
@@ -363,7 +155,7 @@ def _forget_user_module(module_name: str, base_dir: Path) -> None:
     importlib.invalidate_caches()
 
 
-def _import_factory(spec: str, base_dir: Path, file: str, field: str = "model.factory") -> Any:
+def import_factory(spec: str, base_dir: Path, file: str, field: str = "model.factory") -> Any:
     module_name, attr = spec.split(":")
     _forget_user_module(module_name, base_dir)
     sys.path.insert(0, str(base_dir))
@@ -491,7 +283,7 @@ def _is_torch_save_archive(raw: bytes) -> bool:
     return "data.pkl" in names and "constants.pkl" not in names
 
 
-def _load_weights(net: nn.Module, path: Path, file: str, field: str = "model.weights") -> None:
+def load_weights(net: nn.Module, path: Path, file: str, field: str = "model.weights") -> None:
     check_file(path, file, field)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -532,7 +324,7 @@ def _load_weights(net: nn.Module, path: Path, file: str, field: str = "model.wei
         raise InputError.one(file, field, f"does not fit the model: {detail}") from None
 
 
-def _load_torchscript(path: Path, file: str, field: str) -> tuple[nn.Module, str]:
+def load_torchscript(path: Path, file: str, field: str) -> tuple[nn.Module, str]:
     """A TorchScript archive, read once (the fingerprint is of the bytes that were loaded)."""
     raw = check_file(path, file, field).read_bytes()
     try:
@@ -553,7 +345,7 @@ def _load_torchscript(path: Path, file: str, field: str) -> tuple[nn.Module, str
     return net, hashlib.sha256(raw).hexdigest()
 
 
-def _load_trusted_pickle(
+def load_trusted_pickle(
     spec: ModelSpec, path: Path, base_dir: Path, file: str, field: str
 ) -> tuple[nn.Module, str]:
     """A whole pickled ``nn.Module``: ``torch.load(weights_only=False)``, which runs code
@@ -585,86 +377,3 @@ def _load_trusted_pickle(
             )
         raise InputError.one(file, field, f"holds a {kind}, expected a pickled torch.nn.Module")
     return obj, hashlib.sha256(raw).hexdigest()
-
-
-def load_model(scenario: Scenario, checkpoint: int | str | None = None) -> LoadedModel:
-    """Build the wrapped model named by the scenario (no user code runs unless named).
-
-    ``checkpoint``: one of ``model.checkpoints`` instead of the model itself.
-    """
-    return load_model_spec(scenario.model, scenario, checkpoint=checkpoint)
-
-
-def load_model_spec(
-    spec: ModelSpec,
-    scenario: Scenario,
-    *,
-    where: str = "model",
-    checkpoint: int | str | None = None,
-) -> LoadedModel:
-    """Build one model description of the scenario; ``where`` is its field path for errors
-    (``model``, or ``analyses[2].models[1]`` for the transfer analysis's models)."""
-    file = scenario.file
-    details: dict[str, Any] = {}
-    if spec.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError.one(
-            file, f"{where}.device", f"'{spec.device}' requested but CUDA is not available"
-        )
-    field = f"{where}.checkpoints" if checkpoint is not None else None
-    if spec.builtin == "line-cnn":
-        from unified_adv.sources.lines import builtin_line_cnn
-
-        data = scenario.data
-        assert data.size is not None and data.angle_step is not None  # checked by the schema
-        line_net, details = builtin_line_cnn(data.size, data.angle_step, spec.seed or 0)
-        net = line_net
-        fingerprint = _state_fingerprint(net)
-    elif spec.builtin:
-        net, details = builtin_digits(
-            spec.builtin, checkpoint if isinstance(checkpoint, int) else None
-        )
-        fingerprint = _state_fingerprint(net)
-    elif spec.torchscript:
-        path = scenario.resolve_path(
-            str(checkpoint) if checkpoint is not None else spec.torchscript
-        )
-        net, fingerprint = _load_torchscript(path, file, field or f"{where}.torchscript")
-    elif spec.pickle:
-        path = scenario.resolve_path(str(checkpoint) if checkpoint is not None else spec.pickle)
-        net, fingerprint = _load_trusted_pickle(
-            spec, path, scenario.resolve_path("."), file, field or f"{where}.pickle"
-        )
-        code = code_fingerprint("", scenario.resolve_path("."), net)
-        fingerprint = hashlib.sha256(f"{fingerprint}:{code}".encode()).hexdigest()
-        details = {"code_from": str(path.resolve()), "code_sha256": code}
-    else:
-        assert spec.factory is not None  # guaranteed by the schema
-        fn = _import_factory(spec.factory, scenario.resolve_path("."), file, f"{where}.factory")
-        try:
-            net = fn()
-        except Exception as exc:  # noqa: BLE001 - user code
-            raise InputError.one(
-                file,
-                f"{where}.factory",
-                f"{spec.factory}() raised {type(exc).__name__}: {error_gist(exc)}",
-            ) from None
-        if not isinstance(net, nn.Module):
-            raise InputError.one(
-                file,
-                f"{where}.factory",
-                f"{spec.factory}() returned {type(net).__name__}, expected a torch.nn.Module",
-            )
-        weights = str(checkpoint) if checkpoint is not None else spec.weights
-        if weights:
-            _load_weights(net, scenario.resolve_path(weights), file, field or f"{where}.weights")
-        # Weights and code: a fixed forward() or factory is a different model (resume).
-        code = code_fingerprint(spec.factory.split(":")[0], scenario.resolve_path("."), net)
-        fingerprint = hashlib.sha256(f"{_state_fingerprint(net)}:{code}".encode()).hexdigest()
-        details["code_sha256"] = code
-    #: Whether loading ran code from a model file (a trusted pickle); recorded in the
-    #: summary's model block and the report's Model row.
-    details = {**details, "trusted_code": spec.pickle is not None}
-    wrapper = ModelWrapper(
-        net, input_range=spec.input_range, mean=spec.mean, std=spec.std, device=spec.device
-    )
-    return LoadedModel(wrapper, spec.describe(), fingerprint, details)

@@ -22,6 +22,18 @@ import torch
 from safetensors.torch import save
 
 from unified_adv.sources.builtin import MANIFEST, WEIGHTS_DIR, sha256
+from unified_adv.sources.builtin.autoencoder import (
+    digits_autoencoder_name,
+    train_digits_autoencoder,
+)
+from unified_adv.sources.builtin.digits import (
+    DIGITS_ARCHS,
+    DIGITS_CHECKPOINTS,
+    digits_weights_name,
+    train_digits_net,
+)
+from unified_adv.sources.builtin.line_cnn import line_cnn_name, train_line_cnn
+from unified_adv.sources.lines import generate_lines
 
 #: The line CNN that scenarios/kugler.yaml names as its model: (size, angle step, seed).
 LINE_CNNS = ((16, 2.0, 0),)
@@ -31,13 +43,6 @@ Trained = tuple[str, dict[str, torch.Tensor], dict[str, Any]]
 
 def digits_nets(names: list[str] | None = None) -> Iterator[Trained]:
     """Every digits net, and its state at every checkpoint epoch, with held-out accuracy."""
-    from unified_adv.sources.models import (
-        DIGITS_ARCHS,
-        DIGITS_CHECKPOINTS,
-        digits_weights_name,
-        train_digits_net,
-    )
-
     for name, arch in DIGITS_ARCHS.items():
         if names and name not in names:
             continue
@@ -53,8 +58,6 @@ def digits_nets(names: list[str] | None = None) -> Iterator[Trained]:
 
 def autoencoders() -> Iterator[Trained]:
     """Lim's digits autoencoder at its default settings (what scenarios name)."""
-    from unified_adv.defences.layers import digits_autoencoder_name, train_digits_autoencoder
-
     width, noise, epochs = 16, 0.1, 30
     ae, scores = train_digits_autoencoder(width, noise, epochs)
     settings = {"seed": 0, "width": width, "noise": noise, "epochs": epochs, "threads": 1}
@@ -65,8 +68,6 @@ def autoencoders() -> Iterator[Trained]:
 
 
 def line_cnns() -> Iterator[Trained]:
-    from unified_adv.sources.lines import generate_lines, line_cnn_name, train_line_cnn
-
     for size, step, seed in LINE_CNNS:
         net, details = train_line_cnn(generate_lines(size, step), seed)
         details = {k: v for k, v in details.items() if k != "seconds"}  # not a property
