@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import unified_adv
-from unified_adv.run.runner import prepare
+from unified_adv.run.prepare import prepare
 from unified_adv.sources.data import digits_split, load_data
 from unified_adv.sources.models import DigitsCNN, builtin_digits_cnn, load_model
 
