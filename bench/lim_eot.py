@@ -18,7 +18,7 @@ import torch
 import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class
 from unified_adv.defences.layers import RandomizationLayer, reseed
-from unified_adv.run.runner import prepare
+from unified_adv.run.prepare import prepare
 
 sc = unified_adv.load_scenario("scenarios/lim.yaml")
 prep = prepare(sc)

@@ -199,7 +199,7 @@ def test_checkpoint_statistics_use_only_pairs_valid_for_that_checkpoint(tmp_path
     chose; its statistics must come from the pairs whose endpoints it classifies correctly
     (and walks whose source it does), with the counts reported."""
     from unified_adv.analyses.morph import morph_sweep
-    from unified_adv.run.runner import prepare
+    from unified_adv.run.prepare import prepare
     from unified_adv.sources.load import load_model
 
     text = """

@@ -24,6 +24,7 @@ import pytest
 import unified_adv
 from unified_adv.errors import InputError
 from unified_adv.evaluate.results import samples_table
+from unified_adv.run.execute import run_units
 from unified_adv.run.executors import (
     DaskExecutor,
     LocalExecutor,
@@ -31,16 +32,10 @@ from unified_adv.run.executors import (
     make_executor,
     prep_digest,
     run_unit_task,
-    run_units_with,
 )
-from unified_adv.run.runner import (
-    Prepared,
-    UnitFailed,
-    UnitOutcome,
-    plan_units,
-    prepare,
-    run_units,
-)
+from unified_adv.run.plan import plan_units
+from unified_adv.run.prepare import prepare
+from unified_adv.run.prepared import Prepared, UnitFailed, UnitOutcome
 from unified_adv.run.units import Unit
 from unified_adv.scenario import load_scenario
 
@@ -117,8 +112,8 @@ def test_dask_equals_local(
     prep, units = prepared
     assert len(units) >= 16
     ticks: list[str] = []
-    outcomes = run_units_with(
-        executor, prep, units, tmp_path / "units", progress=lambda u: ticks.append(u.name)
+    outcomes = run_units(
+        prep, units, tmp_path / "units", progress=lambda u: ticks.append(u.name), executor=executor
     )
     assert_same(prep, local, outcomes)
     assert sorted(ticks) == sorted(u.name for u in units)
@@ -139,7 +134,7 @@ def test_scheduler_address(
     prep, units = prepared
     address = executor.client.scheduler.address
     with DaskExecutor(scheduler=address) as remote:
-        outcomes = run_units_with(remote, prep, units[:6], tmp_path / "units")
+        outcomes = run_units(prep, units[:6], tmp_path / "units", executor=remote)
         assert remote.describe()["workers"] == 2
     assert_same(prep, local[:6], outcomes)
     assert executor.describe()["workers"] == 2  # still there
@@ -159,7 +154,7 @@ def test_local_executor_equals_runner(
     prepared: tuple[Prepared, list[Unit]], local: list[UnitOutcome], tmp_path: Path
 ) -> None:
     prep, units = prepared
-    assert_same(prep, local, run_units_with(LocalExecutor(), prep, units, tmp_path / "u"))
+    assert_same(prep, local, run_units(prep, units, tmp_path / "u", executor=LocalExecutor()))
 
 
 def test_resume_submits_only_missing_units(
@@ -180,13 +175,13 @@ def test_resume_submits_only_missing_units(
         yield from real(prep, todo)
 
     monkeypatch.setattr(executor, "map_units", spy)
-    outcomes = run_units_with(executor, prep, units, folder, resume=True)
+    outcomes = run_units(prep, units, folder, resume=True, executor=executor)
     assert [u.name for u in submitted] == [u.name for i, u in enumerate(units) if i % 3]
     assert [o.reused for o in outcomes] == [i % 3 == 0 for i in range(len(units))]
     assert_same(prep, local, outcomes)
     # Nothing left to do: nothing submitted.
     submitted.clear()
-    again = run_units_with(executor, prep, units, folder, resume=True)
+    again = run_units(prep, units, folder, resume=True, executor=executor)
     assert submitted == [] and all(o.reused for o in again)
 
 
@@ -196,7 +191,7 @@ def test_failing_unit_is_recorded_like_locally(
     prep, units = prepared
     broken = [dataclasses.replace(units[0], attack="no_such_attack"), units[1]]
     here = run_units(prep, broken, tmp_path / "local")
-    there = run_units_with(executor, prep, broken, tmp_path / "dask")
+    there = run_units(prep, broken, tmp_path / "dask", executor=executor)
     assert [o.ok for o in here] == [o.ok for o in there] == [False, True]
     assert here[0].meta["error"] == there[0].meta["error"]
     assert not (tmp_path / "dask" / f"{broken[0].name}.json").exists()  # not saved, as locally
@@ -209,7 +204,7 @@ def test_strict_stops_at_the_first_failure(
     broken = dataclasses.replace(units[5], attack="no_such_attack")
     todo = [*units[:5], broken, *units[6:]]
     with pytest.raises(UnitFailed, match=broken.name):
-        run_units_with(executor, prep, todo, tmp_path / "units", strict=True)
+        run_units(prep, todo, tmp_path / "units", strict=True, executor=executor)
     # What finished before the failure is on disk, complete, for resume; the rest was
     # cancelled, and the cluster is free for the next run.
     saved = {p.stem for p in (tmp_path / "units").glob("*.json")}
@@ -229,7 +224,7 @@ def test_workers_share_the_model_cache(
     tmp_path: Path,
 ) -> None:
     prep, units = prepared
-    run_units_with(executor, prep, units[:4], tmp_path / "units")
+    run_units(prep, units[:4], tmp_path / "units", executor=executor)
     cache = os.environ["UNIFIED_ADV_CACHE"]
     assert cache == str(_model_cache)
     envs = executor.client.run(lambda: os.environ.get("UNIFIED_ADV_CACHE"))
@@ -287,7 +282,7 @@ def test_missing_file_on_worker_is_an_input_error(executor: DaskExecutor, tmp_pa
     prep = prepare(load_scenario(path))
     (tmp_path / "d.npz").unlink()  # the driver read it; the workers will not find it
     with pytest.raises(InputError, match="data.npz"):
-        run_units_with(executor, prep, plan_units(prep), tmp_path / "units")
+        run_units(prep, plan_units(prep), tmp_path / "units", executor=executor)
 
 
 def test_core_does_not_import_dask() -> None:
@@ -334,7 +329,7 @@ def test_killed_worker_gives_identical_results(
         killed.update(pid=pids[victim], after=len(ticks), running=list(processing[victim]))
         os.kill(pids[victim], signal.SIGKILL)
 
-    outcomes = run_units_with(executor, prep, units, tmp_path / "units", progress=progress)
+    outcomes = run_units(prep, units, tmp_path / "units", progress=progress, executor=executor)
     assert_same(prep, local, outcomes)
     # Killed mid-run, while running a unit; everything that came in after the kill, the
     # interrupted unit(s) included, was computed by another process.

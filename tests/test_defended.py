@@ -14,7 +14,7 @@ import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class, backend_names
 from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.defences.layers import RandomizationLayer, reseed
-from unified_adv.defences.variants import (
+from unified_adv.evaluate.defence_table import (
     ADAPTIVE_SLACK,
     COLLAPSE_DROP,
     NOISE_CASE,
@@ -162,7 +162,7 @@ def test_non_adaptive_accuracy_is_the_defended_model_on_the_undefended_examples(
     """Recompute one cell of Lim's table from the stored units and the defended model."""
     out = defended_run.out_dir
     scenario = unified_adv.load_scenario(out.parent / "scenario.yaml")
-    from unified_adv.run.runner import prepare
+    from unified_adv.run.prepare import prepare
 
     prep = prepare(scenario)
     variant = prep.variants["squeeze"]

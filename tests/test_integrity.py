@@ -24,7 +24,8 @@ import pandas as pd
 import pytest
 
 import unified_adv
-from unified_adv.run.runner import plan_units, prepare
+from unified_adv.run.plan import plan_units
+from unified_adv.run.prepare import prepare
 
 TIMING = ["time_s"]
 
@@ -176,7 +177,7 @@ def test_a_factory_models_key_covers_its_code(
 
 def _resign(units: Path, name: str, arrays: dict[str, np.ndarray]) -> None:
     """Rewrite a unit's arrays and its record's checksums, as a careful forger would."""
-    from unified_adv.run.units import _doc_checksum
+    from unified_adv.files import json_checksum
 
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -185,7 +186,7 @@ def _resign(units: Path, name: str, arrays: dict[str, np.ndarray]) -> None:
     import hashlib
 
     doc["npz_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
-    doc["checksum"] = _doc_checksum(doc)
+    doc["checksum"] = json_checksum(doc)
     (units / f"{name}.json").write_text(json.dumps(doc), encoding="utf-8")
 
 
@@ -270,11 +271,11 @@ TAMPERS: dict[str, tuple[Callable[[Path, str, str], None], str | None]] = {
 def _resign_bytes(units: Path, name: str) -> None:
     import hashlib
 
-    from unified_adv.run.units import _doc_checksum
+    from unified_adv.files import json_checksum
 
     doc = json.loads((units / f"{name}.json").read_text(encoding="utf-8"))
     doc["npz_sha256"] = hashlib.sha256((units / f"{name}.npz").read_bytes()).hexdigest()
-    doc["checksum"] = _doc_checksum(doc)
+    doc["checksum"] = json_checksum(doc)
     (units / f"{name}.json").write_text(json.dumps(doc), encoding="utf-8")
 
 
@@ -374,7 +375,7 @@ def test_a_disk_full_while_writing_the_tables_leaves_no_temp_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The units fit, the parquet table does not: no 0-byte samples.parquet.tmp."""
-    from unified_adv.run import units as units_module
+    from unified_adv import files as units_module
 
     path = write_scenario(SMALL)
     real = units_module.atomic_write

@@ -1162,7 +1162,7 @@ def test_state_dicts_and_checkpoints_load_with_weights_only(
     monkeypatch: pytest.MonkeyPatch, write_scenario: Callable[..., Path], tmp_path: Path
 ) -> None:
     import unified_adv
-    from unified_adv.run.runner import prepare
+    from unified_adv.run.prepare import prepare
 
     calls: list[object] = []
     real_load = torch.load

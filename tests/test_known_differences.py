@@ -43,7 +43,7 @@ def test_art_black_box_attacks_feed_float64_and_the_wrapper_casts(
 def test_foolbox_cw_zero_images_count_as_failures(model: ModelWrapper, batch) -> None:
     """Foolbox's C&W returns all-zero images where it failed; they must not count as successes."""
     from unified_adv.evaluate.results import sample_records
-    from unified_adv.run.runner import AttackPlan, Prepared, UnitOutcome
+    from unified_adv.run.prepared import AttackPlan, Prepared, UnitOutcome
     from unified_adv.run.units import Unit
 
     x, y = batch
@@ -153,7 +153,7 @@ attacks:
         assert (rows.target != rows.label).all()
     # least_likely of top-3: the third-ranked class of the clean logits.
     ll = s[(s.attack_id == "ll") & (s.backend == "art")]
-    from unified_adv.run.runner import prepare
+    from unified_adv.run.prepare import prepare
 
     prep = prepare(unified_adv.scenario_from_text(text))
     ranked = np.argsort(-prep.clean_logits, axis=1, kind="stable")[:, 2]

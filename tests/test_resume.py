@@ -17,7 +17,8 @@ import pytest
 
 import unified_adv
 from unified_adv.cli import EXIT_INTERRUPTED, EXIT_STRICT, EXIT_TERMINATED
-from unified_adv.run import runner
+from unified_adv.run import execute
+from unified_adv.run.prepared import UnitFailed
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ["time_s"]
@@ -217,7 +218,7 @@ def test_strict_in_the_python_api_raises_unit_failed(
 ) -> None:
     _fail_on_second_foolbox_call(monkeypatch)
     scenario = unified_adv.scenario_from_text(STRICT_SCENARIO)
-    with pytest.raises(runner.UnitFailed) as info:
+    with pytest.raises(UnitFailed) as info:
         unified_adv.run(scenario, tmp_path / "api", strict=True)
     assert info.value.unit == "00-fgsm-eps0-foolbox-shard001"
     assert info.value.error == "RuntimeError: backend exploded"
@@ -236,7 +237,7 @@ def test_interrupted_run_keeps_finished_units_and_says_how_to_go_on(
 ) -> None:
     path = write_scenario(STRICT_SCENARIO)
     out = tmp_path / "interrupted"
-    real = runner.execute_unit
+    real = execute.execute_unit
     calls: list[str] = []
 
     def interrupted_on_the_third(prep, unit, adapter):
@@ -251,7 +252,7 @@ def test_interrupted_run_keeps_finished_units_and_says_how_to_go_on(
 
     previous = signal.getsignal(signal.SIGTERM)
     with monkeypatch.context() as m:
-        m.setattr(runner, "execute_unit", interrupted_on_the_third)
+        m.setattr(execute, "execute_unit", interrupted_on_the_third)
         result = cli("run", path, "--out", out)
     assert signal.getsignal(signal.SIGTERM) is previous  # the handler is put back
     assert result.code == (EXIT_INTERRUPTED if how == "ctrl-c" else EXIT_TERMINATED)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import unified_adv
-from unified_adv.run.runner import prepare
+from unified_adv.run.prepare import prepare
 from unified_adv.sources.builtin.digits import DigitsCNN, builtin_digits_cnn, digits_split
 from unified_adv.sources.data import load_data
 from unified_adv.sources.load import load_model

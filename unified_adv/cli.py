@@ -24,7 +24,14 @@ from typing import Annotated, Any
 
 import typer
 
+from unified_adv import __version__, api
+from unified_adv.adapters import adapter_class, backend_names
+from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.errors import EXIT_FAILURE, EXIT_INPUT, InputError
+from unified_adv.run.plan import plan_units
+from unified_adv.run.prepare import prepare
+from unified_adv.run.prepared import UnitFailed
+from unified_adv.scenario.loading import load_scenario
 
 EXIT_STRICT = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -39,8 +46,6 @@ app = typer.Typer(
 
 def _show_version(value: bool) -> None:
     if value:
-        from unified_adv import __version__
-
         print(f"unified-adv {__version__}")
         raise typer.Exit()
 
@@ -124,26 +129,36 @@ def run(
     ] = None,
 ) -> None:
     """Run a scenario; write index.html, summary.json and the per-sample table."""
-    from unified_adv import api
-    from unified_adv.run.runner import UnitFailed
-    from unified_adv.scenario.loading import load_scenario
+    result = _run_stopping_cleanly(
+        scenario,
+        out,
+        resume=resume,
+        strict=strict,
+        force=force,
+        executor=executor,
+        scheduler=scheduler,
+        workers=workers,
+    )
+    ok = [a for a in result.summary["attacks"] if a["status"] == "ok"]
+    print(f"{len(ok)} of {len(result.summary['attacks'])} attack × backend results complete.")
+    print(f"Report:   {result.report}")
+    print(f"Summary:  {result.out_dir / 'summary.json'}")
+    print(f"Samples:  {result.out_dir / 'samples.parquet'} (and samples.csv)")
+    if result.failed:
+        print("Some units failed; see the report's 'Failed units' section.", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILURE)
 
+
+def _run_stopping_cleanly(scenario: Path, out: str | None, **options: Any) -> api.RunResult:
+    """``api.run``; a --strict failure, Ctrl-C or SIGTERM ends it with one line saying where
+    the finished units are kept, and its exit code."""
     units: Path | None = None
     try:
         with _sigterm_stops_the_run():
             loaded = load_scenario(scenario)
             out_dir = out if out is not None else api.default_out_dir(loaded)
             units = Path(out_dir) / "units" if out_dir else None
-            result = api.run(
-                loaded,
-                out_dir,
-                resume=resume,
-                strict=strict,
-                force=force,
-                executor=executor,
-                scheduler=scheduler,
-                workers=workers,
-            )
+            return api.run(loaded, out_dir, **options)
     except UnitFailed as exc:
         print(
             f"{exc}; stopped (--strict), no report written; finished units kept in "
@@ -157,14 +172,6 @@ def run(
         print(f"{what}: {kept}rerun with --resume to continue", file=sys.stderr)
         code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED
         raise typer.Exit(code) from None
-    ok = [a for a in result.summary["attacks"] if a["status"] == "ok"]
-    print(f"{len(ok)} of {len(result.summary['attacks'])} attack × backend results complete.")
-    print(f"Report:   {result.report}")
-    print(f"Summary:  {result.out_dir / 'summary.json'}")
-    print(f"Samples:  {result.out_dir / 'samples.parquet'} (and samples.csv)")
-    if result.failed:
-        print("Some units failed; see the report's 'Failed units' section.", file=sys.stderr)
-        raise typer.Exit(EXIT_FAILURE)
 
 
 @app.command()
@@ -172,9 +179,6 @@ def validate(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
 ) -> None:
     """Check a scenario, its model and its data, without running any attack."""
-    from unified_adv.run.runner import plan_units, prepare
-    from unified_adv.scenario.loading import load_scenario
-
     loaded = load_scenario(scenario)
     prep = prepare(loaded)
     units = plan_units(prep)
@@ -189,9 +193,6 @@ def list_capabilities() -> None:
     """Print which backend runs which attack, with which norms and targeting modes."""
     from rich.console import Console
     from rich.table import Table
-
-    from unified_adv.adapters import adapter_class, backend_names
-    from unified_adv.catalogue.attacks import ATTACKS
 
     table = Table(title="unified-adv capabilities (declared by the adapters)")
     for col in (

@@ -29,7 +29,7 @@ from unified_adv.analyses.morph import (
     walk_subset,
     walk_summary,
 )
-from unified_adv.run.runner import Prepared
+from unified_adv.run.prepared import Prepared
 from unified_adv.run.units import load_unit, save_unit, unit_seed
 from unified_adv.sources.load import load_model
 from unified_adv.sources.models import LoadedModel, state_fingerprint

@@ -11,7 +11,7 @@ import numpy as np
 
 from unified_adv.analyses.monitor import AnalysisUnit
 from unified_adv.errors import InputError
-from unified_adv.run.runner import Prepared
+from unified_adv.run.prepared import Prepared
 from unified_adv.run.units import load_unit, save_unit, unit_seed
 from unified_adv.sources.builtin.digits import digits_split
 from unified_adv.sources.data import scale_into

@@ -23,8 +23,14 @@ import numpy as np
 from scipy import stats
 
 from unified_adv.catalogue.attacks import ATTACKS
-from unified_adv.evaluate.results import fooled_and_tied, fooled_median, robust_mask
-from unified_adv.run.runner import Prepared, UnitOutcome
+from unified_adv.evaluate.results import (
+    NOISE_CASE,
+    WORST_CASE,
+    fooled_and_tied,
+    fooled_median,
+    robust_mask,
+)
+from unified_adv.run.prepared import Prepared, UnitOutcome
 
 VERDICTS = ("identical", "equivalent", "statistically consistent", "divergent")
 
@@ -345,42 +351,25 @@ def compare_pair(
     tolerance: float,
     alpha: float,
 ) -> PairResult:
-    plan = prep.plans[a_i]
-    spec = plan.spec
+    spec = prep.plans[a_i].spec
     eps = spec.eps_values[e_i]
-    if not np.array_equal(a["positions"], b["positions"]) or not np.array_equal(
-        a["target"], b["target"]
-    ):
-        raise RuntimeError(
-            f"{spec.label}: {first} and {second} ran on different samples or targets"
-        )
+    _same_samples(spec.label, first, second, a, b)
     x = prep.data.x[a["positions"]]
     n = len(x)
-    diff = (
-        np.abs(a["x_adv"].astype(np.float64) - b["x_adv"].astype(np.float64)).reshape(n, -1).max(1)
-    )
+    diff = _pixel_diff(a, b)
     # A sample tied on the boundary in either backend has no outcome: compared apart.
     scored = ~(a["tie"] | b["tie"])
     sa, sb = a["success"] & scored, b["success"] & scored
     both, neither = int((sa & sb).sum()), int((~sa & ~sb & scored).sum())
     only_a, only_b = int((sa & ~sb).sum()), int((~sa & sb).sum())
     pa, pb = a["adv_logits"].argmax(1), b["adv_logits"].argmax(1)
-    dist: dict[str, tuple[float | None, float | None]] = {}
-    for name, fn in (
-        ("linf", lambda d: np.abs(d).max(1)),
-        ("l2", lambda d: np.linalg.norm(d, axis=1)),
-        ("mae", lambda d: np.abs(d).mean(1)),
-    ):
-        da = fn((a["x_adv"] - x).reshape(n, -1).astype(np.float64))
-        db = fn((b["x_adv"] - x).reshape(n, -1).astype(np.float64))
-        # Over each backend's own successful samples (None where it fooled none).
-        dist[name] = (fooled_median(da, a["success"]), fooled_median(db, b["success"]))
     p_value = mcnemar_exact(only_a, only_b)
     ci = paired_difference_ci(both, only_a, only_b, neither)
     params = spec.resolved_params(eps)
-    randomised = is_randomised(spec.name, params)
-    if a.get("defence") and prep.variants[a["defence"]].randomized:
-        randomised = True  # the defended model itself draws random numbers
+    # A randomised defended model draws random numbers too.
+    randomised = is_randomised(spec.name, params) or bool(
+        a.get("defence") and prep.variants[a["defence"]].randomized
+    )
     minimal = ATTACKS[spec.name].threat == "minimal"
     dtest = distance_test(spec.norm, x, a["x_adv"], b["x_adv"], sa & sb) if minimal else None
     worst = float(diff.max(initial=0.0))
@@ -396,18 +385,12 @@ def compare_pair(
         explanation[:0] = _statistics_lines(
             randomised, (p_value, ci), dtest, alpha, worst, tolerance, changed
         )
+    rows = _Rows(first, second, pa, pb, sa, sb, diff)
     order = np.argsort(-diff, kind="stable")
     disagree = [int(i) for i in order if sa[i] != sb[i] or pa[i] != pb[i]][:20]
     if explained is False:
         worst_rows = disagree[:3] or [int(i) for i in order[:3]]
-        explanation.append(
-            "Worst samples: "
-            + "; ".join(
-                f"sample {int(prep.data.index[a['positions'][i]])} (pixel difference "
-                f"{diff[i]:.3g}, predictions {int(pa[i])} / {int(pb[i])})"
-                for i in worst_rows
-            )
-        )
+        explanation.append(_worst_samples(prep, a, rows, worst_rows))
     return PairResult(
         attack_id=spec.label,
         attack=spec.name,
@@ -420,37 +403,100 @@ def compare_pair(
         only_first=only_a,
         only_second=only_b,
         ties=(int(a["tie"].sum()), int(b["tie"].sum())),
-        # Each backend's own rate (its ties are not successes); the paired difference and its
-        # interval are over the samples tied in neither.
-        success_rates=(float(a["success"].mean()) if n else 0.0, float(b["success"].mean()) if n else 0.0),
+        success_rates=_success_rates(a, b),
         rate_difference=(only_a - only_b) / max(int(scored.sum()), 1),
         rate_difference_ci=ci,
         mcnemar_p=p_value,
         distance_test=dtest,
         same_adv_pred=float((pa == pb).mean()) if n else 1.0,
         max_pixel_diff=worst,
-        median_distances=dist,
+        median_distances=_median_distances(a, b, x),
         tolerance=tolerance,
         randomised=randomised,
         verdict=verdict,
         explained=explained,
         explanation=explanation,
-        disagreements=[
-            {
-                "position": int(a["positions"][i]),
-                "sample": int(prep.data.index[a["positions"][i]]),
-                "label": int(prep.data.y[a["positions"][i]]),
-                "target": int(a["target"][i]),
-                f"{first}_pred": int(pa[i]),
-                f"{second}_pred": int(pb[i]),
-                f"{first}_success": bool(sa[i]),
-                f"{second}_success": bool(sb[i]),
-                "pixel_diff": float(diff[i]),
-                "row": int(i),
-            }
-            for i in disagree
-        ],
+        disagreements=[_disagreement(prep, a, rows, i) for i in disagree],
     )
+
+
+def _pixel_diff(a: dict[str, Any], b: dict[str, Any]) -> np.ndarray:
+    """Per sample, the largest pixel difference between the two backends' examples."""
+    n = len(a["x_adv"])
+    return (
+        np.abs(a["x_adv"].astype(np.float64) - b["x_adv"].astype(np.float64)).reshape(n, -1).max(1)
+    )
+
+
+def _success_rates(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
+    """Each backend's own success rate (its ties are not successes); the paired difference
+    and its interval are over the samples tied in neither."""
+    n = len(a["success"])
+    return (float(a["success"].mean()) if n else 0.0, float(b["success"].mean()) if n else 0.0)
+
+
+def _same_samples(
+    label: str, first: str, second: str, a: dict[str, Any], b: dict[str, Any]
+) -> None:
+    if not np.array_equal(a["positions"], b["positions"]) or not np.array_equal(
+        a["target"], b["target"]
+    ):
+        raise RuntimeError(f"{label}: {first} and {second} ran on different samples or targets")
+
+
+def _worst_samples(prep: Prepared, a: dict[str, Any], rows: _Rows, which: list[int]) -> str:
+    return "Worst samples: " + "; ".join(
+        f"sample {int(prep.data.index[a['positions'][i]])} (pixel difference "
+        f"{rows.diff[i]:.3g}, predictions {int(rows.pred_a[i])} / {int(rows.pred_b[i])})"
+        for i in which
+    )
+
+
+def _median_distances(
+    a: dict[str, Any], b: dict[str, Any], x: np.ndarray
+) -> dict[str, tuple[float | None, float | None]]:
+    """Median L-inf, L2 and mean absolute perturbation of each backend, over its own
+    successful samples (None where it fooled none)."""
+    n = len(x)
+    dist: dict[str, tuple[float | None, float | None]] = {}
+    for name, fn in (
+        ("linf", lambda d: np.abs(d).max(1)),
+        ("l2", lambda d: np.linalg.norm(d, axis=1)),
+        ("mae", lambda d: np.abs(d).mean(1)),
+    ):
+        da = fn((a["x_adv"] - x).reshape(n, -1).astype(np.float64))
+        db = fn((b["x_adv"] - x).reshape(n, -1).astype(np.float64))
+        dist[name] = (fooled_median(da, a["success"]), fooled_median(db, b["success"]))
+    return dist
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Per-row outcomes of a pair of backends, for the disagreement records."""
+
+    first: str
+    second: str
+    pred_a: np.ndarray
+    pred_b: np.ndarray
+    success_a: np.ndarray
+    success_b: np.ndarray
+    diff: np.ndarray
+
+
+def _disagreement(prep: Prepared, a: dict[str, Any], rows: _Rows, i: int) -> dict[str, Any]:
+    """One sample where the pair disagrees (outcome or prediction), as the summary lists it."""
+    return {
+        "position": int(a["positions"][i]),
+        "sample": int(prep.data.index[a["positions"][i]]),
+        "label": int(prep.data.y[a["positions"][i]]),
+        "target": int(a["target"][i]),
+        f"{rows.first}_pred": int(rows.pred_a[i]),
+        f"{rows.second}_pred": int(rows.pred_b[i]),
+        f"{rows.first}_success": bool(rows.success_a[i]),
+        f"{rows.second}_success": bool(rows.success_b[i]),
+        "pixel_diff": float(rows.diff[i]),
+        "row": int(i),
+    }
 
 
 def _robust(right: np.ndarray, pos: np.ndarray) -> int:
@@ -461,11 +507,9 @@ def _robust(right: np.ndarray, pos: np.ndarray) -> int:
 def worst_case(
     prep: Prepared, stacks: dict[str, dict[str, Any]], a_i: int, e_i: int
 ) -> dict[str, Any]:
-    """Per sample, robust only if no backend fooled it (``defended.WORST_CASE``, the one
-    definition used everywhere). A random corruption is not unioned (``defended.NOISE_CASE``):
+    """Per sample, robust only if no backend fooled it (``results.WORST_CASE``, the one
+    definition used everywhere). A random corruption is not unioned (``results.NOISE_CASE``):
     its value is the mean of the backends' robust accuracies."""
-    from unified_adv.defences.variants import NOISE_CASE, WORST_CASE
-
     plan = prep.plans[a_i]
     backends = sorted(stacks)
     pos = stacks[backends[0]]["positions"]

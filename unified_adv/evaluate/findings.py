@@ -11,7 +11,8 @@ import torch
 
 from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.evaluate.results import success_mask
-from unified_adv.run.runner import Prepared, UnitOutcome
+from unified_adv.run.prepared import Prepared, UnitOutcome
+from unified_adv.sources.models import error_gist
 
 PROBE_SAMPLES = 512
 
@@ -54,8 +55,6 @@ def model_findings(prep: Prepared) -> list[Finding]:
     try:
         out += _probe_findings(prep, pos, batch)
     except Exception as exc:  # noqa: BLE001 - the user's model raised (e.g. out of memory)
-        from unified_adv.sources.models import error_gist
-
         out.append(
             Finding(
                 "warning",
@@ -126,9 +125,22 @@ def result_findings(
     crosscheck: dict[str, Any],
     outcomes: list[UnitOutcome],
 ) -> list[Finding]:
-    out: list[Finding] = []
+    """What the results say about themselves: in this order, success falling as eps grows,
+    a black-box attack beating the white-box ones, divergent backends, absurd
+    perturbations, and units that did not reproduce."""
     ok = [a for a in attacks if a["status"] == "ok" and a["success_rate"] is not None]
-    # Success must not fall as eps grows (same attack, same backend).
+    return (
+        _non_monotonic(ok)
+        + _black_box_beats_white_box(ok)
+        + _divergent(crosscheck["pairs"])
+        + absurd_perturbations(prep, outcomes)
+        + _not_reproducible(outcomes)
+    )
+
+
+def _non_monotonic(ok: list[dict[str, Any]]) -> list[Finding]:
+    """Success must not fall as eps grows (same attack, same backend)."""
+    out: list[Finding] = []
     by_series: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for a in ok:
         if a["eps"] is not None:
@@ -148,7 +160,12 @@ def result_findings(
                         backend,
                     )
                 )
-    # A black-box attack beating every white-box attack at the same norm and eps.
+    return out
+
+
+def _black_box_beats_white_box(ok: list[dict[str, Any]]) -> list[Finding]:
+    """A black-box attack beating every white-box attack at the same norm and eps."""
+    out: list[Finding] = []
     for bb in ok:
         if not (ATTACKS[bb["attack"]].black_box and bb["eps"] is not None):
             continue
@@ -174,7 +191,12 @@ def result_findings(
                         bb["backend"],
                     )
                 )
-    for pair in crosscheck["pairs"]:
+    return out
+
+
+def _divergent(pairs: list[dict[str, Any]]) -> list[Finding]:
+    out: list[Finding] = []
+    for pair in pairs:
         if pair["verdict"] == "divergent":
             explained = bool(pair.get("explained"))
             out.append(
@@ -193,20 +215,22 @@ def result_findings(
                     f"{pair['backends'][0]} vs {pair['backends'][1]}",
                 )
             )
-    out += absurd_perturbations(prep, outcomes)
-    for o in outcomes:
-        if o.meta.get("repeat_identical") is False:
-            out.append(
-                Finding(
-                    "warning",
-                    "not_reproducible",
-                    f"Run twice with the same seed, {o.unit.backend} gave different results for "
-                    f"{o.unit.attack_id} ({o.unit.name}).",
-                    o.unit.attack_id,
-                    o.unit.backend,
-                )
-            )
     return out
+
+
+def _not_reproducible(outcomes: list[UnitOutcome]) -> list[Finding]:
+    return [
+        Finding(
+            "warning",
+            "not_reproducible",
+            f"Run twice with the same seed, {o.unit.backend} gave different results for "
+            f"{o.unit.attack_id} ({o.unit.name}).",
+            o.unit.attack_id,
+            o.unit.backend,
+        )
+        for o in outcomes
+        if o.meta.get("repeat_identical") is False
+    ]
 
 
 def absurd_perturbations(prep: Prepared, outcomes: list[UnitOutcome]) -> list[Finding]:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
-from unified_adv.run.runner import Prepared, UnitOutcome
+from unified_adv.run.prepared import Prepared, UnitOutcome
 
 SAMPLE_COLUMNS = [
     "attack_id",
@@ -34,6 +34,15 @@ SAMPLE_COLUMNS = [
     "time_s",
     "unit",
 ]
+
+
+#: The one meaning of "worst case across backends", here and in the Summary
+#: (:func:`unified_adv.evaluate.crosscheck.worst_case`): per sample, robust only if no backend's
+#: adversarial example fooled it. A random corruption is not an attack: the worst of
+#: several independent noise draws is not a stronger corruption, so noise is never
+#: unioned — its cell is the mean accuracy over the backends' draws.
+WORST_CASE = "per-sample union across backends (robust only if no backend fooled it)"
+NOISE_CASE = "mean over backends (random corruption: draws are not unioned)"
 
 
 #: A sample whose two largest logits on the scored input differ by less than this (in logit

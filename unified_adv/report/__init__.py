@@ -13,8 +13,8 @@ import jinja2
 import numpy as np
 from scipy.special import softmax
 
-from unified_adv.run.runner import Prepared, UnitOutcome
-from unified_adv.run.units import atomic_write_bytes
+from unified_adv.files import atomic_write_bytes
+from unified_adv.run.prepared import Prepared, UnitOutcome
 
 # Okabe–Ito: a colour-blind-safe palette.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442"]

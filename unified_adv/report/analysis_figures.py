@@ -8,7 +8,7 @@ import numpy as np
 
 from unified_adv.analyses.morph import MorphResult
 from unified_adv.report import PALETTE, _image, _png, plain_text
-from unified_adv.run.runner import Prepared
+from unified_adv.run.prepared import Prepared
 
 
 def _plt() -> Any:

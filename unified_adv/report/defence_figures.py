@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
+from unified_adv.defences.layers import reseed
 from unified_adv.report import PALETTE, _image, _png, plain_text
-from unified_adv.run.runner import Prepared, UnitOutcome
+from unified_adv.run.prepared import AttackPlan, Prepared, UnitOutcome
 
 
 def _plt() -> Any:
@@ -78,87 +79,108 @@ def _bars(summary: dict[str, Any]) -> str | None:
 
 
 @plain_text
-def _strips(prep: Prepared, outcomes: list[UnitOutcome], count: int = 3) -> list[dict[str, Any]]:
-    """Per attack (largest ε, first backend): original, attacked, and the attacked image after
-    each defence, as the classifier behind the defence receives it (one draw)."""
-    from unified_adv.defences.layers import reseed
+def _strip_source(
+    prep: Prepared, outcomes: list[UnitOutcome], plan: AttackPlan, count: int
+) -> tuple[UnitOutcome, list[int], int] | None:
+    """The unit a strip shows (largest eps, first backend, first shard), its rows (fooled
+    samples first) and the eps index; None when there is nothing to show."""
+    e_top = int(np.argmax(plan.spec.eps)) if plan.spec.eps else 0
+    mine = [
+        o
+        for o in outcomes
+        if o.ok
+        and not o.unit.defence
+        and o.unit.attack_index == plan.index
+        and o.unit.eps_index == e_top
+    ]
+    if not mine:
+        return None
+    backend = sorted({o.unit.backend for o in mine})[0]
+    first = next(
+        o for o in sorted(mine, key=lambda o: o.unit.shard_index) if o.unit.backend == backend
+    )
+    assert first.arrays is not None
+    pred = first.arrays["adv_logits"].argmax(1)
+    pos = first.arrays["positions"]
+    # Correctly classified samples the attack fooled: the ones a defence has to rescue.
+    fooled = np.flatnonzero((pred != prep.data.y[pos]) & prep.correct[pos])
+    rows = (
+        list(fooled[:count])
+        + [i for i in range(len(pos)) if i not in set(fooled)][: max(0, count - len(fooled))]
+    )[:count]
+    return (first, rows, e_top) if rows else None
 
+
+def _through_defences(prep: Prepared, x_adv: np.ndarray) -> list[tuple[str, Any, np.ndarray]]:
+    """Each defence's view of ``x_adv`` (one draw) and the undefended model's logits on it."""
+    seen = []
+    for v in prep.variants.values():
+        reseed(v.wrapper, v.score_seed)
+        with torch.no_grad():
+            xt = torch.from_numpy(np.ascontiguousarray(x_adv))
+            inner = v.wrapper.pre(xt) if v.wrapper.pre is not None else xt
+        # What follows the defence is the undefended wrapper: one draw, shown and scored.
+        logits = prep.model.wrapper.logits(inner.numpy())
+        seen.append((v.id, inner.numpy(), logits))
+    return seen
+
+
+def _strip(prep: Prepared, first: UnitOutcome, rows: list[int]) -> Any:
+    """One figure: a row per sample, original | attacked | after each defence."""
     plt = _plt()
+    assert first.arrays is not None
     lo, hi = prep.model.wrapper.input_range
     names = prep.data.class_names
     name = lambda c: names[c] if 0 <= c < len(names) else str(c)  # noqa: E731
-    variants = list(prep.variants.values())
+    pos = first.arrays["positions"]
+    x = prep.data.x[pos[rows]]
+    x_adv = first.arrays["x_adv"][rows]
+    seen = _through_defences(prep, x_adv)
+    cols = 2 + len(seen)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(1.5 * cols, 1.6 * len(rows) + 0.3), squeeze=False
+    )
+    clean_logits = prep.clean_logits[pos[rows]]
+    for r in range(len(rows)):
+        label = int(prep.data.y[pos[rows[r]]])
+        panels = [
+            (f"(a) original, label {name(label)}", x[r], clean_logits[r]),
+            ("(b) attacked", x_adv[r], first.arrays["adv_logits"][rows[r]]),
+        ]
+        panels += [
+            (f"({'cdefghij'[k]}) {vid}", img[r], lg[r]) for k, (vid, img, lg) in enumerate(seen)
+        ]
+        for c, (title, img, lg) in enumerate(panels):
+            ax = axes[r][c]
+            _image(ax, img, lo, hi)
+            p = int(np.argmax(lg))
+            conf = float(softmax(lg)[p])
+            colour = "#D55E00" if p != label else "black"
+            ax.set_title(
+                (f"{title}\n" if r == 0 else "") + f"{name(p)} ({100 * conf:.0f} %)",
+                fontsize=7,
+                color=colour,
+            )
+    fig.tight_layout()
+    return fig
+
+
+def _strips(prep: Prepared, outcomes: list[UnitOutcome], count: int = 3) -> list[dict[str, Any]]:
+    """Per attack (largest ε, first backend): original, attacked, and the attacked image after
+    each defence, as the classifier behind the defence receives it (one draw)."""
+    plt = _plt()
     figures = []
     for plan in prep.plans:
-        e_top = int(np.argmax(plan.spec.eps)) if plan.spec.eps else 0
-        mine = [
-            o
-            for o in outcomes
-            if o.ok
-            and not o.unit.defence
-            and o.unit.attack_index == plan.index
-            and o.unit.eps_index == e_top
-        ]
-        if not mine:
+        source = _strip_source(prep, outcomes, plan, count)
+        if source is None:
             continue
-        backend = sorted({o.unit.backend for o in mine})[0]
-        first = next(
-            o for o in sorted(mine, key=lambda o: o.unit.shard_index) if o.unit.backend == backend
-        )
-        assert first.arrays is not None
-        pred = first.arrays["adv_logits"].argmax(1)
-        pos = first.arrays["positions"]
-        # Correctly classified samples the attack fooled: the ones a defence has to rescue.
-        fooled = np.flatnonzero((pred != prep.data.y[pos]) & prep.correct[pos])
-        rows = (
-            list(fooled[:count])
-            + [i for i in range(len(pos)) if i not in set(fooled)][: max(0, count - len(fooled))]
-        )
-        rows = rows[:count]
-        if not rows:
-            continue
-        x = prep.data.x[pos[rows]]
-        x_adv = first.arrays["x_adv"][rows]
-        seen = []
-        for v in variants:
-            reseed(v.wrapper, v.score_seed)
-            with torch.no_grad():
-                xt = torch.from_numpy(np.ascontiguousarray(x_adv))
-                inner = v.wrapper.pre(xt) if v.wrapper.pre is not None else xt
-            # What follows the defence is the undefended wrapper: one draw, shown and scored.
-            logits = prep.model.wrapper.logits(inner.numpy())
-            seen.append((v.id, inner.numpy(), logits))
-        cols = 2 + len(variants)
-        fig, axes = plt.subplots(
-            len(rows), cols, figsize=(1.5 * cols, 1.6 * len(rows) + 0.3), squeeze=False
-        )
-        clean_logits = prep.clean_logits[pos[rows]]
-        for r in range(len(rows)):
-            label = int(prep.data.y[pos[rows[r]]])
-            panels = [
-                (f"(a) original, label {name(label)}", x[r], clean_logits[r]),
-                ("(b) attacked", x_adv[r], first.arrays["adv_logits"][rows[r]]),
-            ]
-            panels += [
-                (f"({'cdefghij'[k]}) {vid}", img[r], lg[r]) for k, (vid, img, lg) in enumerate(seen)
-            ]
-            for c, (title, img, lg) in enumerate(panels):
-                ax = axes[r][c]
-                _image(ax, img, lo, hi)
-                p = int(np.argmax(lg))
-                conf = float(softmax(lg)[p])
-                colour = "#D55E00" if p != label else "black"
-                ax.set_title(
-                    (f"{title}\n" if r == 0 else "") + f"{name(p)} ({100 * conf:.0f} %)",
-                    fontsize=7,
-                    color=colour,
-                )
-        fig.tight_layout()
+        first, rows, e_top = source
+        fig = _strip(prep, first, rows)
         figures.append(
             {
                 "attack_id": plan.spec.label,
                 "eps": plan.spec.eps_values[e_top],
-                "backend": backend,
+                "backend": first.unit.backend,
                 "image": _png(fig),
             }
         )

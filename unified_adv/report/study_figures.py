@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from unified_adv.report import PALETTE, _image, _png, plain_text
-from unified_adv.run.runner import Prepared
+from unified_adv.run.prepared import Prepared
 
 
 def _plt() -> Any:

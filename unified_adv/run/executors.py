@@ -1,14 +1,14 @@
 """Executors: where a scenario's units run.
 
-The runner cuts a scenario into :class:`~unified_adv.run.units.Unit` s (attack × ε × backend ×
+The planner cuts a scenario into :class:`~unified_adv.run.units.Unit` s (attack × ε × backend ×
 shard, plain data). An executor runs them and hands back one
-:class:`~unified_adv.run.runner.UnitOutcome` per unit, in the order they finish; the **driver**
-(:func:`run_units_with`) stays the only writer of results: it saves each finished unit
+:class:`~unified_adv.run.prepared.UnitOutcome` per unit, in the order they finish; the **driver**
+(:func:`~unified_adv.run.execute.run_units`) stays the only writer of results: it saves each finished unit
 atomically with :func:`~unified_adv.run.units.save_unit` exactly as the in-process runner does,
 so ``--resume`` reads the same files whichever executor wrote them.
 
 * :class:`LocalExecutor` runs the units in this process, one after the other (what
-  :func:`unified_adv.run.runner.run_units` does).
+  the default of :func:`~unified_adv.run.execute.run_units`; defined in ``run/execute.py``).
 * :class:`DaskExecutor` submits one ``dask.distributed`` task per unit to a cluster: an
   existing scheduler (``scheduler="tcp://host:8786"``), a ``LocalCluster`` of ``workers``
   processes started (and closed) here, or a ``Client`` the caller made (e.g. on a
@@ -18,9 +18,9 @@ so ``--resume`` reads the same files whichever executor wrote them.
 **What a task carries.** Never a pickled model or data set: the scenario's YAML text, its
 file name and the folder its relative paths resolve against (:class:`ScenarioSource`), and
 the unit. A worker parses the text (:func:`~unified_adv.scenario.loading.scenario_from_text`),
-prepares it (:func:`~unified_adv.run.runner.prepare`: model, data, clean predictions, targets,
+prepares it (:func:`~unified_adv.run.prepare.prepare`: model, data, clean predictions, targets,
 defences) once per worker process — cached in a module-level dict keyed by the scenario's
-sha256 and base folder — and runs :func:`~unified_adv.run.runner.execute_unit` with the same
+sha256 and base folder — and runs :func:`~unified_adv.run.execute.execute_unit` with the same
 adapter the local runner would build. Before it runs anything it checks that its
 preparation is the driver's (model, data, defence fingerprints, every attack's samples and
 targets: :func:`prep_digest`); a worker that built something else raises an
@@ -70,24 +70,24 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import sys
 import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from unified_adv.adapters import Adapter, adapter_class
 from unified_adv.errors import InputError, Problem
-from unified_adv.run.units import STORAGE_ERRNOS, Unit, load_unit, save_unit
-
-if TYPE_CHECKING:
-    from unified_adv.adapters import Adapter
-    from unified_adv.run.runner import Prepared, UnitOutcome
-    from unified_adv.scenario.schema import Scenario
+from unified_adv.run.execute import Executor, LocalExecutor, execute_unit, run_units
+from unified_adv.run.prepare import prepare
+from unified_adv.run.prepared import Prepared, UnitOutcome, error_outcome
+from unified_adv.run.units import Unit
+from unified_adv.scenario.loading import scenario_from_text
+from unified_adv.scenario.schema import Scenario
 
 __all__ = [
     "DaskExecutor",
@@ -95,179 +95,13 @@ __all__ = [
     "cached_on_worker",
     "LocalExecutor",
     "ScenarioSource",
-    "execute_one",
+    "execute_unit",
     "make_executor",
     "prep_digest",
-    "run_units_with",
+    "run_units",
 ]
 
 INSTALL_HINT = "the dask executor needs dask.distributed: pip install 'unified-adv[dask]'"
-
-
-# --------------------------------------------------------------------------- shared pieces
-
-
-def execute_one(prep: Prepared, unit: Unit, adapter: Adapter) -> UnitOutcome:
-    """One unit, isolated as the runner isolates it: an exception becomes an error record,
-    an :class:`InputError` propagates. Mirrors the body of ``runner.run_units``."""
-    from unified_adv.run.runner import UnitOutcome, execute_unit
-
-    try:
-        arrays, meta = execute_unit(prep, unit, adapter)
-        if prep.scenario.crosscheck.repeat:
-            again, _ = execute_unit(prep, unit, adapter)
-            meta["repeat_identical"] = bool(np.array_equal(arrays["x_adv"], again["x_adv"]))
-        return UnitOutcome(unit, arrays, meta)
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - isolate one backend's failure
-        return _error_outcome(unit, exc, traceback.format_exc(limit=8))
-
-
-def _error_outcome(unit: Unit, exc: BaseException, tb: str) -> UnitOutcome:
-    from unified_adv.run.runner import UnitOutcome
-
-    message = f"{type(exc).__name__}: {exc}".strip()
-    return UnitOutcome(unit, None, {"status": "error", "error": message, "traceback": tb})
-
-
-class Executor(Protocol):
-    """Runs units; yields one outcome per unit as each finishes (any order). An outcome with
-    ``arrays=None`` is a unit that failed (``meta``: status, error, traceback); an
-    :class:`InputError` ends the iteration. Nothing is written by the executor."""
-
-    name: str
-
-    def map_units(self, prep: Prepared, units: Sequence[Unit]) -> Iterator[UnitOutcome]: ...
-
-    def describe(self) -> dict[str, Any]: ...
-
-    def close(self) -> None: ...
-
-
-def run_units_with(
-    executor: Executor | None,
-    prep: Prepared,
-    units: list[Unit],
-    folder: Path,
-    *,
-    resume: bool = False,
-    strict: bool = False,
-    progress: Callable[[Unit], None] | None = None,
-) -> list[UnitOutcome]:
-    """``runner.run_units`` through an executor: same outcomes, same files, same order.
-
-    Stored results are reused on ``resume`` (and never submitted); every other unit goes to
-    the executor, and each result is saved here, by the driver, as it arrives, under the
-    same key as the local runner's (``runner.storage_unit``). ``progress`` is called once
-    per unit, reused or run, as it completes. ``strict``: the first unit that fails stops
-    the run (``runner.UnitFailed``; the executor's remaining work is cancelled) and what
-    finished before it stays on disk for ``resume``.
-    """
-    from unified_adv.run.runner import (
-        UnitFailed,
-        UnitOutcome,
-        _remove_stale_temp_files,
-        storage_unit,
-        stored_unit_check,
-    )
-
-    executor = executor if executor is not None else LocalExecutor()
-    _remove_stale_temp_files(folder)
-    done: dict[int, UnitOutcome] = {}
-    todo: list[Unit] = []
-    where: dict[str, list[int]] = {}  # unit key -> its places in ``units``
-    for i, unit in enumerate(units):
-        stored = (
-            load_unit(folder, storage_unit(prep, unit), stored_unit_check(prep, unit))
-            if resume
-            else None
-        )
-        if stored is not None and stored[1].get("status") == "ok":
-            done[i] = UnitOutcome(unit, stored[0], stored[1], reused=True)
-            if progress is not None:
-                progress(unit)
-        else:
-            if unit.key not in where:
-                todo.append(unit)
-            where.setdefault(unit.key, []).append(i)
-    results = executor.map_units(prep, todo)
-    try:
-        for outcome in results:
-            unit = outcome.unit
-            if outcome.arrays is not None:
-                try:
-                    save_unit(folder, storage_unit(prep, unit), outcome.arrays, outcome.meta)
-                except OSError as exc:
-                    if exc.errno in STORAGE_ERRNOS:
-                        raise  # the disk is full: no later unit could be kept either
-                    outcome = _error_outcome(unit, exc, traceback.format_exc(limit=8))
-                except Exception as exc:  # noqa: BLE001 - as the runner: a unit's error
-                    outcome = _error_outcome(unit, exc, traceback.format_exc(limit=8))
-            if outcome.arrays is None:
-                first = (outcome.meta.get("error") or "").strip().splitlines()[:1]
-                if strict:
-                    raise UnitFailed(
-                        unit.name, first[0] if first else "", outcome.meta.get("traceback", "")
-                    )
-                print(f"unit {unit.name} failed: {first[0] if first else ''}", file=sys.stderr)
-            for i in where[unit.key]:
-                done[i] = outcome
-                if progress is not None:
-                    progress(unit)
-    finally:
-        close = getattr(results, "close", None)
-        if close is not None:
-            close()  # a generator's finally: the executor cancels what is still queued
-    missing = [units[i].name for i in range(len(units)) if i not in done]
-    if missing:  # an executor that lost units is a bug, never a silent gap in the results
-        raise RuntimeError(f"executor {executor.name!r} returned no result for {missing[:5]}")
-    return [done[i] for i in range(len(units))]
-
-
-# --------------------------------------------------------------------------- local
-
-
-class LocalExecutor:
-    """In this process, in order: what ``runner.run_units`` does today."""
-
-    name = "local"
-
-    def map_units(self, prep: Prepared, units: Sequence[Unit]) -> Iterator[UnitOutcome]:
-        from unified_adv.adapters import adapter_class
-
-        adapters: dict[tuple[str, str], Adapter] = {}
-        for unit in units:
-            which = (unit.backend, unit.defence)
-            try:
-                if which not in adapters:
-                    adapters[which] = adapter_class(unit.backend)(
-                        model=prep.wrapper_for(unit.defence)
-                    )
-            except InputError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - as the runner: recorded per unit
-                yield _error_outcome(unit, exc, traceback.format_exc(limit=8))
-                continue
-            yield execute_one(prep, unit, adapters[which])
-
-    def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[tuple[int, Any]]:
-        """(index, fn(item)) for every item, in order."""
-        for i, item in enumerate(items):
-            yield i, fn(item)
-
-    def describe(self) -> dict[str, Any]:
-        """Where the units ran: for the summary's provenance."""
-        return {"executor": "local"}
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> LocalExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------- what a task carries
@@ -303,8 +137,6 @@ class ScenarioSource:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def scenario(self) -> Scenario:
-        from unified_adv.scenario.loading import scenario_from_text
-
         if not self.text:
             raise InputError.one(
                 self.file,
@@ -348,8 +180,6 @@ _LOCK = threading.Lock()
 def prepared_on_worker(source: ScenarioSource) -> Prepared:
     """The scenario prepared once in this process (rebuilt from its text, never unpickled),
     checked against the driver's preparation on every task."""
-    from unified_adv.run.runner import prepare
-
     key = source.cache_key
     if key not in _PREPARED:
         prep = prepare(source.scenario())
@@ -399,8 +229,6 @@ def run_unit_task(source: ScenarioSource, unit: Unit) -> dict[str, Any]:
     with _LOCK:
         try:
             prep = prepared_on_worker(source)
-            from unified_adv.adapters import adapter_class
-
             which = (source.cache_key, unit.backend, unit.defence)
             try:
                 if which not in _ADAPTERS:
@@ -410,16 +238,16 @@ def run_unit_task(source: ScenarioSource, unit: Unit) -> dict[str, Any]:
             except InputError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                out = _error_outcome(unit, exc, traceback.format_exc(limit=8))
+                out = error_outcome(unit, exc, traceback.format_exc(limit=8))
             else:
-                out = execute_one(prep, unit, _ADAPTERS[which])
+                out = execute_unit(prep, unit, _ADAPTERS[which])
         except InputError as exc:
             return {
                 "status": "input_error",
                 "problems": [(p.file, p.path, p.message) for p in exc.problems],
             }
         except Exception as exc:  # noqa: BLE001 - preparing failed: this unit's error
-            out = _error_outcome(unit, exc, traceback.format_exc(limit=8))
+            out = error_outcome(unit, exc, traceback.format_exc(limit=8))
     out.meta["worker"] = _where()
     if out.arrays is None:
         return {"status": "error", "meta": out.meta}
@@ -586,8 +414,6 @@ class DaskExecutor:
             client.cancel(list(futures))
 
     def map_units(self, prep: Prepared, units: Sequence[Unit]) -> Iterator[UnitOutcome]:
-        from unified_adv.run.runner import UnitOutcome
-
         if not units:
             return
         if not prep.scenario.text:
@@ -620,7 +446,7 @@ class DaskExecutor:
                     res = fut.result()
                 except Exception as exc:  # noqa: BLE001 - KilledWorker, a task not unpickled
                     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                    yield _error_outcome(unit, exc, tb)
+                    yield error_outcome(unit, exc, tb)
                     continue
                 finally:
                     fut.release()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from unified_adv import __version__
 from unified_adv.errors import InputError
-from unified_adv.run.units import STORAGE_ERRNOS, atomic_write_bytes
+from unified_adv.files import STORAGE_ERRNOS, atomic_write_bytes
 
 #: A small file that marks a folder as a unified-adv run (so --out may write into it).
 MARKER = ".unified-adv-run"

@@ -6,11 +6,9 @@ everything its result depends on, so a stored result can be trusted on resume.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,10 +17,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-UNIT_FORMAT = 2
+from unified_adv.files import atomic_write_bytes, json_checksum, sha256_bytes, sha256_file
 
-#: errno values that mean the output folder cannot take more data (the run stops, cleanly).
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+UNIT_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -80,38 +77,6 @@ def unit_seed(scenario_seed: int, attack_index: int, eps_index: int, shard_index
     return int(seq.generate_state(1)[0])
 
 
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """``write(tmp)`` into a temp file beside ``path``, then rename it over ``path``. The temp
-    file never outlives a failure (a full disk leaves no 0-byte file behind)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if exc.filename is None:  # os.write names no file: say which one filled the disk
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """``data`` into ``path`` atomically, through ``os.write`` (a short write is retried; a
-    full disk raises OSError ENOSPC and leaves nothing behind)."""
-
-    def write(tmp: Path) -> None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-
-    atomic_write(path, write)
-
-
 class UnitLike(Protocol):
     """Any unit of work: plain data with a readable name and a content key."""
 
@@ -120,12 +85,6 @@ class UnitLike(Protocol):
 
     @property
     def key(self) -> str: ...
-
-
-def _doc_checksum(doc: dict[str, Any]) -> str:
-    """sha256 of the unit's JSON record without its own checksum field (canonical form)."""
-    body = {k: v for k, v in doc.items() if k != "checksum"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def save_unit(
@@ -142,8 +101,8 @@ def save_unit(
     doc = {"key": unit.key, "unit": asdict(unit), **meta}  # type: ignore[call-overload]
     # Through JSON once: the checksum is of what load_unit will read back.
     doc = json.loads(json.dumps(doc, default=str))
-    doc["npz_sha256"] = hashlib.sha256(blob).hexdigest()
-    doc["checksum"] = _doc_checksum(doc)
+    doc["npz_sha256"] = sha256_bytes(blob)
+    doc["checksum"] = json_checksum(doc)
     text = json.dumps(doc, indent=1)
     atomic_write_bytes(folder / f"{unit.name}.json", text.encode("utf-8"))
 
@@ -193,10 +152,10 @@ def load_unit(
 
 
 def _verify(meta: dict[str, Any], npz_path: Path) -> str | None:
-    if meta.get("checksum") != _doc_checksum(meta):
+    if meta.get("checksum") != json_checksum(meta):
         return "its record (.json) does not match its checksum"
     try:
-        digest = hashlib.sha256(npz_path.read_bytes()).hexdigest()
+        digest = sha256_file(npz_path)
     except OSError as exc:
         return f"its arrays (.npz) cannot be read ({exc.strerror})"
     if meta.get("npz_sha256") != digest:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from unified_adv.errors import InputError
+from unified_adv.files import cache_dir  # noqa: F401 - re-exported: its old home
 
 if TYPE_CHECKING:
     from unified_adv.scenario.schema import ModelSpec
@@ -123,13 +124,6 @@ class LoadedModel:
     details: dict[str, Any]
 
 
-def cache_dir() -> Path:
-    """$UNIFIED_ADV_CACHE, else $XDG_CACHE_HOME/unified-adv, else ~/.cache/unified-adv."""
-    env = os.environ.get("UNIFIED_ADV_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "unified-adv"
 
 
 # --------------------------------------------------------------------------- loading
