@@ -18,7 +18,7 @@ import pandas as pd
 
 from unified_adv import __version__
 from unified_adv.adapters import adapter_class, backend_names
-from unified_adv.analyses.monitor import run_analyses
+from unified_adv.analyses.driver import run_analyses
 from unified_adv.defences.variants import defence_summary, non_adaptive_outcomes
 from unified_adv.evaluate.crosscheck import crosscheck
 from unified_adv.evaluate.findings import model_findings, result_findings

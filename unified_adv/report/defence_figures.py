@@ -8,17 +8,8 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
-from unified_adv.report import PALETTE, _image, _png, plain_text
+from unified_adv.report import PALETTE, _image, _png, plain_text, pyplot
 from unified_adv.run.runner import Prepared, UnitOutcome
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 @plain_text
@@ -29,7 +20,7 @@ def _bars(summary: dict[str, Any]) -> str | None:
     variants = summary.get("variants") or []
     if not rows or not variants:
         return None
-    plt = _plt()
+    plt = pyplot()
     labels = [
         r["attack_id"] + (f"\nε={r['eps']:.3g}" if r["eps"] is not None else "") for r in rows
     ]
@@ -83,7 +74,7 @@ def _strips(prep: Prepared, outcomes: list[UnitOutcome], count: int = 3) -> list
     each defence, as the classifier behind the defence receives it (one draw)."""
     from unified_adv.defences.layers import reseed
 
-    plt = _plt()
+    plt = pyplot()
     lo, hi = prep.model.wrapper.input_range
     names = prep.data.class_names
     name = lambda c: names[c] if 0 <= c < len(names) else str(c)  # noqa: E731

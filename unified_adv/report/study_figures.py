@@ -6,17 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from unified_adv.report import PALETTE, _image, _png, plain_text
+from unified_adv.report import PALETTE, _image, _png, plain_text, pyplot
 from unified_adv.run.runner import Prepared
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _row_title(row: dict[str, Any]) -> str:
@@ -33,7 +24,7 @@ def _row_title(row: dict[str, Any]) -> str:
 def uap_figures(prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """The perturbations (diverging colour scale, ± their own largest value), the rates
     against the random controls, and a few held-out images with the first UAP applied."""
-    plt = _plt()
+    plt = pyplot()
     rows = entry["rows"]
     perts = extra["perturbations"]
     out: dict[str, Any] = {}
@@ -116,7 +107,7 @@ def transfer_figures(
 ) -> dict[str, Any]:
     """Per backend: the surrogate × target heat map of transfer success (diagonal: white box),
     and one sample attacked on each surrogate, as every target model classifies it."""
-    plt = _plt()
+    plt = pyplot()
     out: dict[str, Any] = {"matrices": {}, "examples": {}}
     for backend, result in entry["backends"].items():
         names = result["models"]
