@@ -177,6 +177,33 @@ def _monitor_columns(per_backend: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _backend_walks(
+    ctx: AnalysisContext, unit: AnalysisUnit, sel: Selection, walks: Walks, step: float,
+    max_steps: int,
+) -> tuple[WalkResult, dict[str, Any]]:  # fmt: skip
+    """One backend's walks on one checkpoint (stored or run) and their summary row."""
+    prep = ctx.prep
+    lo, hi = prep.model.wrapper.input_range
+    model = sel.ckpt.model.wrapper
+    arrays, meta = ctx.store.cached(
+        unit, partial(_walk, unit.backend, model, walks, step, max_steps, unit.seed)
+    )
+    walk = WalkResult(
+        arrays["iterations"], arrays["reached"], arrays["x_final"], arrays["mae"],
+        meta.get("library_call", {}),
+    )  # fmt: skip
+    keep = sel.valid[walks.src]
+    kept = walk_subset(walk, keep)
+    summary = walk_summary(kept, walks.y[keep], walks.targets[keep], prep.num_classes, hi - lo)
+    row = {
+        **summary,
+        "walks_total": int(len(keep)),
+        "valid_walks": int(keep.sum()),
+        "time_s": float(meta.get("time_s", 0.0)),
+    }
+    return walk, row
+
+
 def run(ctx: AnalysisContext, index: int, spec: AnalysisSpec) -> AnalysisOutput:
     """Walk every selected image to every other class, per checkpoint and backend."""
     prep = ctx.prep
@@ -188,45 +215,20 @@ def run(ctx: AnalysisContext, index: int, spec: AnalysisSpec) -> AnalysisOutput:
     seed = unit_seed(prep.scenario.seed, 1000 + index, 0, 0)
     for sel in selections(ctx, spec):
         walks = Walks.of(sel, prep.num_classes)
-        keep = sel.valid[walks.src]
+        label = sel.ckpt.label
         per_backend: dict[str, Any] = {}
         finals: dict[str, WalkResult] = {}
         for backend in walk_backends(spec.backends):
-            label = sel.ckpt.label
             unit = AnalysisUnit(
                 index, spec.label, "targeted_walk", label, backend, params, seed, sel.context
             )
-            model = sel.ckpt.model.wrapper
-            arrays, meta = ctx.store.cached(
-                unit, partial(_walk, backend, model, walks, step, max_steps, seed)
-            )
-            walk = WalkResult(
-                arrays["iterations"], arrays["reached"], arrays["x_final"], arrays["mae"],
-                meta.get("library_call", {}),
-            )  # fmt: skip
-            summary = walk_summary(
-                walk_subset(walk, keep),
-                walks.y[keep],
-                walks.targets[keep],
-                prep.num_classes,
-                hi - lo,
-            )
-            per_backend[backend] = {
-                **summary,
-                "walks_total": int(len(keep)),
-                "valid_walks": int(keep.sum()),
-                "time_s": float(meta.get("time_s", 0.0)),
-            }
+            walk, per_backend[backend] = _backend_walks(ctx, unit, sel, walks, step, max_steps)
             finals[backend] = walk
-            out.results[ResultKey(index, label, backend)] = (
-                walk,
-                walks.y,
-                walks.targets,
-                walks.src,
-            )
+            key = ResultKey(index, label, backend)
+            out.results[key] = (walk, walks.y, walks.targets, walks.src)
         out.entry["checkpoints"].append(
             {
-                "checkpoint": sel.ckpt.label,
+                "checkpoint": label,
                 "accuracy": sel.ckpt.accuracy,
                 "step_size": step,
                 "max_steps": max_steps,
@@ -236,5 +238,5 @@ def run(ctx: AnalysisContext, index: int, spec: AnalysisSpec) -> AnalysisOutput:
                 "agreement": agreement(finals),
             }
         )
-        out.monitor[sel.ckpt.label] = _monitor_columns(per_backend)
+        out.monitor[label] = _monitor_columns(per_backend)
     return out
