@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unified_adv.analyses.morph import MORPH_BATCH, morph_pairs, morph_sweep, select_images
+from unified_adv.analyses.base import select_images
+from unified_adv.analyses.morph import MORPH_BATCH, morph_pairs, morph_sweep
 from unified_adv.sources.builtin.digits import builtin_digits_cnn, digits_split
 from unified_adv.sources.models import ModelWrapper
 

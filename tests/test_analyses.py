@@ -15,10 +15,10 @@ from unified_adv.analyses.morph import (
     morph_pairs,
     morph_summary,
     morph_sweep,
-    robustness_index,
-    targeted_walk,
     threshold_sums,
 )
+from unified_adv.analyses.robustness_index import robustness_index
+from unified_adv.analyses.walk import targeted_walk
 from unified_adv.sources.models import ModelWrapper
 
 

@@ -96,7 +96,7 @@ def test_medians_are_over_fooled_samples_only(result: unified_adv.RunResult, bac
 # takes a gradient through more than 32 samples at once (inference alone always fits).
 SMALL_GPU = """
 import torch
-from unified_adv.sources.models import builtin_digits_cnn
+from unified_adv.sources.builtin.digits import builtin_digits_cnn
 
 class SmallGpu(torch.nn.Module):
     def __init__(self):

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from unified_adv.analyses.monitor import run_analyses
+from unified_adv.analyses.driver import run_analyses
 from unified_adv.errors import InputError
 from unified_adv.evaluate.summary import Outcomes, build_summary, strict_json, versions
 from unified_adv.files import atomic_write_bytes, atomic_write_text

@@ -18,13 +18,19 @@ ties would all land on one side of a quantile edge.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from unified_adv.adapters import Adapter, AttackRequest, adapter_class, backend_names
+from unified_adv.analyses.base import AnalysisContext, AnalysisOutput, AnalysisUnit
 from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.evaluate.crosscheck import wilson
+from unified_adv.run.prepared import Prepared
+from unified_adv.run.units import unit_seed
+from unified_adv.scenario.schema import AnalysisSpec
 
 METHODS = (
     ("fast", "inverse", "fgsm"),
@@ -239,3 +245,138 @@ def backend_spread(tables: dict[str, list[dict[str, Any]]]) -> float | None:
                     cells.setdefault((r["method"], r["gradient"], b), []).append(c["top1"])
     spreads = [max(v) - min(v) for v in cells.values() if len(v) > 1]
     return max(spreads) if spreads else None
+
+
+# --------------------------------------------------------------------------- the analysis
+
+
+@dataclass
+class Settings:
+    """The analysis's parameters with the defaults filled in."""
+
+    mode: str
+    count: int
+    thresholds: tuple[float, float]
+    eps: float
+    steps: int
+    step_size: float
+    k: int
+
+    @classmethod
+    def of(cls, prep: Prepared, spec: AnalysisSpec) -> Settings:
+        lo, hi = prep.model.wrapper.input_range
+        mode = spec.mode or "paper"
+        eps = spec.eps if spec.eps is not None else 0.1 * (hi - lo)
+        steps = spec.steps or 10
+        return cls(
+            mode=mode,
+            count=3 if mode == "paper" else (spec.buckets or 3),
+            thresholds=spec.thresholds or PAPER_THRESHOLDS,
+            eps=eps,
+            steps=steps,
+            step_size=spec.step_size if spec.step_size is not None else 2.5 * eps / steps,
+            k=min(spec.k or 5, prep.num_classes),
+        )
+
+    def params(self, attack: str, gradient: str) -> tuple[tuple[str, Any], ...]:
+        return (
+            ("attack", attack),
+            ("eps", self.eps),
+            ("gradient", gradient),
+            ("k", self.k),
+            ("step_size", self.step_size),
+            ("steps", self.steps),
+        )
+
+
+def _attack_logits(
+    prep: Prepared, backend: str, attack: str, targeted: bool, batch: tuple[Any, ...],
+    st: Settings, seed: int,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
+    x, y, targets = batch
+    adapter = adapter_class(backend)(model=prep.model.wrapper)
+    x_adv = run_method(
+        adapter, attack, targeted, x, y, targets, st.eps, st.steps, st.step_size, seed
+    )
+    return {"adv_logits": prep.model.wrapper.logits(x_adv)}, {}
+
+
+def _attack_all(
+    ctx: AnalysisContext, index: int, spec: AnalysisSpec, st: Settings, positions: np.ndarray
+) -> tuple[dict[str, dict[tuple[str, str], np.ndarray]], dict[str, list[str]]]:
+    """Every (method, gradient) on every backend that has it: adversarial logits per backend."""
+    prep = ctx.prep
+    x, y = prep.data.x[positions], prep.data.y[positions]
+    ranked = np.argsort(-prep.clean_logits[positions], axis=1, kind="stable")
+    targets = ranked[:, st.k - 1].astype(np.int64)  # the lowest-ranked of the top-k
+    seed = unit_seed(prep.scenario.seed, 2000 + index, 0, 0)
+    context = f"{prep.model.fingerprint}:{prep.data.fingerprint}"
+    per_backend: dict[str, dict[tuple[str, str], np.ndarray]] = {}
+    ran: dict[str, list[str]] = {}
+    for method, gradient, attack in METHODS:
+        targeted = gradient == "least_likely"
+        for backend in method_backends(spec.backends, attack, targeted):
+            unit = AnalysisUnit(
+                index, spec.label, "confidence_buckets", "final", backend,
+                st.params(attack, gradient), seed, context, variant=f"{method}-{gradient}",
+            )  # fmt: skip
+            arrays, _ = ctx.store.cached(
+                unit,
+                partial(_attack_logits, prep, backend, attack, targeted, (x, y, targets), st, seed),
+            )
+            per_backend.setdefault(backend, {})[(method, gradient)] = arrays["adv_logits"]
+            ran.setdefault(f"{method}/{gradient}", []).append(backend)
+    return per_backend, ran
+
+
+def _bucket_stats(conf: np.ndarray, bucket: np.ndarray, names: list[str]) -> dict[str, Any]:
+    return {
+        "bucket_counts": {n: int((bucket == i).sum()) for i, n in enumerate(names)},
+        "bucket_ranges": {
+            n: [float(conf[bucket == i].min()), float(conf[bucket == i].max())]
+            if (bucket == i).any()
+            else None
+            for i, n in enumerate(names)
+        },
+    }
+
+
+def run(ctx: AnalysisContext, index: int, spec: AnalysisSpec) -> AnalysisOutput:
+    """Possas's Table 1 on the final model: correctly classified samples only."""
+    prep = ctx.prep
+    st = Settings.of(prep, spec)
+    positions = np.flatnonzero(prep.correct)
+    y = prep.data.y[positions]
+    log_conf = log_confidence(prep.clean_logits[positions])
+    conf = np.exp(log_conf)
+    bucket, edges = assign_buckets(log_conf, st.mode, st.thresholds, st.count)
+    names = bucket_names(st.mode, st.count)
+    per_backend, ran = _attack_all(ctx, index, spec, st, positions)
+    tables = {b: table(d, y, bucket, names, st.k) for b, d in per_backend.items()}
+    primary = sorted(tables, key=lambda b: -len(per_backend[b]))[0] if tables else None
+    quantiles = (0.05, 0.25, 0.5, 0.75, 0.95)
+    return AnalysisOutput(
+        {
+            "id": spec.label,
+            "name": "confidence_buckets",
+            "mode": st.mode,
+            "edges": edges,
+            "bucket_names": names,
+            "eps": st.eps,
+            "steps": st.steps,
+            "step_size": st.step_size,
+            "k": st.k,
+            "n_samples": int(len(positions)),
+            **_bucket_stats(conf, bucket, names),
+            "bucket_notes": bucket_notes(log_conf, bucket, names, st.mode),
+            "ranking": "float64 log-probabilities",
+            "confidence_quantiles": {str(q): float(np.quantile(conf, q)) for q in quantiles}
+            if len(conf)
+            else {},
+            "backends_per_method": ran,
+            "tables": tables,
+            "primary_backend": primary,
+            "paper_findings": paper_findings(tables[primary], names) if primary else [],
+            "backend_spread": backend_spread(tables),
+        }
+    )

@@ -1,24 +1,32 @@
-"""Ding & Möller's training-state monitor: interpolation morphing, targeted walks, and
-the robustness index built from them.
+"""Ding & Möller's interpolation morphing, per model checkpoint (the ``morph`` analysis).
 
-* **Morphing**: x* = (1 − T)·x1 + T·x2 for T on ``steps`` evenly spaced values in [0, 1];
-  the class-switch threshold is the first T where the prediction becomes the class of x2,
-  a pop-up is any prediction that is neither class on the way. Only forward passes, batched.
-* **Targeted walk**: x_n = clip(x_{n−1} − α·sign(∇J(x_{n−1}, y_target))) until the model
-  predicts the target or ``max_steps`` is reached. Each step is one step of a targeted BIM
-  run by the backend libraries; unified-adv adds only the stopping rule and the count.
+x* = (1 − T)·x1 + T·x2 for T on ``steps`` evenly spaced values in [0, 1]; the class-switch
+threshold is the first T where the prediction becomes the class of x2, a pop-up is any
+prediction that is neither class on the way. Only forward passes, batched. The targeted walk
+is :mod:`unified_adv.analyses.walk`, the index built from both
+:mod:`unified_adv.analyses.robustness_index`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from functools import partial
 from typing import Any
 
 import numpy as np
 from scipy.special import softmax
 
-from unified_adv.adapters import Adapter, AttackRequest
+from unified_adv.analyses.base import (
+    AnalysisContext,
+    AnalysisOutput,
+    AnalysisUnit,
+    ResultKey,
+    Selection,
+    checkpoint_entry,
+    selections,
+)
+from unified_adv.scenario.schema import AnalysisSpec
 from unified_adv.sources.models import ModelWrapper
 
 MORPH_BATCH = 8192
@@ -33,14 +41,6 @@ class MorphResult:
     thresholds: np.ndarray  # (P,) first T predicted as the class of x2 (NaN: never)
     popup: np.ndarray  # (P,) a class that is neither appears on the path
     popup_before_switch: np.ndarray  # (P,) ... before the threshold
-
-
-def select_images(
-    y: np.ndarray, correct: np.ndarray, per_class: int, num_classes: int
-) -> np.ndarray:
-    """The first ``per_class`` correctly classified images of each class, in data order."""
-    chosen = [np.flatnonzero((y == c) & correct)[:per_class] for c in range(num_classes)]
-    return np.concatenate(chosen).astype(np.int64)
 
 
 def morph_pairs(labels: np.ndarray, count: int | None, seed: int) -> np.ndarray:
@@ -168,96 +168,56 @@ def morph_summary(result: MorphResult, labels: np.ndarray, num_classes: int) -> 
     }
 
 
-@dataclass
-class WalkResult:
-    iterations: np.ndarray  # (W,) steps taken
-    reached: np.ndarray  # (W,) the target was reached within max_steps
-    x_final: np.ndarray  # (W, C, H, W) the last iterate
-    mae: np.ndarray  # (W,) mean |x* - x|
-    library_call: dict[str, Any]
+#: The statistics also reported over every pair, misclassified endpoints included.
+ALL_PAIRS_KEYS = ("popup_share", "mean_threshold", "no_switch", "morph_balance")
 
 
-def targeted_walk(
-    adapter: Adapter,
-    model: ModelWrapper,
-    x: np.ndarray,
-    y: np.ndarray,
-    targets: np.ndarray,
-    *,
-    step_size: float,
-    max_steps: int,
-    seed: int,
-) -> WalkResult:
-    """Step every walk with one targeted BIM step of the backend until it reaches its target."""
-    cur = x.copy()
-    iterations = np.zeros(len(x), dtype=np.int64)
-    reached = model.logits(cur).argmax(1) == targets
-    request = AttackRequest(
-        attack="bim",
-        norm="linf",
-        eps=step_size,
-        params={"steps": 1, "step_size": step_size},
-        targeted=True,
-    )
-    call: dict[str, Any] = {}
-    for n in range(1, max_steps + 1):
-        active = np.flatnonzero(~reached)
-        if not len(active):
-            break
-        out = adapter.generate(request, cur[active], y[active], targets[active], seed=seed + n)
-        call = out.library_call
-        cur[active] = out.x_adv
-        iterations[active] = n
-        reached[active] = model.logits(cur[active]).argmax(1) == targets[active]
-    mae = np.abs(cur - x).reshape(len(x), -1).mean(1).astype(np.float64)
-    return WalkResult(iterations, reached, cur, mae, call)
+def _sweep(model: ModelWrapper, sel: Selection, pairs: np.ndarray, steps: int) -> Any:
+    return asdict(morph_sweep(model, sel.x, sel.labels, pairs, steps)), {}
 
 
-def walk_subset(result: WalkResult, keep: np.ndarray) -> WalkResult:
-    """The walks where ``keep`` is True (e.g. those whose source the model classifies
-    correctly: a walk from a misclassified source may start at its target)."""
-    return WalkResult(
-        result.iterations[keep],
-        result.reached[keep],
-        result.x_final[keep],
-        result.mae[keep],
-        result.library_call,
-    )
-
-
-def walk_summary(
-    result: WalkResult, src: np.ndarray, dst: np.ndarray, num_classes: int, value_range: float
+def _checkpoint_row(
+    sel: Selection, res: MorphResult, elapsed: float, num_classes: int
 ) -> dict[str, Any]:
-    ok = result.reached
+    keep = valid_pairs(res.pairs, sel.valid)
+    summary = morph_summary(morph_subset(res, keep), sel.labels, num_classes)
+    every = morph_summary(res, sel.labels, num_classes)
+    steps = len(res.t)
+    summary["images_per_second"] = len(res.pairs) * steps / elapsed if elapsed > 0 else None
     return {
-        "walks": int(len(ok)),
-        "failures": int((~ok).sum()),
-        "mae_matrix": class_matrix(
-            src, dst, np.where(ok, result.mae, np.nan), num_classes
-        ).tolist(),
-        "iterations_matrix": class_matrix(
-            src, dst, np.where(ok, result.iterations.astype(float), np.nan), num_classes
-        ).tolist(),
-        "mean_mae": float(result.mae.mean()) if len(ok) else None,
-        "mean_mae_reached": float(result.mae[ok].mean()) if ok.any() else None,
-        "mean_iterations_reached": float(result.iterations[ok].mean()) if ok.any() else None,
-        # Over all walks, failures counted with the distance they had covered (a lower bound).
-        "walk_effort": float(result.mae.mean() / value_range) if len(ok) else None,
+        "checkpoint": sel.ckpt.label,
+        "accuracy": sel.ckpt.accuracy,
+        "time_s": elapsed,
+        "images": int(len(sel.images)),
+        "images_correct": int(sel.valid.sum()),
+        "pairs_total": int(len(res.pairs)),
+        "valid_pairs": int(keep.sum()),
+        **summary,
+        # The same statistics over every pair, misclassified endpoints included
+        # (for comparison only; not used by the monitor).
+        "all_pairs": {k: every[k] for k in ALL_PAIRS_KEYS},
     }
 
 
-def robustness_index(walk_effort: float | None, morph_balance: float | None) -> float | None:
-    """RI = 100 · E · B, higher is more robust — this project's definition: Ding & Möller
-    propose monitoring the training state with the morph thresholds and the walk effort
-    but give no formula for combining them.
-
-    E (walk effort): mean MAE of the targeted walks to every other class, in units of the
-    input range — how far, on average, an image must move to become any other class.
-    B (morph balance): 1 − 2·mean|T − 0.5| over the morph pairs — 1 when every class switch
-    lies midway between the two images, 0 when it sits at one of them.
-    With only one of the two analyses, the index is 100·E or 100·B alone.
-    """
-    parts = [v for v in (walk_effort, morph_balance) if v is not None]
-    if not parts:
-        return None
-    return float(100 * np.prod(parts))
+def run(ctx: AnalysisContext, index: int, spec: AnalysisSpec) -> AnalysisOutput:
+    """Morph every selected cross-class pair on every checkpoint (the ``morph`` analysis)."""
+    prep = ctx.prep
+    out = AnalysisOutput(checkpoint_entry(prep, spec))
+    steps = spec.steps or 100
+    seed = spec.seed if spec.seed is not None else prep.scenario.seed
+    for sel in selections(ctx, spec):
+        pairs = morph_pairs(sel.labels, spec.pairs, seed)
+        params = (("pairs", spec.pairs), ("steps", steps))
+        unit = AnalysisUnit(
+            index, spec.label, "morph", sel.ckpt.label, "", params, seed, sel.context
+        )
+        wrapper = sel.ckpt.model.wrapper
+        arrays, meta = ctx.store.cached(unit, partial(_sweep, wrapper, sel, pairs, steps))
+        res = MorphResult(**{f.name: arrays[f.name] for f in fields(MorphResult)})
+        row = _checkpoint_row(sel, res, float(meta.get("time_s", 0.0)), prep.num_classes)
+        out.entry["checkpoints"].append(row)
+        out.monitor[sel.ckpt.label] = {
+            k: row[k] for k in ("morph_balance", "popup_share", "valid_pairs", "pairs_total")
+        }
+        out.results[ResultKey(index, sel.ckpt.label)] = res
+    return out

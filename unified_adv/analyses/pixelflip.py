@@ -366,78 +366,82 @@ def _walk(module: nn.Module) -> Iterator[nn.Module]:
         yield module
 
 
-def plan_fast(model: nn.Module, image_shape: Sequence[int]) -> FastPlan:
-    """Check that ``model`` is made only of supported layers; raise ValueError naming the
-    first one that is not."""
-    mean = std = None
-    net = model
-    if isinstance(model, ModelWrapper):
-        net = model.get_submodule("net")
-        if model.normalised:
-            mean, std = model.get_buffer("mean")[0], model.get_buffer("std")[0]
-    layers = list(_walk(net))
+def _unsupported(idx: int, layer: nn.Module, why: str = "") -> ValueError:
+    return ValueError(
+        f"fast engine: unsupported layer {idx} ({layer!r}){': ' + why if why else ''}; "
+        f"it handles only {SUPPORTED}, as an nn.Sequential (or a module whose "
+        f".layers is one); use engine='generic'"
+    )
+
+
+_ELEMENTWISE = (nn.ReLU, nn.modules.dropout._DropoutNd, nn.Identity)
+Shape = tuple[int, int, int]
+
+
+def _conv(idx: int, layer: nn.Conv2d, shape: Shape) -> tuple[_Spatial, Shape]:
+    pad = layer.padding
+    if isinstance(pad, str):
+        if pad == "same" and all(k % 2 == 1 for k in layer.kernel_size):
+            pad = tuple(k // 2 for k in layer.kernel_size)
+        elif pad == "valid":
+            pad = (0, 0)
+        else:
+            raise _unsupported(idx, layer, "padding 'same' with an even kernel")
+    if _pair(layer.stride) != (1, 1) or _pair(layer.dilation) != (1, 1):
+        raise _unsupported(idx, layer, "stride and dilation must be 1")
+    if layer.groups != 1 or layer.padding_mode != "zeros":
+        raise _unsupported(idx, layer, "groups must be 1 and padding zeros")
+    k, p = _pair(layer.kernel_size), _pair(pad)
+    _, h, w = shape
+    out = (layer.out_channels, h + 2 * p[0] - k[0] + 1, w + 2 * p[1] - k[1] + 1)
+    return _Spatial("conv", layer, k, (1, 1), p), out
+
+
+def _pool(idx: int, layer: nn.MaxPool2d, shape: Shape) -> tuple[_Spatial, Shape]:
+    if _pair(layer.padding) != (0, 0) or _pair(layer.dilation) != (1, 1):
+        raise _unsupported(idx, layer, "padding must be 0 and dilation 1")
+    if layer.ceil_mode or layer.return_indices:
+        raise _unsupported(idx, layer, "ceil_mode and return_indices are not handled")
+    k, s = _pair(layer.kernel_size), _pair(layer.stride or layer.kernel_size)
+    c, h, w = shape
+    return _Spatial("pool", layer, k, s), (c, (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1)
+
+
+def _spatial_part(
+    it: Iterator[tuple[int, nn.Module]], shape: Shape
+) -> tuple[list[_Spatial], list[Shape]]:
+    """The layers up to Flatten (consumed from ``it``), and each one's input shape."""
     spatial: list[_Spatial] = []
-    c, h, w = (int(v) for v in image_shape)
-    shapes = [(c, h, w)]
-    it = iter(enumerate(layers))
-
-    def unsupported(idx: int, layer: nn.Module, why: str = "") -> ValueError:
-        return ValueError(
-            f"fast engine: unsupported layer {idx} ({layer!r}){': ' + why if why else ''}; "
-            f"it handles only {SUPPORTED}, as an nn.Sequential (or a module whose "
-            f".layers is one); use engine='generic'"
-        )
-
-    flattened = False
+    shapes = [shape]
     for idx, layer in it:
         if isinstance(layer, nn.Conv2d):
-            pad = layer.padding
-            if isinstance(pad, str):
-                if pad == "same" and all(k % 2 == 1 for k in layer.kernel_size):
-                    pad = tuple(k // 2 for k in layer.kernel_size)
-                elif pad == "valid":
-                    pad = (0, 0)
-                else:
-                    raise unsupported(idx, layer, "padding 'same' with an even kernel")
-            if _pair(layer.stride) != (1, 1) or _pair(layer.dilation) != (1, 1):
-                raise unsupported(idx, layer, "stride and dilation must be 1")
-            if layer.groups != 1 or layer.padding_mode != "zeros":
-                raise unsupported(idx, layer, "groups must be 1 and padding zeros")
-            k, p = _pair(layer.kernel_size), _pair(pad)
-            c = layer.out_channels
-            h, w = h + 2 * p[0] - k[0] + 1, w + 2 * p[1] - k[1] + 1
-            spatial.append(_Spatial("conv", layer, k, (1, 1), p))
+            step, shape = _conv(idx, layer, shape)
         elif isinstance(layer, nn.MaxPool2d):
-            if _pair(layer.padding) != (0, 0) or _pair(layer.dilation) != (1, 1):
-                raise unsupported(idx, layer, "padding must be 0 and dilation 1")
-            if layer.ceil_mode or layer.return_indices:
-                raise unsupported(idx, layer, "ceil_mode and return_indices are not handled")
-            k, s = _pair(layer.kernel_size), _pair(layer.stride or layer.kernel_size)
-            h, w = (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1
-            spatial.append(_Spatial("pool", layer, k, s))
-        elif isinstance(layer, nn.ReLU):
-            spatial.append(_Spatial("relu", layer))
-        elif isinstance(layer, (nn.modules.dropout._DropoutNd, nn.Identity)):
-            spatial.append(_Spatial("identity", layer))
+            step, shape = _pool(idx, layer, shape)
+        elif isinstance(layer, _ELEMENTWISE):
+            step = _Spatial("relu" if isinstance(layer, nn.ReLU) else "identity", layer)
         elif isinstance(layer, nn.Flatten):
             if layer.start_dim != 1 or layer.end_dim != -1:
-                raise unsupported(idx, layer, "only Flatten(1, -1)")
-            flattened = True
-            break
+                raise _unsupported(idx, layer, "only Flatten(1, -1)")
+            return spatial, shapes
         else:
-            raise unsupported(idx, layer)
-        if h < 1 or w < 1:
+            raise _unsupported(idx, layer)
+        if shape[1] < 1 or shape[2] < 1:
             raise ValueError(f"fast engine: layer {idx} ({layer!r}) leaves no pixels")
-        shapes.append((c, h, w))
-    if not flattened:
-        raise ValueError(f"fast engine: no Flatten in the net; it handles only {SUPPORTED}")
+        spatial.append(step)
+        shapes.append(shape)
+    raise ValueError(f"fast engine: no Flatten in the net; it handles only {SUPPORTED}")
+
+
+def _dense_part(
+    it: Iterator[tuple[int, nn.Module]], spatial: list[_Spatial], shapes: list[Shape]
+) -> tuple[nn.Linear, list[nn.Module]]:
+    """The first Linear after Flatten and the cheap rest; elementwise layers between
+    Flatten and the first Linear commute with Flatten, so they join ``spatial``."""
     first: nn.Linear | None = None
     rest: list[nn.Module] = []
     for idx, layer in it:
-        if first is None and isinstance(
-            layer, (nn.ReLU, nn.modules.dropout._DropoutNd, nn.Identity)
-        ):
-            # Elementwise layers commute with Flatten: run them before it.
+        if first is None and isinstance(layer, _ELEMENTWISE):
             kind = "relu" if isinstance(layer, nn.ReLU) else "identity"
             spatial.append(_Spatial(kind, layer))
             shapes.append(shapes[-1])
@@ -448,9 +452,25 @@ def plan_fast(model: nn.Module, image_shape: Sequence[int]) -> FastPlan:
         elif first is not None and isinstance(layer, (nn.modules.dropout._DropoutNd, nn.Identity)):
             continue
         else:
-            raise unsupported(idx, layer)
+            raise _unsupported(idx, layer)
     if first is None:
         raise ValueError(f"fast engine: no Linear after Flatten; it handles only {SUPPORTED}")
+    return first, rest
+
+
+def plan_fast(model: nn.Module, image_shape: Sequence[int]) -> FastPlan:
+    """Check that ``model`` is made only of supported layers; raise ValueError naming the
+    first one that is not."""
+    mean = std = None
+    net = model
+    if isinstance(model, ModelWrapper):
+        net = model.get_submodule("net")
+        if model.normalised:
+            mean, std = model.get_buffer("mean")[0], model.get_buffer("std")[0]
+    it = iter(enumerate(_walk(net)))
+    c, h, w = (int(v) for v in image_shape)
+    spatial, shapes = _spatial_part(it, (c, h, w))
+    first, rest = _dense_part(it, spatial, shapes)
     c, h, w = shapes[-1]
     if first.in_features != c * h * w:
         raise ValueError(

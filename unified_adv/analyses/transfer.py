@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from numbers import Real
 from typing import Any
 
@@ -18,7 +19,11 @@ import numpy as np
 
 from unified_adv.adapters import AttackRequest, adapter_class, backend_names
 from unified_adv.adapters.base import seed_everything
+from unified_adv.analyses.base import AnalysisContext, AnalysisOutput, AnalysisUnit, ResultKey
 from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.run.prepared import Prepared
+from unified_adv.run.units import unit_seed
+from unified_adv.scenario.schema import AnalysisSpec
 from unified_adv.sources.models import ModelWrapper
 
 #: Norms PGD is defined for in the catalogue.
@@ -152,23 +157,11 @@ def _predict(model: ModelWrapper, x: np.ndarray, seed: int) -> np.ndarray:
     return np.asarray(model.logits(x).argmax(1), dtype=np.int64)
 
 
-def transfer_matrix(
-    models: Mapping[str, ModelWrapper],
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    backend: str,
-    norm: str,
-    eps: float,
-    params: Mapping[str, Any],
-    seed: int,
-) -> TransferResult:
-    """Run untargeted PGD once per surrogate through ``backend``; score it on every model.
-
-    Only samples every model classifies correctly are attacked, so a success on any target
-    means a correct prediction was turned into a wrong one (not a clean mistake counted).
-    """
-    start = time.perf_counter()
+def _check_inputs(
+    models: Mapping[str, ModelWrapper], x: np.ndarray, y: np.ndarray, backend: str,
+    norm: str, eps: float,
+) -> Any:  # fmt: skip
+    """Refuse bad inputs in one ValueError each; the backend's adapter class when they fit."""
     names = list(models)
     if len(names) < 2:
         raise ValueError(
@@ -198,8 +191,13 @@ def transfer_matrix(
         raise ValueError(f"backend '{backend}' cannot run pgd with norm {norm}")
     if cls.requires_unit_range and ranges[names[0]] != (0.0, 1.0):
         raise ValueError(f"backend '{backend}' needs models with input range [0, 1]")
-    resolved = _resolve_pgd(float(eps), params)
+    return cls
 
+
+def _kept(
+    models: Mapping[str, ModelWrapper], x: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Positions of the samples every model classifies correctly, and why the rest left."""
     correct = {n: _predict(m, x, seed) == y for n, m in models.items()}
     keep = np.logical_and.reduce(list(correct.values()))
     index = np.flatnonzero(keep).astype(np.int64)
@@ -213,8 +211,31 @@ def transfer_matrix(
             f"no sample of {len(x)} is classified correctly by every model "
             f"(misclassified: {dropped['misclassified_by']})"
         )
-    xk, yk = np.ascontiguousarray(x[index]), np.ascontiguousarray(y[index])
+    return index, dropped
 
+
+def transfer_matrix(
+    models: Mapping[str, ModelWrapper],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    backend: str,
+    norm: str,
+    eps: float,
+    params: Mapping[str, Any],
+    seed: int,
+) -> TransferResult:
+    """Run untargeted PGD once per surrogate through ``backend``; score it on every model.
+
+    Only samples every model classifies correctly are attacked, so a success on any target
+    means a correct prediction was turned into a wrong one (not a clean mistake counted).
+    """
+    start = time.perf_counter()
+    cls = _check_inputs(models, x, y, backend, norm, eps)
+    names = list(models)
+    resolved = _resolve_pgd(float(eps), params)
+    index, dropped = _kept(models, x, y, seed)
+    xk, yk = np.ascontiguousarray(x[index]), np.ascontiguousarray(y[index])
     request = AttackRequest(
         attack="pgd", norm=norm, eps=float(eps), params=resolved, targeted=False
     )
@@ -248,3 +269,70 @@ def transfer_matrix(
         params=resolved,
         seed=seed,
     )
+
+
+# --------------------------------------------------------------------------- the analysis
+
+
+def transfer_backends(given: tuple[str, ...] | None, norm: str) -> tuple[str, ...]:
+    """The backends asked for (all by default) that can run PGD in ``norm``."""
+    names = given if given and given != ("all",) else backend_names()
+    return tuple(
+        b
+        for b in names
+        if "pgd" in adapter_class(b).capabilities
+        and norm in adapter_class(b).capabilities["pgd"].norms
+    )
+
+
+def _attack(
+    prep: Prepared, models: dict[str, ModelWrapper], backend: str, norm: str, eps: float,
+    params: dict[str, Any], seed: int,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
+    result = transfer_matrix(
+        models, prep.data.x, prep.data.y,
+        backend=backend, norm=norm, eps=eps, params=params, seed=seed,
+    )  # fmt: skip
+    arrays = {f"adv_{k}": np.asarray(v) for k, v in result.x_adv.items()}
+    arrays["positions"] = np.asarray(result.index)
+    return arrays, {"time_s": result.time_s, "result": result.to_dict()}
+
+
+def run(ctx: AnalysisContext, index: int, spec: AnalysisSpec) -> AnalysisOutput:
+    """PGD on each surrogate, success on each target, per backend (the ``transfer`` analysis)."""
+    prep = ctx.prep
+    norm = spec.norm or "linf"
+    eps = float(spec.eps or 0.0)  # required by the schema for transfer
+    given = {"steps": spec.steps, "step_size": spec.step_size}
+    params = ATTACKS["pgd"].resolve(eps, {k: v for k, v in given.items() if v is not None})
+    loaded = [prep.other_models[f"transfer:{index}:{j}"] for j in range(len(spec.models or ()))]
+    models = {m.id: lm.wrapper for m, lm in zip(spec.models or (), loaded, strict=True)}
+    fingerprints = [lm.fingerprint for lm in loaded]
+    seed = unit_seed(prep.scenario.seed, 3000 + index, 0, 0)
+    context = f"{':'.join(fingerprints)}:{prep.data.fingerprint}"
+    per_backend: dict[str, Any] = {}
+    images: dict[str, Any] = {}
+    for backend in transfer_backends(spec.backends, norm):
+        unit = AnalysisUnit(
+            index, spec.label, "transfer", "final", backend,
+            (("eps", eps), ("norm", norm), *sorted(params.items())), seed, context,
+        )  # fmt: skip
+        arrays, meta = ctx.store.cached(
+            unit, partial(_attack, prep, models, backend, norm, eps, params, seed)
+        )
+        per_backend[backend] = meta["result"]
+        images[backend] = {k[4:]: v for k, v in arrays.items() if k.startswith("adv_")}
+        images[backend]["_positions"] = arrays["positions"]
+    entry = {
+        "id": spec.label,
+        "name": "transfer",
+        "models": [
+            {"id": m.id, "description": m.describe(), "fingerprint": fp}
+            for m, fp in zip(spec.models or (), fingerprints, strict=True)
+        ],
+        "norm": norm,
+        "eps": eps,
+        "params": params,
+        "backends": per_backend,
+    }
+    return AnalysisOutput(entry, {ResultKey(index): {"images": images, "models": models}})

@@ -18,14 +18,18 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from unified_adv.adapters import AttackRequest, adapter_class
-
-if TYPE_CHECKING:
-    from unified_adv.sources.models import ModelWrapper
+from unified_adv.analyses.base import AnalysisContext, AnalysisOutput, AnalysisUnit, ResultKey
+from unified_adv.errors import InputError
+from unified_adv.run.prepared import Prepared
+from unified_adv.scenario.schema import AnalysisSpec
+from unified_adv.sources.builtin.digits import digits_split
+from unified_adv.sources.data import scale_into
+from unified_adv.sources.models import ModelWrapper
 
 UAP_NORMS = ("l2", "linf")
 #: Slack on ``||UAP|| <= radius``: the adapter's own tolerances (float32 rounding).
@@ -269,6 +273,195 @@ def _labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def _check_batches(
+    x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    x_fit = np.asarray(x_fit)
+    x_eval = np.asarray(x_eval)
+    for arr, what in ((x_fit, "x_fit"), (x_eval, "x_eval")):
+        if arr.ndim != 4 or len(arr) == 0:
+            raise ValueError(
+                f"{what} must be a non-empty (N, C, H, W) batch of images, got shape {arr.shape}"
+            )
+    if x_fit.shape[1:] != x_eval.shape[1:]:
+        raise ValueError(f"x_fit images {x_fit.shape[1:]} and x_eval {x_eval.shape[1:]} differ")
+    return (
+        x_fit.astype(np.float32, copy=False),
+        _labels(y_fit, len(x_fit), "y_fit"),
+        x_eval.astype(np.float32, copy=False),
+        _labels(y_eval, len(x_eval), "y_eval"),
+    )
+
+
+def _check_settings(
+    norms: Sequence[str],
+    zetas: Sequence[float],
+    seed: int,
+    controls: int,
+    attacker_eps: float | None,
+) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    norms = tuple(norms)
+    if not norms:
+        raise ValueError("norms must name at least one of " + ", ".join(UAP_NORMS))
+    for norm in norms:
+        _check_norm(norm)
+    zetas = tuple(float(z) for z in zetas)
+    if not zetas:
+        raise ValueError("zetas must hold at least one magnitude")
+    for z in zetas:
+        if not (math.isfinite(z) and z > 0):
+            raise ValueError(f"every zeta must be a finite number > 0, got {z!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if controls < 1:
+        raise ValueError(f"controls must be >= 1, got {controls}")
+    if attacker_eps is not None and not (math.isfinite(attacker_eps) and attacker_eps > 0):
+        raise ValueError(f"attacker_eps must be a finite number > 0, got {attacker_eps!r}")
+    return norms, zetas
+
+
+def _check_targets(
+    targets: Sequence[int], n_classes: int, y_eval: np.ndarray, attacker: str
+) -> list[int]:
+    target_list: list[int] = []
+    for t in targets:
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise ValueError(f"targets must be class indices, got {t!r}")
+        if not 0 <= int(t) < n_classes:
+            raise ValueError(f"target {int(t)} is not a class of the model (0..{n_classes - 1})")
+        if not (y_eval != int(t)).any():
+            raise ValueError(f"target {int(t)}: the evaluation split has no image of another class")
+        target_list.append(int(t))
+    if target_list and attacker != "fgsm":
+        raise ValueError(
+            f"targeted UAPs need attacker 'fgsm' (ART's TargetedUniversalPerturbation), "
+            f"got {attacker!r}"
+        )
+    return target_list
+
+
+@dataclass
+class _Job:
+    """What every row of one study shares."""
+
+    model: ModelWrapper
+    adapter: Any
+    backend: str
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray
+    params: dict[str, Any]
+    means: dict[str, float]
+    attacker_eps: float | None
+    controls: int
+    success_over: str
+    n_classes: int
+
+
+def _row_seed(seed: int, norm: str, zeta: float, target: int | None) -> int:
+    # Each row's seed depends on its own (norm, zeta, target) only, so adding a target
+    # or a zeta to a study leaves the other rows as they were.
+    key = [seed, UAP_NORMS.index(norm), round(zeta * 1e9), -1 if target is None else target]
+    return int(np.random.SeedSequence([k + 1 for k in key]).generate_state(1)[0])
+
+
+def _fit_uap(
+    job: _Job, norm: str, radius: float, target: int | None, row_seed: int
+) -> tuple[np.ndarray, dict[str, Any], float]:
+    """ART's UAP for one row, checked: (perturbation, recorded call, seconds)."""
+    request = AttackRequest(
+        attack="universal", norm=norm, eps=radius, params=job.params, targeted=target is not None
+    )
+    labels = None if target is None else np.full(len(job.x_fit), target, dtype=np.int64)
+    start = time.perf_counter()
+    out = job.adapter.generate(request, job.x_fit, job.y_fit, labels, seed=row_seed)
+    elapsed = time.perf_counter() - start
+    call = out.library_call
+    if job.attacker_eps is not None:
+        used = call.get("kwargs", {}).get("attacker_params", {}).get("eps")
+        if used is None or not math.isclose(float(used), job.attacker_eps):
+            raise ValueError(
+                f"the {job.backend} adapter ignored attacker_eps={job.attacker_eps:g}: it ran "
+                f"the inner attack with eps={used!r}"
+            )
+    # The ART adapter keeps the perturbation itself (ART returns it as (1, C, H, W)).
+    raw = getattr(job.adapter, "last_universal_noise", None)
+    if raw is None:
+        raise RuntimeError(f"the {job.backend} adapter kept no universal perturbation")
+    shape = job.x_fit.shape[1:]
+    noise = np.asarray(raw, dtype=np.float32)
+    if noise.size != int(np.prod(shape)):
+        raise RuntimeError(f"ART returned a perturbation of shape {noise.shape}")
+    noise = noise.reshape(shape)
+    size = perturbation_norm(noise, norm)
+    limit = radius + LINF_TOL if norm == "linf" else radius * (1 + L2_RTOL) + LINF_TOL
+    if size > limit:
+        raise RuntimeError(f"ART's {norm} UAP has norm {size:.8g} > radius {radius:.8g}")
+    return noise, call, elapsed
+
+
+def _rates(
+    job: _Job, noise: np.ndarray, draws: list[np.ndarray], target: int | None
+) -> tuple[float, float, list[float], dict[str, float]]:
+    """(rate on eval, rate on fit, control rates, R_s both ways) of one perturbation."""
+    model, (lo, hi) = job.model, job.model.input_range
+    x_eval, x_fit = job.x_eval, job.x_fit
+    by_way: dict[str, float] = {}
+    if target is None:
+        rate = fooling_rate(model, x_eval, noise, lo, hi)
+        fit_rate = fooling_rate(model, x_fit, noise, lo, hi)
+        control = [fooling_rate(model, x_eval, d, lo, hi) for d in draws]
+        return rate, fit_rate, control, by_way
+    y_of = {"other_classes": (job.y_eval, job.y_fit), "all_images": (None, None)}
+    for way, (ye, _) in y_of.items():
+        by_way[way] = success_rate(model, x_eval, noise, target, lo, hi, y=ye)
+    ye, yf = y_of[job.success_over]
+    rate = by_way[job.success_over]
+    fit_rate = success_rate(model, x_fit, noise, target, lo, hi, y=yf)
+    control = [success_rate(model, x_eval, d, target, lo, hi, y=ye) for d in draws]
+    return rate, fit_rate, control, by_way
+
+
+def _one_row(
+    job: _Job, norm: str, zeta: float, target: int | None, seed: int
+) -> tuple[UapRow, np.ndarray, np.ndarray]:
+    """One UAP fitted and measured: its row, the perturbation and the first control."""
+    row_seed = _row_seed(seed, norm, zeta, target)
+    radius = zeta * job.means[norm]
+    noise, call, elapsed = _fit_uap(job, norm, radius, target, row_seed)
+    size = perturbation_norm(noise, norm)
+    rng = np.random.default_rng(row_seed)
+    draws = [random_control(noise.shape, norm, radius, rng) for _ in range(job.controls)]
+    rate, fit_rate, control, by_way = _rates(job, noise, draws, target)
+    empty = size <= EMPTY_RTOL * radius
+    lo, hi = job.model.input_range
+    share = predicted_share(job.model, job.x_eval, noise, lo, hi, job.n_classes)
+    row = UapRow(
+        norm=norm,
+        zeta=zeta,
+        radius=float(radius),
+        kind="untargeted" if target is None else "targeted",
+        target=target,
+        rate=None if empty else rate,
+        control_rate=float(np.mean(control)),
+        control_rate_max=float(np.max(control)),
+        uap_norm=size,
+        uap_zeta=size / job.means[norm],
+        converged=bool(call.get("converged", False)),
+        art_fooling_rate=float(call.get("fooling_rate_reported_by_art", float("nan"))),
+        fit_rate=None if empty else fit_rate,
+        predicted_share=share,
+        dominant_class=int(np.argmax(share)),
+        time_s=elapsed,
+        rate_other_classes=None if empty else by_way.get("other_classes"),
+        rate_all_images=None if empty else by_way.get("all_images"),
+        success_over=None if target is None else job.success_over,
+        empty=bool(empty),
+    )
+    return row, noise, draws[0]
+
+
 def uap_study(
     model: ModelWrapper,
     x_fit: np.ndarray,
@@ -309,165 +502,122 @@ def uap_study(
     """
     if success_over not in SUCCESS_OVER:
         raise ValueError(f"success_over must be one of {SUCCESS_OVER}, got {success_over!r}")
-    x_fit = np.asarray(x_fit)
-    x_eval = np.asarray(x_eval)
-    for arr, what in ((x_fit, "x_fit"), (x_eval, "x_eval")):
-        if arr.ndim != 4 or len(arr) == 0:
-            raise ValueError(
-                f"{what} must be a non-empty (N, C, H, W) batch of images, got shape {arr.shape}"
-            )
-    if x_fit.shape[1:] != x_eval.shape[1:]:
-        raise ValueError(f"x_fit images {x_fit.shape[1:]} and x_eval {x_eval.shape[1:]} differ")
-    x_fit = x_fit.astype(np.float32, copy=False)
-    x_eval = x_eval.astype(np.float32, copy=False)
-    y_fit = _labels(y_fit, len(x_fit), "y_fit")
-    y_eval = _labels(y_eval, len(x_eval), "y_eval")
-    norms = tuple(norms)
-    if not norms:
-        raise ValueError("norms must name at least one of " + ", ".join(UAP_NORMS))
-    for norm in norms:
-        _check_norm(norm)
-    zetas = tuple(float(z) for z in zetas)
-    if not zetas:
-        raise ValueError("zetas must hold at least one magnitude")
-    for z in zetas:
-        if not (math.isfinite(z) and z > 0):
-            raise ValueError(f"every zeta must be a finite number > 0, got {z!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if controls < 1:
-        raise ValueError(f"controls must be >= 1, got {controls}")
-    if attacker_eps is not None and not (math.isfinite(attacker_eps) and attacker_eps > 0):
-        raise ValueError(f"attacker_eps must be a finite number > 0, got {attacker_eps!r}")
-
+    x_fit, y_fit, x_eval, y_eval = _check_batches(x_fit, y_fit, x_eval, y_eval)
+    norms, zetas = _check_settings(norms, zetas, seed, controls, attacker_eps)
     n_classes = int(np.asarray(model.logits(x_eval[:1])).shape[1])
-    target_list: list[int] = []
-    for t in targets:
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
-            raise ValueError(f"targets must be class indices, got {t!r}")
-        if not 0 <= int(t) < n_classes:
-            raise ValueError(f"target {int(t)} is not a class of the model (0..{n_classes - 1})")
-        if not (y_eval != int(t)).any():
-            raise ValueError(f"target {int(t)}: the evaluation split has no image of another class")
-        target_list.append(int(t))
-    if target_list and attacker != "fgsm":
-        raise ValueError(
-            f"targeted UAPs need attacker 'fgsm' (ART's TargetedUniversalPerturbation), "
-            f"got {attacker!r}"
-        )
+    target_list = _check_targets(targets, n_classes, y_eval, attacker)
 
     adapter = adapter_class(backend)(model=model)
     if "universal" not in adapter.capabilities:
         raise ValueError(f"backend {backend!r} has no universal perturbation attack")
     lo, hi = model.input_range
-    shape = x_fit.shape[1:]
-    means = {norm: data_norm(x_fit, norm) for norm in norms}
     params: dict[str, Any] = {"attacker": attacker, "max_iter": max_iter, "delta": delta}
     if attacker_eps is not None:
         params["attacker_eps"] = attacker_eps
-
-    rows: list[UapRow] = []
-    perturbations: list[np.ndarray] = []
-    control_images: list[np.ndarray] = []
-    jobs = [(n, z, t) for n in norms for z in zetas for t in (None, *target_list)]
-    for norm, zeta, target in jobs:
-        # Each row's seed depends on its own (norm, zeta, target) only, so adding a target
-        # or a zeta to a study leaves the other rows as they were.
-        key = [seed, UAP_NORMS.index(norm), round(zeta * 1e9), -1 if target is None else target]
-        row_seed = int(np.random.SeedSequence([k + 1 for k in key]).generate_state(1)[0])
-        radius = zeta * means[norm]
-        request = AttackRequest(
-            attack="universal", norm=norm, eps=radius, params=params, targeted=target is not None
-        )
-        labels = None if target is None else np.full(len(x_fit), target, dtype=np.int64)
-        start = time.perf_counter()
-        out = adapter.generate(request, x_fit, y_fit, labels, seed=row_seed)
-        elapsed = time.perf_counter() - start
-        call = out.library_call
-        if attacker_eps is not None:
-            used = call.get("kwargs", {}).get("attacker_params", {}).get("eps")
-            if used is None or not math.isclose(float(used), attacker_eps):
-                raise ValueError(
-                    f"the {backend} adapter ignored attacker_eps={attacker_eps:g}: it ran the "
-                    f"inner attack with eps={used!r}"
-                )
-        # The ART adapter keeps the perturbation itself (ART returns it as (1, C, H, W)).
-        raw = getattr(adapter, "last_universal_noise", None)
-        if raw is None:
-            raise RuntimeError(f"the {backend} adapter kept no universal perturbation")
-        noise = np.asarray(raw, dtype=np.float32)
-        if noise.size != int(np.prod(shape)):
-            raise RuntimeError(f"ART returned a perturbation of shape {noise.shape}")
-        noise = noise.reshape(shape)
-        size = perturbation_norm(noise, norm)
-        limit = radius + LINF_TOL if norm == "linf" else radius * (1 + L2_RTOL) + LINF_TOL
-        if size > limit:
-            raise RuntimeError(f"ART's {norm} UAP has norm {size:.8g} > radius {radius:.8g}")
-
-        rng = np.random.default_rng(row_seed)
-        draws = [random_control(shape, norm, radius, rng) for _ in range(controls)]
-        by_way: dict[str, float] = {}
-        if target is None:
-            rate = fooling_rate(model, x_eval, noise, lo, hi)
-            fit_rate = fooling_rate(model, x_fit, noise, lo, hi)
-            control = [fooling_rate(model, x_eval, d, lo, hi) for d in draws]
-        else:
-            y_of = {"other_classes": (y_eval, y_fit), "all_images": (None, None)}
-            for way, (ye, _) in y_of.items():
-                by_way[way] = success_rate(model, x_eval, noise, target, lo, hi, y=ye)
-            ye, yf = y_of[success_over]
-            rate = by_way[success_over]
-            fit_rate = success_rate(model, x_fit, noise, target, lo, hi, y=yf)
-            control = [success_rate(model, x_eval, d, target, lo, hi, y=ye) for d in draws]
-        empty = size <= EMPTY_RTOL * radius
-        share = predicted_share(model, x_eval, noise, lo, hi, n_classes)
-        rows.append(
-            UapRow(
-                norm=norm,
-                zeta=zeta,
-                radius=float(radius),
-                kind="untargeted" if target is None else "targeted",
-                target=target,
-                rate=None if empty else rate,
-                control_rate=float(np.mean(control)),
-                control_rate_max=float(np.max(control)),
-                uap_norm=size,
-                uap_zeta=size / means[norm],
-                converged=bool(call.get("converged", False)),
-                art_fooling_rate=float(call.get("fooling_rate_reported_by_art", float("nan"))),
-                fit_rate=None if empty else fit_rate,
-                predicted_share=share,
-                dominant_class=int(np.argmax(share)),
-                time_s=elapsed,
-                rate_other_classes=None if empty else by_way.get("other_classes"),
-                rate_all_images=None if empty else by_way.get("all_images"),
-                success_over=None if target is None else success_over,
-                empty=bool(empty),
-            )
-        )
-        perturbations.append(noise)
-        control_images.append(draws[0])
-
+    job = _Job(
+        model, adapter, backend, x_fit, y_fit, x_eval, y_eval, params,
+        {norm: data_norm(x_fit, norm) for norm in norms},
+        attacker_eps, controls, success_over, n_classes,
+    )  # fmt: skip
+    done = [
+        _one_row(job, n, z, t, seed) for n in norms for z in zetas for t in (None, *target_list)
+    ]
     settings: dict[str, Any] = {
-        "backend": backend,
-        "attacker": attacker,
-        "max_iter": max_iter,
-        "delta": delta,
-        "attacker_eps": attacker_eps,
-        "controls": controls,
-        "success_over": success_over,
-        "empty_rtol": EMPTY_RTOL,
-        "seed": seed,
-        "n_fit": len(x_fit),
-        "n_eval": len(x_eval),
-        "n_classes": n_classes,
+        **{"backend": backend, **params, "attacker_eps": attacker_eps},
+        **{"controls": controls, "success_over": success_over, "empty_rtol": EMPTY_RTOL},
+        **{"seed": seed, "n_fit": len(x_fit), "n_eval": len(x_eval), "n_classes": n_classes},
         "input_range": [lo, hi],
     }
     return UapStudy(
-        rows=rows,
-        perturbations=perturbations,
-        controls=control_images,
+        rows=[row for row, _, _ in done],
+        perturbations=[noise for _, noise, _ in done],
+        controls=[control for _, _, control in done],
         clean_predicted_share=predicted_share(model, x_eval, None, lo, hi, n_classes),
-        data_norms=means,
+        data_norms=job.means,
         settings=settings,
     )
+
+
+# --------------------------------------------------------------------------- the analysis
+
+#: Fit-split size for the builtin digits when the scenario does not say (of 1,257 images).
+DEFAULT_FIT_IMAGES = 500
+
+
+def fit_and_eval_split(
+    prep: Prepared, fit_images: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """UAPs are computed on training images and measured on test images (Hirano & Takemoto).
+
+    builtin digits: the model's own training split (scaled to the input range) to fit, the
+    scenario's held-out images to evaluate. Any other data: a seeded half of the scenario's
+    images to fit, the other half to evaluate.
+    """
+    x, y = prep.data.x, prep.data.y
+    if prep.scenario.data.builtin == "digits":
+        x_train, y_train, *_ = digits_split()
+        lo, hi = prep.model.wrapper.input_range
+        n = min(fit_images or DEFAULT_FIT_IMAGES, len(x_train))
+        fit_x = scale_into(x_train[:n], lo, hi)  # as the builtin data source scales them
+        return fit_x, y_train[:n], x, y, f"the first {n} images of the digits training split"
+    order = np.random.default_rng(seed).permutation(len(x))
+    half = len(x) // 2
+    if fit_images is not None:
+        half = min(fit_images, len(x) - 1)
+    if half < 1 or len(x) - half < 1:
+        raise InputError.one(
+            prep.scenario.file, "data", "the UAP analysis needs at least two images to split"
+        )
+    fit, rest = np.sort(order[:half]), np.sort(order[half:])
+    return x[fit], y[fit], x[rest], y[rest], f"a seeded random {half} of the scenario's images"
+
+
+def _settings(prep: Prepared, spec: AnalysisSpec) -> dict[str, Any]:
+    every = spec.targets == "all"
+    targets = tuple(range(prep.num_classes)) if every else tuple(spec.targets or ())
+    # Targets beyond the model's classes were refused by prepare().
+    return {
+        "norms": list(spec.norms or ("l2", "linf")),
+        "zetas": list(spec.zetas or (0.04,)),
+        "targets": list(targets),
+        "attacker": spec.attacker or "fgsm",
+        "max_iter": spec.max_iter or 10,
+        "delta": spec.delta if spec.delta is not None else 0.2,
+        "success_over": spec.success_over or "other_classes",
+    }
+
+
+def _study(
+    model: ModelWrapper, split: tuple[np.ndarray, ...], settings: dict[str, Any], seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    study = uap_study(model, *split[:4], **settings, seed=seed)
+    arrays = {"perturbations": np.stack(study.perturbations).astype(np.float32)}
+    return arrays, {"study": study.to_dict()}
+
+
+def run(ctx: AnalysisContext, index: int, spec: AnalysisSpec) -> AnalysisOutput:
+    """Zingade's UAP study on the final model, against random controls (the ``uap`` analysis)."""
+    prep = ctx.prep
+    seed = spec.seed if spec.seed is not None else prep.scenario.seed
+    *split, fit_from = fit_and_eval_split(prep, spec.fit_images, seed)
+    settings = _settings(prep, spec)
+    unit = AnalysisUnit(
+        index, spec.label, "uap", "final", "art",
+        tuple(sorted((k, str(v)) for k, v in settings.items())), seed,
+        f"{prep.model.fingerprint}:{prep.data.fingerprint}:{len(split[0])}",
+    )  # fmt: skip
+    arrays, meta = ctx.store.cached(
+        unit, lambda: _study(prep.model.wrapper, tuple(split), settings, seed)
+    )
+    entry = {
+        "id": spec.label,
+        "name": "uap",
+        "backend": "art",
+        "fit_images": int(len(split[0])),
+        "fit_from": fit_from,
+        "eval_images": int(len(split[2])),
+        "time_s": float(meta.get("time_s", 0.0)),
+        **meta["study"],
+    }
+    perturbations = list(arrays["perturbations"])
+    return AnalysisOutput(entry, {ResultKey(index): {"perturbations": perturbations}})

@@ -298,7 +298,7 @@ def build_summary(
     duration: float,
 ) -> dict[str, Any]:
     """The whole ``summary.json`` of a run. ``samples``: the per-sample table of every
-    evaluation; ``analysis``: what :func:`~unified_adv.analyses.monitor.run_analyses`
+    evaluation; ``analysis``: what :func:`~unified_adv.analyses.driver.run_analyses`
     returned; ``executor``: where the units ran (its ``describe()``)."""
     main = samples[samples["evaluation"] == "undefended"]
     channels = int(prep.data.x.shape[1])

@@ -54,6 +54,16 @@ def plain_text(make: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(fig: Any) -> str:
     """The figure as a PNG data URI; every text in it drawn as plain text."""
     import matplotlib

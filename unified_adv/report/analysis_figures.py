@@ -6,18 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from unified_adv.analyses.morph import MorphResult
-from unified_adv.report import PALETTE, _image, _png, plain_text
+from unified_adv.analyses.base import ResultKey
+from unified_adv.analyses.morph import MorphResult, threshold_sums
+from unified_adv.catalogue.analyses import analysis_figures as figures_of
+from unified_adv.report import PALETTE, _image, _png, plain_text, pyplot
 from unified_adv.run.prepared import Prepared
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 @plain_text
@@ -32,7 +25,7 @@ def heatmap(
     vmin: float | None = None,
     vmax: float | None = None,
 ) -> str:
-    plt = _plt()
+    plt = pyplot()
     m = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     im = ax.imshow(m, cmap="cividis", vmin=vmin, vmax=vmax)
@@ -79,7 +72,7 @@ def _example_pair(res: MorphResult) -> int | None:
 def probability_curves(
     res: MorphResult, labels: np.ndarray, names: list[str]
 ) -> tuple[str, dict[str, Any]] | None:
-    plt = _plt()
+    plt = pyplot()
     k = _example_pair(res)
     if k is None:
         return None
@@ -137,7 +130,7 @@ def probability_curves(
 def morph_strip(
     prep: Prepared, res: MorphResult, images: np.ndarray, names: list[str], frames: int = 11
 ) -> str | None:
-    plt = _plt()
+    plt = pyplot()
     k = _example_pair(res)
     if k is None:
         return None
@@ -158,7 +151,7 @@ def morph_strip(
 
 @plain_text
 def histogram(values: list[float], title: str, xlabel: str, marker: float | None = None) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 2.8))
     ax.hist([v for v in values if np.isfinite(v)], bins=30, color=PALETTE[0])
     if marker is not None:
@@ -175,7 +168,7 @@ def histogram(values: list[float], title: str, xlabel: str, marker: float | None
 
 @plain_text
 def trend(monitor: list[dict[str, Any]]) -> str:
-    plt = _plt()
+    plt = pyplot()
     labels = [m["checkpoint"] for m in monitor]
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     ax.plot(
@@ -205,65 +198,78 @@ def trend(monitor: list[dict[str, Any]]) -> str:
     return out
 
 
-@plain_text
-def analysis_figures(prep: Prepared, analysis: dict[str, Any]) -> dict[str, Any]:
-    """Figures per analysis (final checkpoint) and the checkpoint trend."""
+def class_names(prep: Prepared) -> list[str]:
     names = prep.data.class_names or [str(c) for c in range(prep.num_classes)]
     if len(names) < prep.num_classes:
         names = [str(c) for c in range(prep.num_classes)]
+    return list(names)
+
+
+@plain_text
+def morph_figures(prep: Prepared, entry: dict[str, Any], res: MorphResult) -> dict[str, Any]:
+    """The final checkpoint's threshold map, an example pair's curves and strip, the sums."""
+    names = class_names(prep)
+    final = entry["checkpoints"][-1]
+    images = np.array([np.flatnonzero(prep.data.index == s)[0] for s in entry["image_samples"]])
+    labels = prep.data.y[images]
+    out: dict[str, Any] = {
+        "thresholds": heatmap(
+            final["threshold_matrix"], "mean class-switch threshold T", ".2f", names
+        )
+    }
+    curves = probability_curves(res, labels, names)
+    if curves:
+        out["curves"], out["curves_info"] = curves
+    out["strip"] = morph_strip(prep, res, images, names)
+    out["sums"] = histogram(
+        threshold_sums(res.pairs, res.thresholds).tolist(),
+        "forward + reverse threshold",
+        "T(A→B) + T(B→A)",
+        final["threshold_sum"]["grid_ideal"],
+    )
+    return out
+
+
+@plain_text
+def walk_figures(prep: Prepared, entry: dict[str, Any], _result: Any = None) -> dict[str, Any]:
+    """The final checkpoint's MAE and iteration maps of the first backend (they agree: see
+    the agreement table, so one set of maps suffices)."""
+    names = class_names(prep)
+    out: dict[str, Any] = {}
+    for backend, summary in entry["checkpoints"][-1]["backends"].items():
+        out["mae"] = {
+            backend: heatmap(
+                summary["mae_matrix"], f"mean MAE to reach the target ({backend})", ".3f", names
+            )
+        }
+        out["iterations"] = {
+            backend: heatmap(
+                summary["iterations_matrix"], f"mean iterations ({backend})", ".0f", names
+            )
+        }
+        break
+    return out
+
+
+@plain_text
+def pixel_flip_figures(
+    prep: Prepared, entry: dict[str, Any], study: dict[str, Any]
+) -> dict[str, Any]:
+    """Kügler et al.'s Figures 4 and 5 for every configuration."""
+    return {
+        "by_angle": by_angle_plot(study),
+        "heatmaps": {key: flip_heatmap(v["heatmap"], key) for key, v in study.items()},
+    }
+
+
+@plain_text
+def analysis_figures(prep: Prepared, analysis: dict[str, Any]) -> dict[str, Any]:
+    """Figures per analysis (final checkpoint), each from its registry entry, and the trend."""
     figs: dict[str, Any] = {"per_analysis": {}, "trend": None}
-    for a_i, entry in enumerate(analysis["analyses"]):
-        if entry["name"] == "pixel_flip_study":
-            study = analysis["results"][(a_i, "study", "")]
-            figs["per_analysis"][a_i] = {
-                "by_angle": by_angle_plot(study),
-                "heatmaps": {key: flip_heatmap(v["heatmap"], key) for key, v in study.items()},
-            }
-            continue
-        if entry["name"] == "confidence_buckets":
-            figs["per_analysis"][a_i] = {}
-            continue
-        if entry["name"] in ("uap", "transfer"):
-            from unified_adv.report.study_figures import transfer_figures, uap_figures
-
-            make = uap_figures if entry["name"] == "uap" else transfer_figures
-            figs["per_analysis"][a_i] = make(
-                prep, entry, analysis["results"][(a_i, entry["name"], "")]
-            )
-            continue
-        final = entry["checkpoints"][-1]
-        out: dict[str, Any] = {}
-        if entry["name"] == "morph":
-            res = analysis["results"][(a_i, "final", "")]
-            images = np.array(
-                [np.flatnonzero(prep.data.index == s)[0] for s in entry["image_samples"]]
-            )
-            labels = prep.data.y[images]
-            out["thresholds"] = heatmap(
-                final["threshold_matrix"], "mean class-switch threshold T", ".2f", names
-            )
-            curves = probability_curves(res, labels, names)
-            if curves:
-                out["curves"], out["curves_info"] = curves
-            out["strip"] = morph_strip(prep, res, images, names)
-            from unified_adv.analyses.morph import threshold_sums
-
-            out["sums"] = histogram(
-                threshold_sums(res.pairs, res.thresholds).tolist(),
-                "forward + reverse threshold",
-                "T(A→B) + T(B→A)",
-                final["threshold_sum"]["grid_ideal"],
-            )
-        else:
-            for backend, summary in final["backends"].items():
-                out.setdefault("mae", {})[backend] = heatmap(
-                    summary["mae_matrix"], f"mean MAE to reach the target ({backend})", ".3f", names
-                )
-                out.setdefault("iterations", {})[backend] = heatmap(
-                    summary["iterations_matrix"], f"mean iterations ({backend})", ".0f", names
-                )
-                break  # the backends agree (see the agreement table); one set of maps suffices
-        figs["per_analysis"][a_i] = out
+    for index, entry in enumerate(analysis["analyses"]):
+        make = figures_of(entry["name"])
+        result = analysis["results"].get(ResultKey(index))
+        figs["per_analysis"][index] = make(prep, entry, result) if make else {}
     if len(analysis["monitor"]) > 1 and any(
         m.get("robustness_index") is not None for m in analysis["monitor"]
     ):
@@ -274,7 +280,7 @@ def analysis_figures(prep: Prepared, analysis: dict[str, Any]) -> dict[str, Any]
 @plain_text
 def by_angle_plot(study: dict[str, Any]) -> str:
     """Kügler et al.'s Figure 4: adversarial share by line angle, per configuration."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 3.2))
     for k, (key, v) in enumerate(study.items()):
         rows = v["by_angle"]
@@ -300,7 +306,7 @@ def by_angle_plot(study: dict[str, Any]) -> str:
 @plain_text
 def flip_heatmap(heat: np.ndarray, key: str) -> str:
     """Kügler et al.'s Figure 5: where a flip succeeds, as a share of images (and models)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(3.4, 3.0))
     im = ax.imshow(heat, cmap="cividis")
     ax.set_title(key, fontsize=9)

@@ -7,16 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unified_adv.report import PALETTE, _png, plain_text
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from unified_adv.report import PALETTE, _png, plain_text, pyplot
 
 
 def _metric(norm: str, threat_ball: bool) -> tuple[str, str]:
@@ -33,7 +24,7 @@ def distance_figure(
     ok = rows[rows["success"]]
     if ok.empty:
         return None
-    plt = _plt()
+    plt = pyplot()
     col, label = _metric(norm, threat_ball)
     fig, ax = plt.subplots(figsize=(6.2, 2.6))
     values_by_backend = {}
@@ -69,7 +60,7 @@ def security_curve(entries: list[dict[str, Any]], worst: list[dict[str, Any]]) -
     eps_values = sorted({e["eps"] for e in entries if e["eps"] is not None})
     if len(eps_values) < 2:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 3.0))
     backends = sorted({e["backend"] for e in entries})
     markers = "osD^v"

@@ -9,17 +9,8 @@ import torch
 from scipy.special import softmax
 
 from unified_adv.defences.layers import reseed
-from unified_adv.report import PALETTE, _image, _png, plain_text
+from unified_adv.report import PALETTE, _image, _png, plain_text, pyplot
 from unified_adv.run.prepared import AttackPlan, Prepared, UnitOutcome
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 @plain_text
@@ -30,7 +21,7 @@ def _bars(summary: dict[str, Any]) -> str | None:
     variants = summary.get("variants") or []
     if not rows or not variants:
         return None
-    plt = _plt()
+    plt = pyplot()
     labels = [
         r["attack_id"] + (f"\nε={r['eps']:.3g}" if r["eps"] is not None else "") for r in rows
     ]
@@ -127,7 +118,7 @@ def _through_defences(prep: Prepared, x_adv: np.ndarray) -> list[tuple[str, Any,
 
 def _strip(prep: Prepared, first: UnitOutcome, rows: list[int]) -> Any:
     """One figure: a row per sample, original | attacked | after each defence."""
-    plt = _plt()
+    plt = pyplot()
     assert first.arrays is not None
     lo, hi = prep.model.wrapper.input_range
     names = prep.data.class_names
@@ -168,7 +159,7 @@ def _strip(prep: Prepared, first: UnitOutcome, rows: list[int]) -> Any:
 def _strips(prep: Prepared, outcomes: list[UnitOutcome], count: int = 3) -> list[dict[str, Any]]:
     """Per attack (largest ε, first backend): original, attacked, and the attacked image after
     each defence, as the classifier behind the defence receives it (one draw)."""
-    plt = _plt()
+    plt = pyplot()
     figures = []
     for plan in prep.plans:
         source = _strip_source(prep, outcomes, plan, count)

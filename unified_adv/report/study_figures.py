@@ -6,17 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from unified_adv.report import PALETTE, _image, _png, plain_text
+from unified_adv.report import PALETTE, _image, _png, plain_text, pyplot
 from unified_adv.run.prepared import Prepared
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _row_title(row: dict[str, Any]) -> str:
@@ -29,16 +20,8 @@ def _row_title(row: dict[str, Any]) -> str:
     )
 
 
-@plain_text
-def uap_figures(prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """The perturbations (diverging colour scale, ± their own largest value), the rates
-    against the random controls, and a few held-out images with the first UAP applied."""
-    plt = _plt()
-    rows = entry["rows"]
-    perts = extra["perturbations"]
-    out: dict[str, Any] = {}
-    if not rows:
-        return out
+def _perturbations(rows: list[dict[str, Any]], perts: list[Any]) -> str:
+    plt = pyplot()
     cols = min(len(rows), 6)
     lines = (len(rows) + cols - 1) // cols
     fig, axes = plt.subplots(lines, cols, figsize=(1.9 * cols, 2.2 * lines), squeeze=False)
@@ -55,9 +38,13 @@ def uap_figures(prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]) ->
         "universal perturbations (rate on held-out images; random control in brackets)", fontsize=8
     )
     fig.tight_layout()
-    out["perturbations"] = _png(fig)
+    out = _png(fig)
     plt.close(fig)
+    return out
 
+
+def _rates(rows: list[dict[str, Any]]) -> str:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * len(rows) + 1.5), 3.0))
     xs = np.arange(len(rows))
     # An empty UAP has no rate: no bar (its tick label says so).
@@ -81,10 +68,14 @@ def uap_figures(prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]) ->
     ax.legend(fontsize=7, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    out["rates"] = _png(fig)
+    out = _png(fig)
     plt.close(fig)
+    return out
 
-    # The strongest UAP on four held-out images, with the model's predictions.
+
+def _examples(prep: Prepared, rows: list[dict[str, Any]], perts: list[Any]) -> str:
+    """The strongest UAP on four held-out images, with the model's predictions."""
+    plt = pyplot()
     best = max(
         range(len(rows)),
         key=lambda k: (rows[k]["kind"] == "untargeted", rows[k]["rate"] or -1.0),
@@ -105,9 +96,23 @@ def uap_figures(prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]) ->
         )
     fig.suptitle(_row_title(rows[best]).replace("\n", ", "), fontsize=8)
     fig.tight_layout()
-    out["examples"] = _png(fig)
+    out = _png(fig)
     plt.close(fig)
     return out
+
+
+@plain_text
+def uap_figures(prep: Prepared, entry: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The perturbations (diverging colour scale, ± their own largest value), the rates
+    against the random controls, and a few held-out images with the first UAP applied."""
+    rows, perts = entry["rows"], extra["perturbations"]
+    if not rows:
+        return {}
+    return {
+        "perturbations": _perturbations(rows, perts),
+        "rates": _rates(rows),
+        "examples": _examples(prep, rows, perts),
+    }
 
 
 @plain_text
@@ -116,7 +121,7 @@ def transfer_figures(
 ) -> dict[str, Any]:
     """Per backend: the surrogate × target heat map of transfer success (diagonal: white box),
     and one sample attacked on each surrogate, as every target model classifies it."""
-    plt = _plt()
+    plt = pyplot()
     out: dict[str, Any] = {"matrices": {}, "examples": {}}
     for backend, result in entry["backends"].items():
         names = result["models"]

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from unified_adv.catalogue.analyses import ANALYSES
 from unified_adv.catalogue.attacks import ALL_PARAMS, ATTACKS, shown
 from unified_adv.errors import did_you_mean
 
@@ -541,48 +542,10 @@ class NamedModelSpec(ModelSpec):
     id: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$", max_length=40)
 
 
-ANALYSES = {
-    # name: (fields it takes, summary)
-    "morph": (
-        ("images_per_class", "steps", "pairs", "seed", "select"),
-        "interpolation morphing between classes (Ding & Möller)",
-    ),
-    "targeted_walk": (
-        ("images_per_class", "step_size", "max_steps", "backends", "select"),
-        "targeted iterative FGSM until the target class is reached (Ding & Möller)",
-    ),
-    "pixel_flip_study": (
-        ("sizes", "angle_steps", "seeds", "engine"),
-        "exhaustive one-pixel flips on the line data set, per size and angle step (Kügler et al.)",
-    ),
-    "confidence_buckets": (
-        ("mode", "thresholds", "buckets", "eps", "steps", "step_size", "k", "backends"),
-        "top-1/top-5 error of FGSM and BIM, inverse and least likely, per confidence bucket (Possas)",
-    ),
-    "uap": (
-        (
-            "norms",
-            "zetas",
-            "targets",
-            "attacker",
-            "max_iter",
-            "delta",
-            "fit_images",
-            "seed",
-            "success_over",
-        ),
-        "universal adversarial perturbations, non-targeted (fooling rate) and targeted (success "
-        "rate), each against a random control of the same norm (Hirano & Takemoto, in Zingade)",
-    ),
-    "transfer": (
-        ("models", "norm", "eps", "steps", "step_size", "backends"),
-        "black-box transfer: PGD on each surrogate model, success on each target model (Zingade)",
-    ),
-}
 #: The optional analysis fields (None unless given), each checked against what its analysis
 #: takes; images_per_class has a default, so it is not among them.
 _ANALYSIS_FIELDS = tuple(
-    f for f in dict.fromkeys(f for takes, _ in ANALYSES.values() for f in takes)
+    f for f in dict.fromkeys(f for entry in ANALYSES.values() for f in entry.fields)
     if f != "images_per_class"
 )
 
@@ -640,7 +603,7 @@ class AnalysisSpec(_Strict):
 
     @model_validator(mode="after")
     def _fields_fit(self) -> AnalysisSpec:
-        takes, _ = ANALYSES[self.name]
+        takes = ANALYSES[self.name].fields
         problems = [
             _at(f, f"{self.name} takes no '{f}' (it takes: {', '.join(takes)})")
             for f in _ANALYSIS_FIELDS
