@@ -29,6 +29,7 @@ from unified_adv.analyses.morph import (
     walk_subset,
     walk_summary,
 )
+from unified_adv.catalogue.attacks import madry_step
 from unified_adv.run.runner import Prepared
 from unified_adv.run.units import load_unit, save_unit, unit_seed
 from unified_adv.sources.models import LoadedModel, _state_fingerprint, load_model
@@ -338,7 +339,7 @@ def _confidence_buckets(
     thresholds = spec.thresholds or bk.PAPER_THRESHOLDS
     eps = spec.eps if spec.eps is not None else 0.1 * (hi - lo)
     steps = spec.steps or 10
-    step_size = spec.step_size if spec.step_size is not None else 2.5 * eps / steps
+    step_size = spec.step_size if spec.step_size is not None else madry_step(eps, steps)
     k = min(spec.k or 5, prep.num_classes)
     positions = np.flatnonzero(prep.correct)
     x, y = prep.data.x[positions], prep.data.y[positions]

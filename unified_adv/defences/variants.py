@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.errors import InputError
 from unified_adv.evaluate.results import robust_by_sample, robust_samples
 from unified_adv.run.runner import CleanScores
@@ -33,8 +34,7 @@ if TYPE_CHECKING:
     from unified_adv.run.runner import Prepared, UnitOutcome
     from unified_adv.scenario.schema import DefenceSpec
 
-#: Gradient attacks given expectation over transformation against a randomised defence.
-EOT_ATTACKS = ("fgsm", "bim", "pgd")
+#: Draws per gradient against a randomised defence, for the attacks that support EOT.
 DEFAULT_EOT_SAMPLES = 10
 #: Adaptive accuracy this far (absolute) below the non-adaptive one: the defence "collapses".
 COLLAPSE_DROP = 0.10
@@ -182,8 +182,6 @@ def build_variants(prep: Prepared) -> dict[str, Variant]:
 def adaptive_defences(prep: Prepared, attack_label: str, attack_name: str) -> list[str]:
     """The defences an attack runs against adaptively. A model-independent corruption
     (Gaussian noise) gives the same images either way: it is scored non-adaptively only."""
-    from unified_adv.catalogue.attacks import ATTACKS
-
     if ATTACKS[attack_name].threat == "noise":
         return []
     return [
@@ -198,7 +196,7 @@ def eot_for(prep: Prepared, defence: str, attack: str, norm: str, backend: str) 
     from unified_adv.adapters import adapter_class
 
     variant = prep.variants[defence]
-    if attack not in EOT_ATTACKS or variant.eot_samples <= 1:
+    if not ATTACKS[attack].supports_eot or variant.eot_samples <= 1:
         return None
     cap = adapter_class(backend).capabilities[attack]
     return variant.eot_samples if norm in cap.eot_norms else 1
@@ -323,8 +321,6 @@ def _across(
 ) -> dict[str, Any] | None:
     """One cell of Lim's table from its backends' entries (and unit names), by
     :data:`WORST_CASE` — or, for a random corruption, :data:`NOISE_CASE`."""
-    from unified_adv.catalogue.attacks import ATTACKS
-
     ok = [(e, n) for e, n in cells if e["accuracy"] is not None]
     if not ok:
         return None
