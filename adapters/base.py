@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, final
 import numpy as np
 import torch
 
+from unified_adv.catalogue.attacks import ATTACKS, NORMS
+
 if TYPE_CHECKING:
     from unified_adv.sources.models import ModelWrapper
 
-SIGN_GRADIENT_ATTACKS = ("fgsm", "bim", "pgd", "mifgsm")
-LINF_TOL = 1e-6
-L2_RTOL = 1e-5
 BOUNDS_TOL = 1e-6
 
 
@@ -74,8 +73,6 @@ class AttackRequest:
     targeted: bool
 
     def __post_init__(self) -> None:
-        from unified_adv.catalogue.attacks import ATTACKS, NORMS
-
         if self.attack not in ATTACKS:
             raise ValueError(f"unknown attack {self.attack!r}")
         if self.norm not in NORMS:
@@ -88,8 +85,6 @@ class AttackRequest:
 
     @property
     def threat(self) -> str:
-        from unified_adv.catalogue.attacks import ATTACKS
-
         return ATTACKS[self.attack].threat
 
 
@@ -228,7 +223,7 @@ class Adapter(ABC):
     def facts(self, request: AttackRequest) -> dict[str, Any]:
         """Fixed behaviour of the library for this attack (loss, update order, ...)."""
         out: dict[str, Any] = {}
-        if request.attack in SIGN_GRADIENT_ATTACKS:
+        if ATTACKS[request.attack].sign_gradient:
             out["update_order"] = self.update_order
             out["loss"] = self.loss_convention
             if request.norm == "l2":
@@ -254,28 +249,10 @@ class Adapter(ABC):
                 f"{where} left the input range [{lo}, {hi}]: "
                 f"min {x_adv.min():.6g}, max {x_adv.max():.6g}"
             )
-        if request.threat == "ball":
-            assert request.eps is not None
-            delta = (x_adv - x).reshape(len(x), -1).astype(np.float64)
-            if request.norm == "linf":
-                worst = float(np.abs(delta).max(initial=0.0))
-                limit = request.eps + LINF_TOL
-            else:
-                worst = float(np.linalg.norm(delta, axis=1).max(initial=0.0))
-                limit = request.eps * (1 + L2_RTOL) + LINF_TOL
-            if worst > limit:
-                raise AdapterContractError(
-                    f"{where} left the {request.norm} ball: "
-                    f"largest perturbation {worst:.8g} > eps {request.eps:.8g}"
-                )
-        elif request.threat == "l0":
-            # Pixel positions changed in any channel.
-            changed = (np.abs(x_adv - x) > BOUNDS_TOL).any(axis=1).reshape(len(x), -1).sum(1)
-            allowed = int(request.params["pixels"])
-            if changed.max(initial=0) > allowed:
-                raise AdapterContractError(
-                    f"{where} changed {int(changed.max())} pixels, more than pixels={allowed}"
-                )
+        threat = ATTACKS[request.attack].threat_model
+        problem = threat.violation(x, x_adv, request.norm, request.eps, request.params)
+        if problem is not None:
+            raise AdapterContractError(f"{where} {problem}")
         return x_adv
 
     @abstractmethod

@@ -50,71 +50,13 @@ FAST: dict[str, dict[str, Any]] = {
 SLOW = {"deepfool", "cw_l2", "one_pixel", "hopskipjump", "boundary", "square", "lbfgs"}
 EPS = {"linf": 0.2, "l2": 1.0}
 
-# Canonical parameter -> the name each library receives it under.
-TRANSLATION = {
-    "art": {
-        "steps": "max_iter",
-        "step_size": "eps_step",
-        "random_starts": "num_random_init",
-        "decay": "decay",
-        "overshoot": "epsilon",
-        "candidates": "nb_grads",
-        "lr": "learning_rate",
-        "c": "initial_const",
-        "confidence": "confidence",
-        "binary_search_steps": "binary_search_steps",
-        "pixels": "th",
-        "max_iter": "max_iter",
-        "delta": "delta",
-        "attacker": "attacker",
-        "queries": "max_iter",
-        "p_init": "p_init",
-        "restarts": "nb_restarts",
-        "max_evals": "max_eval",
-        "init_evals": "init_eval",
-        "spherical_step": "delta",
-        "source_step": "epsilon",
-        "std": "sigma",
-    },
-    "foolbox": {
-        "steps": "steps",
-        "step_size": "abs_stepsize",
-        "random_starts": "random_start",
-        "decay": "momentum",
-        "overshoot": "overshoot",
-        "candidates": "candidates",
-        "lr": "stepsize",
-        "c": "initial_const",
-        "confidence": "confidence",
-        "binary_search_steps": "binary_search_steps",
-        "max_evals": "max_gradient_eval_steps",
-        "init_evals": "initial_gradient_eval_steps",
-        "spherical_step": "spherical_step",
-        "source_step": "source_step",
-    },
-    "torchattacks": {
-        "steps": "steps",
-        "step_size": "alpha",
-        "random_starts": "random_start",
-        "decay": "decay",
-        "overshoot": "overshoot",
-        "lr": "lr",
-        "c": "c",
-        "confidence": "kappa",
-        "pixels": "pixels",
-        "popsize": "popsize",
-        "queries": "n_queries",
-        "restarts": "n_restarts",
-        "p_init": "p_init",
-        "std": "std",
-    },
-    # Project code (unified_adv.adapters.lbfgs), registered as a backend for the attacks no library has.
-    "unified-adv": {
-        "steps": "max_iter",
-        "c": "c",
-        "binary_search_steps": "search_steps",
-    },
-}
+def _library_names(backend: str, attack: str) -> dict[str, str]:
+    """Canonical parameter -> the keyword the library receives it under, as the adapter
+    declares it (and reads it back for the cross-check): the test checks the call used it."""
+    cls = adapter_class(backend)
+    return {**cls.names, **cls.name_overrides.get(attack, {})}
+
+
 # Canonical parameters a library does not take, each for a stated reason (see capabilities).
 NOT_PASSED = {
     ("art", "one_pixel", "popsize"),  # ART sizes its own population
@@ -194,7 +136,7 @@ def test_threat_model_record_and_reproducibility(
         if name == "eot_samples":  # 1: a plain attack; EOT is tested in test_defended.py
             assert value == 1
             continue
-        lib_name = TRANSLATION[backend][name]
+        lib_name = _library_names(backend, attack)[name]
         expected = bool(value) if lib_name in ("random_start",) else value
         assert kwargs[lib_name] == expected, f"{name} -> {lib_name}"
     if eps is not None:

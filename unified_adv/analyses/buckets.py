@@ -26,7 +26,7 @@ import numpy as np
 
 from unified_adv.adapters import Adapter, AttackRequest, adapter_class, backend_names
 from unified_adv.analyses.base import AnalysisContext, AnalysisOutput, AnalysisUnit
-from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.catalogue.attacks import ATTACKS, madry_step
 from unified_adv.evaluate.crosscheck import wilson
 from unified_adv.run.prepared import Prepared
 from unified_adv.run.units import unit_seed
@@ -274,7 +274,7 @@ class Settings:
             thresholds=spec.thresholds or PAPER_THRESHOLDS,
             eps=eps,
             steps=steps,
-            step_size=spec.step_size if spec.step_size is not None else 2.5 * eps / steps,
+            step_size=spec.step_size if spec.step_size is not None else madry_step(eps, steps),
             k=min(spec.k or 5, prep.num_classes),
         )
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from unified_adv.adapters import AttackRequest, adapter_class
 from unified_adv.analyses.base import AnalysisContext, AnalysisOutput, AnalysisUnit, ResultKey
+from unified_adv.catalogue.threats import L2_RTOL, LINF_TOL  # slack on ||UAP|| <= radius
 from unified_adv.errors import InputError
 from unified_adv.run.prepared import Prepared
 from unified_adv.scenario.schema import AnalysisSpec
@@ -32,9 +33,6 @@ from unified_adv.sources.data import scale_into
 from unified_adv.sources.models import ModelWrapper
 
 UAP_NORMS = ("l2", "linf")
-#: Slack on ``||UAP|| <= radius``: the adapter's own tolerances (float32 rounding).
-LINF_TOL = 1e-6
-L2_RTOL = 1e-5
 
 
 class Classifier(Protocol):

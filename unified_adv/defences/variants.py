@@ -33,8 +33,7 @@ from unified_adv.scenario.schema import DefenceSpec
 from unified_adv.sources.builtin.autoencoder import builtin_digits_autoencoder
 from unified_adv.sources.models import ModelWrapper, state_fingerprint
 
-#: Gradient attacks given expectation over transformation against a randomised defence.
-EOT_ATTACKS = ("fgsm", "bim", "pgd")
+#: Draws per gradient against a randomised defence, for the attacks that support EOT.
 DEFAULT_EOT_SAMPLES = 10
 
 
@@ -177,7 +176,7 @@ def adaptive_defences(prep: Prepared, attack_label: str, attack_name: str) -> li
 def eot_for(prep: Prepared, defence: str, attack: str, norm: str, backend: str) -> int | None:
     """``eot_samples`` for one adaptive unit, or None to keep the attack's own setting."""
     variant = prep.variants[defence]
-    if attack not in EOT_ATTACKS or variant.eot_samples <= 1:
+    if not ATTACKS[attack].supports_eot or variant.eot_samples <= 1:
         return None
     cap = adapter_class(backend).capabilities[attack]
     return variant.eot_samples if norm in cap.eot_norms else 1

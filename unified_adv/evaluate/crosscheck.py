@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.catalogue.attacks import ATTACKS, MATTERS
 from unified_adv.evaluate.results import (
     NOISE_CASE,
     WORST_CASE,
@@ -34,52 +34,6 @@ from unified_adv.run.prepared import Prepared, UnitOutcome
 
 VERDICTS = ("identical", "equivalent", "statistically consistent", "divergent")
 
-#: Largest pixel difference still called "equivalent", per attack × norm, as a fraction of the
-#: input range's width (the same at [0, 1] and [0, 255]). Gradient-sign attacks agree to float32
-#: rounding (one ulp of the range's top is 6e-8 of it); DeepFool and C&W accumulate rounding
-#: over their steps.
-DEFAULT_TOLERANCE: dict[tuple[str, str], float] = {
-    ("fgsm", "linf"): 1e-5,
-    ("fgsm", "l2"): 1e-5,
-    ("bim", "linf"): 1e-5,
-    ("pgd", "linf"): 1e-5,
-    ("pgd", "l2"): 1e-5,
-    ("mifgsm", "linf"): 1e-5,
-    ("deepfool", "l2"): 1e-4,
-    ("cw_l2", "l2"): 1e-4,
-}
-FALLBACK_TOLERANCE = 1e-4
-
-#: Recorded semantics (besides the attack's own parameters, which always matter) known to change
-#: the outcome, and for which attack × norm ("*": every norm). A difference outside this table is
-#: listed, but does not explain a divergence. Each entry is shown to matter by an experiment in
-#: tests/test_crosscheck_audit.py, or is a search rule of a black-box attack (read in the source).
-MATTERS: dict[str, tuple[tuple[str, str], ...]] = {
-    # ART steps, clips, then projects; the others project, then clip: equal for L∞ only.
-    "update_order": (("pgd", "l2"),),
-    # Batch-mean vs summed loss: a saturated sample's gradient of the mean underflows to 0
-    # (no step) where the sum keeps a denormal whose sign moves the pixel by a whole step; more
-    # often at [0, 255], where input gradients are 255 times smaller.
-    "loss": (("fgsm", "linf"), ("bim", "linf"), ("pgd", "linf"), ("mifgsm", "linf")),
-    # torchattacks divides the gradient of the batch-mean loss by ||g|| + 1e-10.
-    "l2_step": (("pgd", "l2"),),
-    "momentum": (("mifgsm", "linf"),),
-    "step_clip": (("deepfool", "l2"),),
-    "overshoot_applied_to": (("deepfool", "l2"),),
-    "step_offset": (("deepfool", "l2"),),
-    "optimiser": (("cw_l2", "l2"),),
-    "start": (("cw_l2", "l2"),),
-    "margin": (("cw_l2", "l2"),),
-    "binary_search_rule": (("cw_l2", "l2"),),
-    "search_threshold": (("hopskipjump", "*"),),
-    "proposals_per_step": (("boundary", "l2"),),
-    "noise": (("gaussian_noise", "l2"),),
-    "eot_samples": (("*", "*"),),
-    "eot_average": (("*", "*"),),
-    "labels": (("*", "*"),),
-}
-
-
 def tolerance_for(
     given: dict[str, float], attack: str, norm: str, input_range: tuple[float, float]
 ) -> float:
@@ -87,7 +41,7 @@ def tolerance_for(
     our default, times the width of the input range."""
     rel = given.get(
         f"{attack}/{norm}",
-        given.get(attack, DEFAULT_TOLERANCE.get((attack, norm), FALLBACK_TOLERANCE)),
+        given.get(attack, ATTACKS[attack].tolerance_for(norm)),
     )
     return float(rel) * (input_range[1] - input_range[0])
 
@@ -113,8 +67,7 @@ def known_to_matter(
 
 def is_randomised(attack: str, params: dict[str, Any]) -> bool:
     """Attacks whose result depends on random draws, so backends cannot agree sample by sample."""
-    spec = ATTACKS[attack]
-    return spec.black_box or attack == "universal" or bool(params.get("random_starts", 0))
+    return ATTACKS[attack].is_randomised(params)
 
 
 @dataclass

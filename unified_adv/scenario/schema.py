@@ -13,7 +13,7 @@ import math
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -21,12 +21,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from unified_adv.catalogue.analyses import ANALYSES
-from unified_adv.catalogue.attacks import ALL_PARAMS, ATTACKS, shown
+from unified_adv.catalogue.attacks import ALL_PARAMS, ATTACKS, PARAM_KINDS, shown
 from unified_adv.errors import did_you_mean
 
 # Several problems of one validator, joined into one message (split again by problems.py).
@@ -315,8 +316,8 @@ class DataSpec(_Strict):
         return f"{kind} {src}"
 
 
-class AttackSpec(_Strict):
-    """One attack. Parameters an attack does not take are errors, not silently ignored."""
+class _AttackCore(_Strict):
+    """The fields every attack has; its parameters follow (``_AttackFields``)."""
 
     name: str
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -325,31 +326,31 @@ class AttackSpec(_Strict):
     eps: Annotated[tuple[float, ...] | None, BeforeValidator(_eps_list)] = None
     target: TargetSpec = TargetSpec()
     limit: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
-    # Canonical parameters (unified_adv.catalogue.attacks); each attack takes a subset.
-    steps: int | None = None
-    step_size: Exact | None = None
-    random_starts: int | None = None
-    decay: Exact | None = None
-    overshoot: Exact | None = None
-    candidates: int | None = None
-    lr: Exact | None = None
-    c: Exact | None = None
-    confidence: Exact | None = None
-    binary_search_steps: int | None = None
-    pixels: int | None = None
-    popsize: int | None = None
-    attacker: str | None = None
-    max_iter: int | None = None
-    delta: Exact | None = None
-    queries: int | None = None
-    p_init: Exact | None = None
-    restarts: int | None = None
-    max_evals: int | None = None
-    init_evals: int | None = None
-    spherical_step: Exact | None = None
-    source_step: Exact | None = None
-    std: Exact | None = None
-    eot_samples: int | None = None
+
+
+#: A parameter's scenario type, by its catalogue kind; its range is the catalogue's
+#: (Param.check, in AttackSpec._fits_attack).
+_PARAM_TYPES: dict[type, Any] = {int: int, float: Exact, str: str}
+
+# One optional field per canonical parameter, derived from the catalogue: an attack's new
+# parameter needs no field here. Each attack takes a subset (checked in _fits_attack).
+if TYPE_CHECKING:
+    _AttackFields = _AttackCore
+else:
+    _AttackFields = create_model(
+        "_AttackFields",
+        __base__=_AttackCore,
+        __module__=__name__,
+        **{name: (_PARAM_TYPES[kind] | None, None) for name, kind in PARAM_KINDS.items()},
+    )
+
+
+class AttackSpec(_AttackFields):
+    """One attack. Parameters an attack does not take are errors, not silently ignored."""
+
+    if TYPE_CHECKING:  # the parameter fields, made at run time from the catalogue
+
+        def __getattr__(self, name: str) -> Any: ...
 
     #: Each eps as the scenario wrote it ("8/255"), for the report and the summary.
     _eps_text: tuple[str, ...] = PrivateAttr(default=())
@@ -406,9 +407,7 @@ class AttackSpec(_Strict):
         if spec.takes_eps and self.eps is None:
             problems.append(_at("eps", f"required: {self.name} is bounded by an eps-ball"))
         if not spec.takes_eps and self.eps is not None:
-            kind = {"minimal": "a minimal-perturbation attack", "l0": "bounded by `pixels`"}.get(
-                spec.threat, "a random corruption"
-            )
+            kind = spec.threat_model.without_eps
             problems.append(_at("eps", f"{self.name} is {kind} and takes no eps"))
         if self.target.mode not in spec.targets:
             problems.append(
