@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from unified_adv.adapters import AttackRequest, adapter_class, backend_names
-from unified_adv.adapters.base import AdapterContractError
+from unified_adv.adapters.base import AdapterContractError, AdapterOutput
 from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.sources.data import digits_split
 from unified_adv.sources.models import ModelWrapper
@@ -289,7 +289,7 @@ def test_contract_rejects_a_backend_that_leaves_the_ball(model: ModelWrapper, ba
 
     class Sloppy(cls):  # type: ignore[misc, valid-type]
         def _generate(self, request, x, y, target):
-            return np.clip(x + 2 * request.eps, 0, 1), {}
+            return AdapterOutput(np.clip(x + 2 * request.eps, 0, 1), {})
 
     with pytest.raises(AdapterContractError, match="left the linf ball"):
         Sloppy(model=model).generate(_request("fgsm", "linf", 0.1), x, y, None, seed=0)

@@ -392,7 +392,7 @@ def uap_study(
                     f"inner attack with eps={used!r}"
                 )
         # The ART adapter keeps the perturbation itself (ART returns it as (1, C, H, W)).
-        raw = getattr(adapter, "last_universal_noise", None)
+        raw = out.universal_noise
         if raw is None:
             raise RuntimeError(f"the {backend} adapter kept no universal perturbation")
         noise = np.asarray(raw, dtype=np.float32)

@@ -790,12 +790,13 @@ class Scenario(_Strict):
             problems.append("attacks: give at least one attack (or an analysis under analyses)")
         for i, analysis in enumerate(self.analyses):
             if analysis.name == "targeted_walk":
-                from unified_adv.adapters import BACKENDS
+                from unified_adv.adapters import backend_names
 
                 for name in analysis.backends or ():
-                    if name != "all" and name not in BACKENDS:
+                    if name != "all" and name not in backend_names():
                         problems.append(
-                            f"analyses[{i}].backends: {did_you_mean('backend', name, BACKENDS)}"
+                            f"analyses[{i}].backends: "
+                            f"{did_you_mean('backend', name, backend_names())}"
                         )
         names = [a.label for a in self.analyses]
         for i, name in enumerate(names):
