@@ -121,6 +121,13 @@ def _why_not(name: str, attack: AttackSpec, input_range: Sequence[float]) -> str
                     f"backend '{name}' runs {attack.name} only with {param}={value} "
                     f"(got {param}={have})"
                 )
+    for param, allowed in cap.choices.items():
+        have = attack.resolved_params(attack.eps_values[0]).get(param)
+        if have is not None and have not in allowed:
+            return (
+                f"backend '{name}' runs {attack.name} only with {param} in "
+                f"({', '.join(allowed)}) (got {param}={have})"
+            )
     limit = cap.max_random_starts
     if attack.random_starts is not None and limit is not None and attack.random_starts > limit:
         return (

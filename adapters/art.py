@@ -466,6 +466,62 @@ def _square(job: ArtJob) -> AdapterOutput:
     )
 
 
+#: The canonical APGD losses under ART's names (it re-wraps the estimator with that loss).
+_ART_APGD_LOSS = {"ce": "cross_entropy", "dlr": "difference_logits_ratio"}
+
+
+@ART.add(
+    "apgd",
+    Capability(
+        {"linf": "AutoProjectedGradientDescent", "l2": "AutoProjectedGradientDescent"},
+        _ALL,
+        max_random_starts=None,
+        fixed={"rho": 0.75},
+        choices={"loss": tuple(_ART_APGD_LOSS)},
+        note="rho fixed at 0.75; a failed sample comes back at its last random start, not at "
+        "the input; no APGD-T (loss dlr_targeted)",
+        scoped_notes={
+            "targeted": "targeted dlr minimises the DLR of the target class, "
+            "-(z_t - max_{i!=t} z_i)/(z_1 - z_3), not Croce & Hein's targeted DLR"
+        },
+    ),
+    names={"restarts": "nb_random_init", "loss": "loss_type"},
+    values={"loss": _ART_APGD_LOSS},
+    facts={
+        "initial_step": "eps_step = 2 * eps, passed (Croce & Hein's value)",
+        "checkpoints": "ceil(p_j * max_iter): p = 0, 0.22, then p_j + max(p_j - p_(j-1) - "
+        "0.03, 0.06)",
+        "rho": 0.75,  # fixed inside ART (read back from the call on torchattacks)
+        "momentum": "0.75, fixed",
+        "start": "every restart from random_sphere: uniform in the eps-ball (linf: the cube), "
+        "from numpy's global RNG",
+        "restart_rule": "nb_random_init runs, each on the samples not yet adversarial",
+        "failed_samples": "returned at their last random start (not at the input)",
+        "loss_reduction": "per sample (the step size is adapted per image)",
+        "targeted_dlr": "DLR of the target class, minimised",
+    },
+)
+def _apgd(job: ArtJob) -> AdapterOutput:
+    """AutoProjectedGradientDescent: steps -> max_iter, restarts -> nb_random_init, loss ->
+    loss_type (ce -> cross_entropy, dlr -> difference_logits_ratio); eps_step = 2*eps as
+    the paper; rho is ART's fixed 0.75 (validation refuses another value)."""
+    eps = job.request.eps
+    assert eps is not None
+    return job.run(
+        {
+            "norm": job.norm,
+            "eps": eps,
+            "eps_step": 2 * eps,
+            "max_iter": job.p["steps"],
+            "targeted": job.request.targeted,
+            "nb_random_init": job.p["restarts"],
+            "batch_size": job.n,
+            "loss_type": _ART_APGD_LOSS[job.p["loss"]],
+            "verbose": False,
+        }
+    )
+
+
 @ART.add(
     "hopskipjump",
     Capability(

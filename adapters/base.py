@@ -44,6 +44,8 @@ class Capability:
     max_random_starts: int | None = 1
     #: Canonical parameters the library cannot vary: it runs only with these values.
     fixed: Mapping[str, Any] = field(default_factory=dict)
+    #: Choice parameters of which the library has only some values (e.g. its losses).
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: False where a library draws from an RNG that cannot be seeded from outside.
     reproducible: bool = True
     #: Norms for which the library can average gradients over a randomised model's
@@ -122,6 +124,10 @@ class Translator:
     run: Callable[[Any], AdapterOutput]
     names: Mapping[str, str] = field(default_factory=dict)
     facts: Mapping[str, Any] = field(default_factory=dict)
+    #: Canonical parameter -> {canonical value: the library's value} where the library
+    #: names a choice differently (ART's loss "ce" is "cross_entropy"): the translator
+    #: passes ``values[p][v]`` and the semantics read it back through the inverse.
+    values: Mapping[str, Mapping[Any, Any]] = field(default_factory=dict)
 
 
 class Translators(dict[str, Translator]):
@@ -139,6 +145,7 @@ class Translators(dict[str, Translator]):
         *,
         names: Mapping[str, str] | None = None,
         facts: Mapping[str, Any] | None = None,
+        values: Mapping[str, Mapping[Any, Any]] | None = None,
     ) -> Callable[[Callable[[Any], AdapterOutput]], Callable[[Any], AdapterOutput]]:
         if attack not in ATTACKS:
             raise ValueError(f"no catalogue entry for attack {attack!r}")
@@ -146,7 +153,9 @@ class Translators(dict[str, Translator]):
             raise ValueError(f"attack {attack!r} has two translators")
 
         def register(fn: Callable[[Any], AdapterOutput]) -> Callable[[Any], AdapterOutput]:
-            self[attack] = Translator(capability, fn, dict(names or {}), dict(facts or {}))
+            self[attack] = Translator(
+                capability, fn, dict(names or {}), dict(facts or {}), dict(values or {})
+            )
             return fn
 
         return register
@@ -263,11 +272,15 @@ class Adapter(ABC):
         kwargs = call.get("kwargs", {})
         translator = self.translators.get(request.attack)
         names = {**self.names, **(translator.names if translator else {})}
+        values = translator.values if translator else {}
         out: dict[str, Any] = {}
         for canon in ("eps", *request.params):
             lib = names.get(canon)
             if lib is not None and lib in kwargs:
                 value = kwargs[lib]
+                if canon in values:  # the library's name for a choice, read back
+                    inverse = {v: k for k, v in values[canon].items()}
+                    value = inverse.get(value, value)
                 out[canon] = int(value) if isinstance(value, bool) else value
         if "candidates" in out and "classes" in call:
             # Asking for more candidates than there are classes means all of them.

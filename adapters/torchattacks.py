@@ -232,6 +232,57 @@ def _square(job: TorchattacksJob) -> AdapterOutput:
 
 
 @TORCHATTACKS.add(
+    "apgd",
+    Capability(
+        {"linf": "APGD", "l2": "APGD"},
+        _UNTARGETED,
+        max_random_starts=None,
+        eot_norms=("linf", "l2"),
+        note="its own seed argument reseeds torch's global RNG (unified-adv passes one drawn "
+        "from the unit seed); a failed sample comes back as the input; loss dlr_targeted runs "
+        "APGDT (AutoAttack's APGD-T) on every other class, any misclassification counting",
+    ),
+    names={"restarts": "n_restarts", "loss": "loss", "rho": "rho"},
+    facts={
+        "initial_step": "2 * eps, fixed inside torchattacks",
+        "checkpoints": "first after int(0.22 steps), the period then shrinking by "
+        "int(0.03 steps) down to int(0.06 steps)",
+        "momentum": "0.75, fixed",
+        "start": "every restart on the ball's surface: linf x + eps t / max|t| (t uniform), "
+        "l2 x + eps g / ||g|| (g Gaussian)",
+        "restart_rule": "n_restarts runs, each on the samples not yet adversarial",
+        "failed_samples": "returned unchanged (the input)",
+        "seed": "its own seed argument: torch.manual_seed(seed) inside the attack",
+        "targeted_dlr": "APGDT: -(z_y - z_t)/(z_1 - (z_3 + z_4)/2) against each of the top "
+        "n_classes - 1 other classes, n_restarts each",
+    },
+)
+def _apgd(job: TorchattacksJob) -> AdapterOutput:
+    """APGD (APGDT for loss dlr_targeted): restarts -> n_restarts, eot_samples -> eot_iter,
+    norm "Linf"/"L2"; its own ``seed`` drawn from the unit-seeded torch RNG; APGDT gets
+    n_classes = the model's class count, so every other class is a target."""
+    p = job.p
+    kwargs: dict[str, Any] = {
+        "norm": "Linf" if job.request.norm == "linf" else "L2",
+        "eps": job.request.eps,
+        "steps": p["steps"],
+        "n_restarts": p["restarts"],
+        "seed": int(torch.randint(0, 2**31 - 1, (1,)).item()),
+        "eot_iter": p["eot_samples"],
+        "rho": p["rho"],
+        "verbose": False,
+    }
+    if p["loss"] == "dlr_targeted":
+        kwargs["n_classes"] = int(job.adapter.model.logits(job.x[:1]).shape[1])
+        out = job.run(kwargs, "APGDT")
+    else:
+        out = job.run({**kwargs, "loss": p["loss"]})
+    if out.library_call["eot"]:
+        out.library_call["eot"]["average"] = "loss gradients (mean over eot_iter)"
+    return out
+
+
+@TORCHATTACKS.add(
     "gaussian_noise",
     Capability({"l2": "GN"}, _UNTARGETED, note="x + std * N(0, 1), clamped to [0, 1]"),
 )
@@ -273,6 +324,8 @@ class TorchattacksAdapter(Adapter):
         out = super()._semantics(request, call)
         if request.attack == "deepfool":
             out["candidates"] = call["classes"]  # every class, whatever was asked
+        if call["class"] == "torchattacks.APGDT":
+            out["loss"] = "dlr_targeted"  # the class is the loss: APGDT takes no loss argument
         return out
 
     def _job(

@@ -46,6 +46,7 @@ FAST: dict[str, dict[str, Any]] = {
     "boundary": {"steps": 20},
     "gaussian_noise": {"std": 0.1},
     "lbfgs": {"steps": 50, "binary_search_steps": 2},
+    "apgd": {"steps": 5},
 }
 SLOW = {"deepfool", "cw_l2", "one_pixel", "hopskipjump", "boundary", "square", "lbfgs"}
 EPS = {"linf": 0.2, "l2": 1.0}
@@ -107,6 +108,8 @@ TRANSLATION = {
         "restarts": "n_restarts",
         "p_init": "p_init",
         "std": "std",
+        "loss": "loss",
+        "rho": "rho",
     },
     # Project code (unified_adv.adapters.lbfgs), registered as a backend for the attacks no library has.
     "unified-adv": {
@@ -122,6 +125,8 @@ NOT_PASSED = {
     ("foolbox", "gaussian_noise", "std"),  # translated to epsilons = std * sqrt(d)
     ("torchattacks", "deepfool", "candidates"),  # torchattacks considers every class
     ("torchattacks", "cw_l2", "binary_search_steps"),  # fixed at 1, enforced at validation
+    ("art", "apgd", "restarts"),  # nb_random_init (square's is nb_restarts): test_apgd.py
+    ("art", "apgd", "loss"),  # ART's loss names (cross_entropy, ...): test_apgd.py
 }
 
 

@@ -289,6 +289,45 @@ _CATALOGUE = [
         black_box=True,
     ),
     AttackDef(
+        "apgd",
+        "Auto-PGD: PGD from a random start whose step size (2*eps at first) is halved at "
+        "checkpoints where the loss stalls, with momentum 0.75; loss cross-entropy, DLR, or "
+        "APGD-T's targeted DLR against each of the top other classes in turn",
+        "Croce & Hein 2020",
+        ("linf", "l2"),
+        "ball",
+        (
+            _steps(100),
+            Param(
+                "loss",
+                str,
+                "ce",
+                "loss maximised: ce (cross-entropy), dlr (difference of logits ratio), "
+                "dlr_targeted (APGD-T: targeted DLR against each other class, top-ranked first; "
+                "success is any misclassification)",
+                choices=("ce", "dlr", "dlr_targeted"),
+            ),
+            Param(
+                "restarts",
+                int,
+                1,
+                "random starts (per target class for dlr_targeted)",
+                minimum=1,
+                inclusive=True,
+            ),
+            Param(
+                "rho",
+                float,
+                0.75,
+                "checkpoint rule: halve the step where fewer than rho of the steps since the "
+                "last checkpoint raised the loss",
+                minimum=0,
+                maximum=1,
+            ),
+            EOT_SAMPLES,
+        ),
+    ),
+    AttackDef(
         "hopskipjump",
         "HopSkipJump: decision-based, estimates the gradient at the boundary",
         "Chen et al. 2020",

@@ -347,6 +347,8 @@ class AttackSpec(_Strict):
     source_step: Exact | None = None
     std: Exact | None = None
     eot_samples: int | None = None
+    loss: str | None = None
+    rho: Exact | None = None
 
     #: Each eps as the scenario wrote it ("8/255"), for the report and the summary.
     _eps_text: tuple[str, ...] = PrivateAttr(default=())
