@@ -46,8 +46,12 @@ def test_apgd_runs_on_both_backends_through_a_scenario(tmp_path: Path) -> None:
         rate = rows[("apgd", backend)]["success_rate"]
         assert pgd - 0.05 <= rate <= pgd + 0.15, (backend, rate, pgd)
         call = rows[("apgd", backend)]["library_call"]
+        assert call["semantics"]["eps"] == 0.1
         assert call["semantics"]["loss"] == "ce" and call["semantics"]["steps"] == 20
         assert call["semantics"]["restarts"] == 1
+    # Random starts on both sides: compared by rates, not pixel by pixel.
+    (pair,) = [p for p in result.summary["crosscheck"]["pairs"] if p["attack_id"] == "apgd"]
+    assert pair["verdict"] == "statistically consistent", pair
 
 
 @pytest.mark.parametrize("loss", ["ce", "dlr"])

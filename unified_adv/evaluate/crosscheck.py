@@ -108,7 +108,9 @@ def known_to_matter(
 def is_randomised(attack: str, params: dict[str, Any]) -> bool:
     """Attacks whose result depends on random draws, so backends cannot agree sample by sample."""
     spec = ATTACKS[attack]
-    return spec.black_box or attack == "universal" or bool(params.get("random_starts", 0))
+    # APGD starts every restart from a random point in the ball (ART and torchattacks alike).
+    random_start = attack == "apgd" or bool(params.get("random_starts", 0))
+    return spec.black_box or attack == "universal" or random_start
 
 
 @dataclass
