@@ -324,7 +324,7 @@ class TorchattacksAdapter(Adapter):
         out = super()._semantics(request, call)
         if request.attack == "deepfool":
             out["candidates"] = call["classes"]  # every class, whatever was asked
-        if call["class"] == "torchattacks.APGDT":
+        if call.get("class") == "torchattacks.APGDT":
             out["loss"] = "dlr_targeted"  # the class is the loss: APGDT takes no loss argument
         return out
 
