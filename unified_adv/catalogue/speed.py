@@ -21,9 +21,7 @@ TOLERANCE = 0.05
 def speed_table() -> dict[str, Any]:
     try:
         text = (
-            resources.files("unified_adv.catalogue")
-            .joinpath("speed_table.json")
-            .read_text(encoding="utf-8")
+            resources.files("unified_adv.catalogue").joinpath("speed_table.json").read_text(encoding="utf-8")
         )
     except FileNotFoundError:
         return {}
