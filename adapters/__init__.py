@@ -2,32 +2,56 @@
 
 Importing an adapter module does not import its library; the library is
 imported the first time the adapter runs an attack.
+
+The builtin backends are listed in :data:`BACKENDS`. A third-party backend is one
+adapter file in its own distribution, registered under the entry-point group
+``unified_adv.backends`` (see CONTRIBUTING.md, "Adding a backend")::
+
+    [project.entry-points."unified_adv.backends"]
+    mylib = "mypackage.adapter:MyLibAdapter"
+
+It is read lazily as well: the adapter module is imported the first time it is used.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING
 
-from unified_adv.adapters.base import Adapter, AttackRequest, Capability
+from unified_adv.adapters.base import (
+    Adapter,
+    AdapterOutput,
+    AttackRequest,
+    Capability,
+    Translator,
+    Translators,
+)
+from unified_adv.errors import did_you_mean
 
 if TYPE_CHECKING:
     from unified_adv.scenario.schema import AttackSpec
 
 __all__ = [
     "Adapter",
+    "AdapterOutput",
     "AttackRequest",
     "Capability",
+    "Translator",
+    "Translators",
     "BACKENDS",
+    "ENTRY_POINT_GROUP",
     "adapter_class",
     "backend_names",
     "capable_backends",
     "check_backends",
     "dropped_backends",
+    "registry",
 ]
 
+#: The builtin backends. Third-party ones come from the entry-point group below.
 BACKENDS: dict[str, str] = {
     "art": "unified_adv.adapters.art:ArtAdapter",
     "foolbox": "unified_adv.adapters.foolbox:FoolboxAdapter",
@@ -35,22 +59,41 @@ BACKENDS: dict[str, str] = {
     # Project code, not a library: attacks none of the three libraries has (L-BFGS).
     "unified-adv": "unified_adv.adapters.project:ProjectAdapter",
 }
+ENTRY_POINT_GROUP = "unified_adv.backends"
+
+
+@cache
+def registry() -> dict[str, str]:
+    """Every backend: name -> ``"module:attr"``, the builtin ones first, then those the
+    installed distributions register under :data:`ENTRY_POINT_GROUP` (a name a builtin
+    already has is refused: it would silently replace a library). Read once per process;
+    ``registry.cache_clear()`` and ``adapter_class.cache_clear()`` read it again."""
+    out = dict(BACKENDS)
+    for ep in sorted(
+        importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name
+    ):
+        if ep.name in BACKENDS:
+            raise ValueError(
+                f"entry point {ENTRY_POINT_GROUP}:{ep.name} ({ep.value}) reuses the name of "
+                "a builtin backend"
+            )
+        out.setdefault(ep.name, ep.value)
+    return out
 
 
 def backend_names() -> tuple[str, ...]:
-    return tuple(BACKENDS)
+    return tuple(registry())
 
 
 @cache
 def adapter_class(name: str) -> type[Adapter]:
-    if name not in BACKENDS:
-        from unified_adv.errors import did_you_mean
-
-        raise KeyError(did_you_mean("backend", name, BACKENDS))
-    module_name, attr = BACKENDS[name].split(":")
+    backends = registry()
+    if name not in backends:
+        raise KeyError(did_you_mean("backend", name, backends))
+    module_name, _, attr = backends[name].partition(":")
     cls = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(cls, type) and issubclass(cls, Adapter)):
-        raise TypeError(f"{BACKENDS[name]} is not an Adapter subclass")
+        raise TypeError(f"{backends[name]} is not an Adapter subclass")
     return cls
 
 
@@ -58,7 +101,7 @@ def _why_not(name: str, attack: AttackSpec, input_range: Sequence[float]) -> str
     cls = adapter_class(name)
     cap = cls.capabilities.get(attack.name)
     if cap is None:
-        able = [b for b in BACKENDS if attack.name in adapter_class(b).capabilities]
+        able = [b for b in backend_names() if attack.name in adapter_class(b).capabilities]
         return f"backend '{name}' has no {attack.name} (backends with {attack.name}: {', '.join(able)})"
     if attack.norm not in cap.norms:
         return (
@@ -78,6 +121,13 @@ def _why_not(name: str, attack: AttackSpec, input_range: Sequence[float]) -> str
                     f"backend '{name}' runs {attack.name} only with {param}={value} "
                     f"(got {param}={have})"
                 )
+    for param, allowed in cap.choices.items():
+        have = attack.resolved_params(attack.eps_values[0]).get(param)
+        if have is not None and have not in allowed:
+            return (
+                f"backend '{name}' runs {attack.name} only with {param} in "
+                f"({', '.join(allowed)}) (got {param}={have})"
+            )
     limit = cap.max_random_starts
     if attack.random_starts is not None and limit is not None and attack.random_starts > limit:
         return (
@@ -100,11 +150,9 @@ def _why_not(name: str, attack: AttackSpec, input_range: Sequence[float]) -> str
 
 def check_backends(attack: AttackSpec, input_range: Sequence[float]) -> list[str]:
     """Every reason the attack's backend list cannot run, as messages (empty if fine)."""
-    from unified_adv.errors import did_you_mean
-
     if attack.backends in (("all",), ("fastest",)):
         if not capable_backends(attack, input_range):
-            reasons = [_why_not(b, attack, input_range) for b in BACKENDS]
+            reasons = [_why_not(b, attack, input_range) for b in backend_names()]
             return ["no backend can run this attack: " + "; ".join(r for r in reasons if r)]
         return []
     problems = []
@@ -119,8 +167,8 @@ def check_backends(attack: AttackSpec, input_range: Sequence[float]) -> list[str
             problems.append(f"backend '{name}' is listed twice")
             continue
         seen.add(name)
-        if name not in BACKENDS:
-            problems.append(did_you_mean("backend", name, BACKENDS))
+        if name not in registry():
+            problems.append(did_you_mean("backend", name, registry()))
             continue
         reason = _why_not(name, attack, input_range)
         if reason:
@@ -129,7 +177,7 @@ def check_backends(attack: AttackSpec, input_range: Sequence[float]) -> list[str
 
 
 def capable_backends(attack: AttackSpec, input_range: Sequence[float]) -> tuple[str, ...]:
-    return tuple(b for b in BACKENDS if _why_not(b, attack, input_range) is None)
+    return tuple(b for b in backend_names() if _why_not(b, attack, input_range) is None)
 
 
 def dropped_backends(attack: AttackSpec, input_range: Sequence[float]) -> dict[str, str]:
@@ -139,7 +187,7 @@ def dropped_backends(attack: AttackSpec, input_range: Sequence[float]) -> dict[s
     if attack.backends != ("all",):
         return {}
     out = {}
-    for name in BACKENDS:
+    for name in backend_names():
         if attack.name in adapter_class(name).capabilities:
             reason = _why_not(name, attack, input_range)
             if reason:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from unified_adv.adapters.base import Adapter, AttackRequest, Capability
+from unified_adv.adapters.base import Adapter, AdapterOutput, AttackRequest, Capability, Translators
 
 _ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
 _UNTARGETED = ("untargeted",)
@@ -64,79 +65,567 @@ class _View(nn.Module):
         return out.index_select(1, self.get_buffer("order"))
 
 
+class _PadClass(nn.Module):
+    """A constant third logit of -1e4, which never wins: ART's PixelAttack refuses
+    2-class models (it turns their labels into one column)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, z: Any) -> Any:
+        out = self.inner(z)
+        return torch.cat([out, torch.full_like(out[:, :1], -1e4)], dim=1)
+
+
+@dataclass
+class ArtJob:
+    """One request on ART: the inputs, the estimator (built once per adapter and shape)
+    and its record, and the common steps of an ``art.attacks.evasion`` call."""
+
+    adapter: ArtAdapter
+    request: AttackRequest
+    x: np.ndarray
+    y: np.ndarray
+    target: np.ndarray | None
+    estimator: Any
+    est_args: dict[str, Any]
+
+    @property
+    def p(self) -> Any:
+        return self.request.params
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    @property
+    def norm(self) -> float:
+        return np.inf if self.request.norm == "linf" else 2
+
+    def run(self, kwargs: dict[str, Any], cls_name: str = "", **extra: Any) -> AdapterOutput:
+        """``evasion.<cls_name>(estimator, **kwargs).generate(x, y=one-hot labels)``,
+        recorded (the class defaults to the capability's class for the request's norm)."""
+        attack, x_adv = self.call(kwargs, cls_name)
+        return AdapterOutput(x_adv, self.record(attack, kwargs, **extra))
+
+    def call(self, kwargs: dict[str, Any], cls_name: str = "") -> tuple[Any, Any]:
+        from art.attacks import evasion
+
+        req = self.request
+        cls_name = cls_name or self.adapter.capabilities[req.attack].classes[req.norm]
+        attack = getattr(evasion, cls_name)(self.estimator, **kwargs)
+        labels = self.target if req.targeted else self.y
+        # One-hot: with index labels ART turns a 2-class problem into (N, 1) binary
+        # labels, which PixelAttack refuses.
+        onehot = np.eye(self.estimator.nb_classes, dtype=np.float32)[labels]
+        seed = int(np.random.randint(0, 2**31 - 1))  # drawn from the unit-seeded global RNG
+        with seeded_fresh_random_states(seed):
+            x_adv = attack.generate(x=self.x, y=onehot)
+        return attack, x_adv
+
+    def record(self, attack: Any, kwargs: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {
+            **self.est_args,
+            "class": f"{type(attack).__module__}.{type(attack).__name__}",
+            "kwargs": {
+                k: ("inf" if isinstance(v, float) and v == np.inf else v) for k, v in kwargs.items()
+            },
+            "generate": {
+                "y": "target labels, one-hot" if self.request.targeted else "true labels, one-hot"
+            },
+            "update_order": self.adapter.update_order,
+            **extra,
+        }
+
+
+ART = Translators()
+
+
+@ART.add(
+    "fgsm",
+    Capability(
+        {"linf": "FastGradientMethod", "l2": "FastGradientMethod"}, _ALL, eot_norms=("linf", "l2")
+    ),
+)
+def _fgsm(job: ArtJob) -> AdapterOutput:
+    """FastGradientMethod: one step, eps_step = eps, no random init, not minimal."""
+    eps = job.request.eps
+    return job.run(
+        {
+            "norm": job.norm,
+            "eps": eps,
+            "eps_step": eps,
+            "targeted": job.request.targeted,
+            "num_random_init": 0,
+            "batch_size": job.n,
+            "minimal": False,
+            "summary_writer": False,
+        }
+    )
+
+
+@ART.add("bim", Capability({"linf": "BasicIterativeMethod"}, _ALL, eot_norms=("linf",)))
+def _bim(job: ArtJob) -> AdapterOutput:
+    """BasicIterativeMethod: step_size -> eps_step, steps -> max_iter."""
+    return job.run(
+        {
+            "eps": job.request.eps,
+            "eps_step": job.p["step_size"],
+            "max_iter": job.p["steps"],
+            "targeted": job.request.targeted,
+            "batch_size": job.n,
+            "verbose": False,
+        }
+    )
+
+
+@ART.add(
+    "pgd",
+    Capability(
+        {"linf": "ProjectedGradientDescent", "l2": "ProjectedGradientDescent"},
+        _ALL,
+        max_random_starts=None,
+        eot_norms=("linf", "l2"),
+    ),
+)
+def _pgd(job: ArtJob) -> AdapterOutput:
+    """ProjectedGradientDescent: step_size -> eps_step, steps -> max_iter, random_starts ->
+    num_random_init (ART keeps the best of the starts); no decay, no random eps."""
+    return job.run(
+        {
+            "norm": job.norm,
+            "eps": job.request.eps,
+            "eps_step": job.p["step_size"],
+            "max_iter": job.p["steps"],
+            "targeted": job.request.targeted,
+            "num_random_init": job.p["random_starts"],
+            "batch_size": job.n,
+            "decay": None,
+            "random_eps": False,
+            "summary_writer": False,
+            "verbose": False,
+        }
+    )
+
+
+@ART.add(
+    "mifgsm",
+    Capability(
+        {"linf": "MomentumIterativeMethod"},
+        _ALL,
+        note="follows the paper: g <- mu*g + grad/||grad||_1",
+    ),
+    facts={"momentum": "paper: mu*g + grad/||grad||_1, step along sign"},
+)
+def _mifgsm(job: ArtJob) -> AdapterOutput:
+    """MomentumIterativeMethod: step_size -> eps_step, decay -> decay, steps -> max_iter."""
+    return job.run(
+        {
+            "norm": job.norm,
+            "eps": job.request.eps,
+            "eps_step": job.p["step_size"],
+            "decay": job.p["decay"],
+            "max_iter": job.p["steps"],
+            "targeted": job.request.targeted,
+            "batch_size": job.n,
+            "verbose": False,
+        }
+    )
+
+
+@ART.add(
+    "deepfool",
+    Capability(
+        {"l2": "DeepFool"},
+        _UNTARGETED,
+        note="attacks the model's own prediction (labels are not used); clips every step to "
+        "the input range and multiplies it by the range's width, which unified-adv undoes by "
+        "running it on the model seen through [0, 1]; takes the top-k candidates over the "
+        "whole call, so unified-adv calls it once per class set; orders of magnitude slower",
+    ),
+    facts={
+        "step_clip": "every step clipped to the input range",
+        "overshoot_applied_to": "total perturbation, once after the last step",
+        "step_offset": "none",
+        "labels": "model's own predictions",
+    },
+)
+def _deepfool(job: ArtJob) -> AdapterOutput:
+    """ART's DeepFool (art/attacks/evasion/deepfool.py): steps -> max_iter, overshoot ->
+    epsilon, candidates -> nb_grads; translated twice:
+
+    * every step is multiplied by the width of ``clip_values``, so outside [0, 1] the
+      steps are that many times too long. The attack runs on the model seen through
+      [0, 1] (x = lo + width * u), where the factor is 1; DeepFool's step is equivariant
+      under that affine change, so this is DeepFool in the model's own range;
+    * ``nb_grads`` < classes takes the union of the top-k classes over the whole call and
+      then reads the logit of the k-th class of that set where it means the predicted
+      class (``f_batch[..., labels_indices]``): right only when the set is all classes.
+      The samples are grouped by their own top-k set, and ART is called once per group on
+      the model's outputs reordered so that the set comes first: class i of the set is
+      output i, and both readings agree.
+    """
+    from art.attacks.evasion import DeepFool
+
+    adapter, x, p = job.adapter, job.x, job.p
+    lo, hi = adapter.model.input_range
+    width = hi - lo
+    rescaled = (lo, hi) != (0.0, 1.0)
+    x_in = ((x - lo) / width).astype(np.float32) if rescaled else x
+    k = int(p["candidates"])
+    n_classes = adapter.n_classes
+    groups = _top_k_groups(adapter, x, k)
+    out = np.empty_like(x_in)
+    kwargs: dict[str, Any] = {}
+    for classes, idx in groups.items():
+        order = list(classes) + [c for c in range(n_classes) if c not in classes]
+        if rescaled or order != list(range(n_classes)):
+            estimator = adapter.view_estimator(x, lo, width, order)
+        else:
+            estimator = job.estimator
+        kwargs = {
+            "max_iter": p["steps"],
+            "epsilon": p["overshoot"],
+            "nb_grads": k,
+            "batch_size": len(idx),
+            "verbose": False,
+        }
+        out[idx] = DeepFool(estimator, **kwargs).generate(x=x_in[idx])
+    steps = []
+    if len(groups) > 1:
+        kwargs["batch_size"] = "one call per top-k class set"
+        steps.append(
+            f"one ART call per top-{k} class set ({len(groups)} sets), the model's outputs "
+            "reordered so that the set comes first"
+        )
+    if rescaled:
+        steps.append(
+            f"run on the model seen through [0, 1] (x = {lo:g} + {width:g} u, clip_values "
+            "(0, 1)): ART multiplies each step by the clip width"
+        )
+    x_adv = np.clip(lo + out * width, lo, hi).astype(np.float32) if rescaled else out
+    call = {
+        **job.est_args,
+        "class": "art.attacks.evasion.deepfool.DeepFool",
+        "kwargs": kwargs,
+        "generate": {"y": "not passed: ART's DeepFool attacks the model's own prediction"},
+        "classes": n_classes,
+        "translation": "; ".join(steps) or "none needed",
+    }
+    return AdapterOutput(x_adv, call)
+
+
+def _top_k_groups(adapter: ArtAdapter, x: np.ndarray, k: int) -> dict[tuple[int, ...], list[int]]:
+    """The samples grouped by the set of their top-``k`` classes (all classes: one group)."""
+    n_classes = adapter.n_classes
+    if k >= n_classes:
+        return {tuple(range(n_classes)): list(range(len(x)))}
+    top = np.argsort(-adapter.model.logits(x), axis=1, kind="stable")[:, :k]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, row in enumerate(top.tolist()):
+        groups.setdefault(tuple(sorted(row)), []).append(i)
+    return groups
+
+
+@ART.add(
+    "cw_l2",
+    Capability(
+        {"l2": "CarliniL2Method"},
+        _ALL,
+        note="monotone gradient descent with step halving/doubling, not Adam: no change "
+        "after its first step past the boundary (its gradient keeps the margin term there); "
+        "its binary search doubles c until the first success and then keeps it (bug: its "
+        "lower bound aliases c, so it never bisects; Foolbox: x10, then bisects); very slow",
+    ),
+    facts={
+        "optimiser": "monotone gradient descent with step halving/doubling; its gradient "
+        "keeps the c * margin term where the hinge is 0: stalls after its first step past "
+        "the boundary",
+        "binary_search_rule": "c x 2 until the first success, then c kept (bug: the lower "
+        "bound aliases c, no bisection); from a first success, c / 2 until a failure, then "
+        "x 1.5, then kept",
+        "start": "the input (tanh space, no frozen pixels)",
+        "margin": "max over the other classes' logits",
+    },
+)
+def _cw_l2(job: ArtJob) -> AdapterOutput:
+    """CarliniL2Method: lr -> learning_rate, c -> initial_const, steps -> max_iter;
+    ART's own step halving/doubling bounds set explicitly (5 each)."""
+    p = job.p
+    return job.run(
+        {
+            "confidence": p["confidence"],
+            "targeted": job.request.targeted,
+            "learning_rate": p["lr"],
+            "binary_search_steps": p["binary_search_steps"],
+            "max_iter": p["steps"],
+            "initial_const": p["c"],
+            "max_halving": 5,
+            "max_doubling": 5,
+            "batch_size": job.n,
+            "verbose": False,
+        }
+    )
+
+
+@ART.add(
+    "one_pixel",
+    Capability(
+        {"l0": "PixelAttack"},
+        _ALL,
+        note="differential evolution with ART's own population (400 // (3 x pixels)); "
+        "pixel values are cast to int, so in [0, 1] they are 0 or 1; it refuses 2-class "
+        "models, so those get a constant third logit (-1e4) that never wins",
+    ),
+)
+def _one_pixel(job: ArtJob) -> AdapterOutput:
+    """PixelAttack: pixels -> th, steps -> max_iter, es=1 (differential evolution);
+    popsize is not passed (ART sizes its own population)."""
+    return job.run(
+        {
+            "th": job.p["pixels"],
+            "es": 1,
+            "max_iter": job.p["steps"],
+            "targeted": job.request.targeted,
+            "verbose": False,
+        }
+    )
+
+
+@ART.add(
+    "universal",
+    Capability(
+        {"linf": "UniversalPerturbation", "l2": "UniversalPerturbation"},
+        ("untargeted", "class"),
+        scoped_notes={"targeted": "TargetedUniversalPerturbation (fgsm attacker only)"},
+    ),
+)
+def _universal(job: ArtJob) -> AdapterOutput:
+    """UniversalPerturbation (TargetedUniversalPerturbation when targeted, fgsm attacker
+    only): eps and norm go to both the UAP and an fgsm attacker; the perturbation itself
+    comes back as ``AdapterOutput.universal_noise``."""
+    p, req = job.p, job.request
+    inner = (
+        {"eps": req.eps, "norm": job.norm, "targeted": req.targeted}
+        if p["attacker"] == "fgsm"
+        else {
+            "max_iter": 50,
+            "epsilon": 0.02,
+            "nb_grads": 10,
+            "batch_size": job.n,
+            "verbose": False,
+        }
+    )
+    kwargs: dict[str, Any] = {
+        "attacker": p["attacker"],
+        "attacker_params": inner,
+        "delta": p["delta"],
+        "max_iter": p["max_iter"],
+        "eps": req.eps,
+        "norm": job.norm,
+    }
+    if req.targeted:
+        if p["attacker"] != "fgsm":
+            raise ValueError("ART's targeted universal perturbation needs attacker: fgsm")
+        attack, x_adv = job.call(kwargs, "TargetedUniversalPerturbation")
+    else:
+        kwargs = {**kwargs, "batch_size": job.n, "verbose": False}
+        attack, x_adv = job.call(kwargs)
+    call = job.record(
+        attack,
+        kwargs,
+        fooling_rate_reported_by_art=float(getattr(attack, "fooling_rate", float("nan"))),
+        converged=bool(getattr(attack, "converged", False)),
+    )
+    noise = np.asarray(attack.noise, dtype=np.float32)
+    return AdapterOutput(x_adv, call, universal_noise=noise)
+
+
+@ART.add(
+    "square",
+    Capability(
+        {"linf": "SquareAttack", "l2": "SquareAttack"},
+        _UNTARGETED,
+        note="returns perturbed inputs for failed samples; success is decided by unified-adv",
+    ),
+)
+def _square(job: ArtJob) -> AdapterOutput:
+    """SquareAttack: queries -> max_iter, restarts -> nb_restarts; ART's default loss
+    (logit margin) and adversarial criterion."""
+    return job.run(
+        {
+            "norm": job.norm,
+            "adv_criterion": None,
+            "loss": None,
+            "max_iter": job.p["queries"],
+            "eps": job.request.eps,
+            "p_init": job.p["p_init"],
+            "nb_restarts": job.p["restarts"],
+            "batch_size": job.n,
+            "verbose": False,
+        },
+        loss="ART default: margin of logits (None -> _get_logits_diff)",
+    )
+
+
+#: The canonical APGD losses under ART's names (it re-wraps the estimator with that loss).
+_ART_APGD_LOSS = {"ce": "cross_entropy", "dlr": "difference_logits_ratio"}
+
+
+@ART.add(
+    "apgd",
+    Capability(
+        {"linf": "AutoProjectedGradientDescent", "l2": "AutoProjectedGradientDescent"},
+        _ALL,
+        max_random_starts=None,
+        fixed={"rho": 0.75},
+        choices={"loss": tuple(_ART_APGD_LOSS)},
+        note="rho fixed at 0.75; a failed sample comes back at its last random start, not at "
+        "the input; no APGD-T (loss dlr_targeted)",
+        scoped_notes={
+            "targeted": "targeted dlr minimises the DLR of the target class, "
+            "-(z_t - max_{i!=t} z_i)/(z_1 - z_3), not Croce & Hein's targeted DLR"
+        },
+    ),
+    names={"restarts": "nb_random_init", "loss": "loss_type"},
+    values={"loss": _ART_APGD_LOSS},
+    facts={
+        "initial_step": "eps_step = 2 * eps, passed (Croce & Hein's value)",
+        "checkpoints": "ceil(p_j * max_iter): p = 0, 0.22, then p_j + max(p_j - p_(j-1) - "
+        "0.03, 0.06)",
+        "rho": 0.75,  # fixed inside ART (read back from the call on torchattacks)
+        "momentum": "0.75, fixed",
+        "start": "every restart from random_sphere: uniform in the eps-ball (linf: the cube), "
+        "from numpy's global RNG",
+        "restart_rule": "nb_random_init runs, each on the samples not yet adversarial",
+        "failed_samples": "returned at their last random start (not at the input)",
+        "loss_reduction": "per sample (the step size is adapted per image)",
+        "targeted_dlr": "DLR of the target class, minimised",
+    },
+)
+def _apgd(job: ArtJob) -> AdapterOutput:
+    """AutoProjectedGradientDescent: steps -> max_iter, restarts -> nb_random_init, loss ->
+    loss_type (ce -> cross_entropy, dlr -> difference_logits_ratio); eps_step = 2*eps as
+    the paper; rho is ART's fixed 0.75 (validation refuses another value)."""
+    eps = job.request.eps
+    assert eps is not None
+    return job.run(
+        {
+            "norm": job.norm,
+            "eps": eps,
+            "eps_step": 2 * eps,
+            "max_iter": job.p["steps"],
+            "targeted": job.request.targeted,
+            "nb_random_init": job.p["restarts"],
+            "batch_size": job.n,
+            "loss_type": _ART_APGD_LOSS[job.p["loss"]],
+            "verbose": False,
+        }
+    )
+
+
+@ART.add(
+    "hopskipjump",
+    Capability(
+        {"l2": "HopSkipJump", "linf": "HopSkipJump"},
+        _UNTARGETED,
+        note="works in float64; its fresh RandomState is seeded by unified-adv; binary-search "
+        "threshold 0.01/sqrt(d) (Foolbox: gamma/d^1.5)",
+    ),
+    facts={
+        "dtype": "float64 inside ART (cast to float32 by the model wrapper)",
+        "search_threshold": "theta 0.01 / sqrt(d) (L2), 0.01 / d (Linf): the binary "
+        "search's stop width (Linf: times the distance) and the gradient probe, "
+        "0.01 x distance",
+    },
+)
+def _hopskipjump(job: ArtJob) -> AdapterOutput:
+    """HopSkipJump: steps -> max_iter, max_evals -> max_eval, init_evals -> init_eval."""
+    return job.run(
+        {
+            "batch_size": job.n,
+            "targeted": False,
+            "norm": job.norm,
+            "max_iter": job.p["steps"],
+            "max_eval": job.p["max_evals"],
+            "init_eval": job.p["init_evals"],
+            "init_size": 100,
+            "verbose": False,
+        }
+    )
+
+
+@ART.add(
+    "boundary",
+    Capability(
+        {"l2": "BoundaryAttack"},
+        _UNTARGETED,
+        note="ART's default is targeted=True; set to False explicitly; tries up to "
+        "num_trial x sample_size (25 x 20) proposals per step (Foolbox: 1)",
+    ),
+    names={"spherical_step": "delta", "source_step": "epsilon"},
+    facts={
+        "dtype": "float64 inside ART (cast to float32 by the model wrapper)",
+        "proposals_per_step": "up to num_trial x sample_size (25 x 20) orthogonal, each "
+        "adversarial one stepped toward the original, the nearest kept; stops at a step "
+        "whose 25 rounds find none",
+    },
+)
+def _boundary(job: ArtJob) -> AdapterOutput:
+    """BoundaryAttack: spherical_step -> delta, source_step -> epsilon, steps -> max_iter;
+    targeted=False set explicitly (ART's default is True)."""
+    return job.run(
+        {
+            "batch_size": job.n,
+            "targeted": False,
+            "delta": job.p["spherical_step"],
+            "epsilon": job.p["source_step"],
+            "step_adapt": 0.667,
+            "max_iter": job.p["steps"],
+            "num_trial": 25,
+            "sample_size": 20,
+            "init_size": 100,
+            "min_epsilon": 0.0,
+            "verbose": False,
+        }
+    )
+
+
+@ART.add(
+    "gaussian_noise",
+    Capability(
+        {"l2": "GaussianAugmentation"},
+        _UNTARGETED,
+        note="ART has no noise attack: its GaussianAugmentation preprocessor used as a corruption",
+    ),
+)
+def _gaussian_noise(job: ArtJob) -> AdapterOutput:
+    """art.defences.preprocessor.GaussianAugmentation as a corruption: std -> sigma."""
+    from art.defences.preprocessor import GaussianAugmentation
+
+    kwargs = {
+        "sigma": job.p["std"],
+        "augmentation": False,
+        "ratio": 1.0,
+        "clip_values": job.adapter.model.input_range,
+        "apply_fit": False,
+        "apply_predict": True,
+    }
+    x_noisy, _ = GaussianAugmentation(**kwargs)(job.x)
+    call = {
+        "class": "art.defences.preprocessor.GaussianAugmentation",
+        "kwargs": kwargs,
+        "semantics": "x + N(0, std^2) per pixel, clipped",
+    }
+    return AdapterOutput(x_noisy.astype(np.float32), call)
+
+
 class ArtAdapter(Adapter):
     name = "art"
     distribution = "adversarial-robustness-toolbox"
     update_order = "step -> clip -> project"
-    capabilities = {
-        "fgsm": Capability(
-            {"linf": "FastGradientMethod", "l2": "FastGradientMethod"},
-            _ALL,
-            eot_norms=("linf", "l2"),
-        ),
-        "bim": Capability({"linf": "BasicIterativeMethod"}, _ALL, eot_norms=("linf",)),
-        "pgd": Capability(
-            {"linf": "ProjectedGradientDescent", "l2": "ProjectedGradientDescent"},
-            _ALL,
-            max_random_starts=None,
-            eot_norms=("linf", "l2"),
-        ),
-        "mifgsm": Capability(
-            {"linf": "MomentumIterativeMethod"},
-            _ALL,
-            note="follows the paper: g <- mu*g + grad/||grad||_1",
-        ),
-        "deepfool": Capability(
-            {"l2": "DeepFool"},
-            _UNTARGETED,
-            note="attacks the model's own prediction (labels are not used); clips every step to "
-            "the input range and multiplies it by the range's width, which unified-adv undoes by "
-            "running it on the model seen through [0, 1]; takes the top-k candidates over the "
-            "whole call, so unified-adv calls it once per class set; orders of magnitude slower",
-        ),
-        "cw_l2": Capability(
-            {"l2": "CarliniL2Method"},
-            _ALL,
-            note="monotone gradient descent with step halving/doubling, not Adam: no change "
-            "after its first step past the boundary (its gradient keeps the margin term there); "
-            "its binary search doubles c until the first success and then keeps it (bug: its "
-            "lower bound aliases c, so it never bisects; Foolbox: x10, then bisects); very slow",
-        ),
-        "one_pixel": Capability(
-            {"l0": "PixelAttack"},
-            _ALL,
-            note="differential evolution with ART's own population (400 // (3 x pixels)); "
-            "pixel values are cast to int, so in [0, 1] they are 0 or 1; it refuses 2-class "
-            "models, so those get a constant third logit (-1e4) that never wins",
-        ),
-        "universal": Capability(
-            {"linf": "UniversalPerturbation", "l2": "UniversalPerturbation"},
-            ("untargeted", "class"),
-            scoped_notes={"targeted": "TargetedUniversalPerturbation (fgsm attacker only)"},
-        ),
-        "square": Capability(
-            {"linf": "SquareAttack", "l2": "SquareAttack"},
-            _UNTARGETED,
-            note="returns perturbed inputs for failed samples; success is decided by unified-adv",
-        ),
-        "hopskipjump": Capability(
-            {"l2": "HopSkipJump", "linf": "HopSkipJump"},
-            _UNTARGETED,
-            note="works in float64; its fresh RandomState is seeded by unified-adv; binary-search "
-            "threshold 0.01/sqrt(d) (Foolbox: gamma/d^1.5)",
-        ),
-        "boundary": Capability(
-            {"l2": "BoundaryAttack"},
-            _UNTARGETED,
-            note="ART's default is targeted=True; set to False explicitly; tries up to "
-            "num_trial x sample_size (25 x 20) proposals per step (Foolbox: 1)",
-        ),
-        "gaussian_noise": Capability(
-            {"l2": "GaussianAugmentation"},
-            _UNTARGETED,
-            note="ART has no noise attack: its GaussianAugmentation preprocessor used as a corruption",
-        ),
-    }
+    translators = ART
 
     names = {
         "eps": "eps",
@@ -161,55 +650,25 @@ class ArtAdapter(Adapter):
         "init_evals": "init_eval",
         "std": "sigma",
     }
-    name_overrides = {"boundary": {"spherical_step": "delta", "source_step": "epsilon"}}
 
     loss_convention = "cross-entropy, mean over the batch"
     l2_step_rule = "g / ||g||_2"
-    attack_facts = {
-        "mifgsm": {"momentum": "paper: mu*g + grad/||grad||_1, step along sign"},
-        "deepfool": {
-            "step_clip": "every step clipped to the input range",
-            "overshoot_applied_to": "total perturbation, once after the last step",
-            "step_offset": "none",
-            "labels": "model's own predictions",
-        },
-        "cw_l2": {
-            "optimiser": "monotone gradient descent with step halving/doubling; its gradient "
-            "keeps the c * margin term where the hinge is 0: stalls after its first step past "
-            "the boundary",
-            "binary_search_rule": "c x 2 until the first success, then c kept (bug: the lower "
-            "bound aliases c, no bisection); from a first success, c / 2 until a failure, then "
-            "x 1.5, then kept",
-            "start": "the input (tanh space, no frozen pixels)",
-            "margin": "max over the other classes' logits",
-        },
-        "hopskipjump": {
-            "dtype": "float64 inside ART (cast to float32 by the model wrapper)",
-            "search_threshold": "theta 0.01 / sqrt(d) (L2), 0.01 / d (Linf): the binary "
-            "search's stop width (Linf: times the distance) and the gradient probe, "
-            "0.01 x distance",
-        },
-        "boundary": {
-            "dtype": "float64 inside ART (cast to float32 by the model wrapper)",
-            "proposals_per_step": "up to num_trial x sample_size (25 x 20) orthogonal, each "
-            "adversarial one stepped toward the original, the nearest kept; stops at a step "
-            "whose 25 rounds find none",
-        },
-    }
 
-    class _PadClass(nn.Module):
-        """A constant third logit of -1e4, which never wins: ART's PixelAttack refuses
-        2-class models (it turns their labels into one column)."""
+    @property
+    def n_classes(self) -> int:
+        """The model's class count, learnt when the first estimator is built."""
+        return self._n_classes
 
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, z: Any) -> Any:
-            import torch
-
-            out = self.inner(z)
-            return torch.cat([out, torch.full_like(out[:, :1], -1e4)], dim=1)
+    def _job(
+        self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None
+    ) -> ArtJob:
+        eot = int(request.params.get("eot_samples", 1))
+        estimator, est_args = self._classifier(
+            x, pad_two_classes=request.attack == "one_pixel", eot=eot
+        )
+        if eot > 1:
+            est_args = {**est_args, "eot": {"samples": eot, "average": "loss gradients (summed)"}}
+        return ArtJob(self, request, x, y, target, estimator, est_args)
 
     def _classifier(
         self, x: np.ndarray, *, pad_two_classes: bool = False, eot: int = 1
@@ -241,7 +700,7 @@ class ArtAdapter(Adapter):
                 "preprocessing": (0.0, 1.0),
                 "device_type": "cpu" if self.model.device.type == "cpu" else "gpu",
             }
-            model = self._PadClass(self.model) if pad else self.model
+            model = _PadClass(self.model) if pad else self.model
             defences = []
             if eot > 1:
                 defences.append(
@@ -267,295 +726,7 @@ class ArtAdapter(Adapter):
             self._estimators[key] = (estimator, record)
         return self._estimators[key]
 
-    def _generate(
-        self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None
-    ) -> tuple[Any, ...]:
-        from art.attacks import evasion
-
-        p = request.params
-        eot = int(p.get("eot_samples", 1))
-        estimator, est_args = self._classifier(
-            x, pad_two_classes=request.attack == "one_pixel", eot=eot
-        )
-        if eot > 1:
-            est_args = {**est_args, "eot": {"samples": eot, "average": "loss gradients (summed)"}}
-        n = len(x)
-        norm: float = np.inf if request.norm == "linf" else 2
-        targeted = request.targeted
-        labels = target if targeted else y
-        extra: dict[str, Any] = {}
-        a = request.attack
-        if a == "gaussian_noise":
-            return self._noise(request, x, est_args)
-        if a == "fgsm":
-            cls, kwargs = (
-                evasion.FastGradientMethod,
-                {
-                    "norm": norm,
-                    "eps": request.eps,
-                    "eps_step": request.eps,
-                    "targeted": targeted,
-                    "num_random_init": 0,
-                    "batch_size": n,
-                    "minimal": False,
-                    "summary_writer": False,
-                },
-            )
-        elif a == "bim":
-            cls, kwargs = (
-                evasion.BasicIterativeMethod,
-                {
-                    "eps": request.eps,
-                    "eps_step": p["step_size"],
-                    "max_iter": p["steps"],
-                    "targeted": targeted,
-                    "batch_size": n,
-                    "verbose": False,
-                },
-            )
-        elif a == "pgd":
-            cls, kwargs = (
-                evasion.ProjectedGradientDescent,
-                {
-                    "norm": norm,
-                    "eps": request.eps,
-                    "eps_step": p["step_size"],
-                    "max_iter": p["steps"],
-                    "targeted": targeted,
-                    "num_random_init": p["random_starts"],
-                    "batch_size": n,
-                    "decay": None,
-                    "random_eps": False,
-                    "summary_writer": False,
-                    "verbose": False,
-                },
-            )
-        elif a == "mifgsm":
-            cls, kwargs = (
-                evasion.MomentumIterativeMethod,
-                {
-                    "norm": norm,
-                    "eps": request.eps,
-                    "eps_step": p["step_size"],
-                    "decay": p["decay"],
-                    "max_iter": p["steps"],
-                    "targeted": targeted,
-                    "batch_size": n,
-                    "verbose": False,
-                },
-            )
-        elif a == "deepfool":
-            return self._deepfool(request, x, est_args)
-        elif a == "cw_l2":
-            cls, kwargs = (
-                evasion.CarliniL2Method,
-                {
-                    "confidence": p["confidence"],
-                    "targeted": targeted,
-                    "learning_rate": p["lr"],
-                    "binary_search_steps": p["binary_search_steps"],
-                    "max_iter": p["steps"],
-                    "initial_const": p["c"],
-                    "max_halving": 5,
-                    "max_doubling": 5,
-                    "batch_size": n,
-                    "verbose": False,
-                },
-            )
-        elif a == "one_pixel":
-            cls, kwargs = (
-                evasion.PixelAttack,
-                {
-                    "th": p["pixels"],
-                    "es": 1,
-                    "max_iter": p["steps"],
-                    "targeted": targeted,
-                    "verbose": False,
-                },
-            )
-        elif a == "universal":
-            inner = (
-                {"eps": request.eps, "norm": norm, "targeted": targeted}
-                if p["attacker"] == "fgsm"
-                else {
-                    "max_iter": 50,
-                    "epsilon": 0.02,
-                    "nb_grads": 10,
-                    "batch_size": n,
-                    "verbose": False,
-                }
-            )
-            common = {
-                "attacker": p["attacker"],
-                "attacker_params": inner,
-                "delta": p["delta"],
-                "max_iter": p["max_iter"],
-                "eps": request.eps,
-                "norm": norm,
-            }
-            if targeted:
-                if p["attacker"] != "fgsm":
-                    raise ValueError("ART's targeted universal perturbation needs attacker: fgsm")
-                cls, kwargs = evasion.TargetedUniversalPerturbation, common
-                assert target is not None
-                labels = np.eye(estimator.nb_classes, dtype=np.float32)[target]
-            else:
-                cls, kwargs = (
-                    evasion.UniversalPerturbation,
-                    {**common, "batch_size": n, "verbose": False},
-                )
-        elif a == "square":
-            cls, kwargs = (
-                evasion.SquareAttack,
-                {
-                    "norm": norm,
-                    "adv_criterion": None,
-                    "loss": None,
-                    "max_iter": p["queries"],
-                    "eps": request.eps,
-                    "p_init": p["p_init"],
-                    "nb_restarts": p["restarts"],
-                    "batch_size": n,
-                    "verbose": False,
-                },
-            )
-            extra["loss"] = "ART default: margin of logits (None -> _get_logits_diff)"
-        elif a == "hopskipjump":
-            cls, kwargs = (
-                evasion.HopSkipJump,
-                {
-                    "batch_size": n,
-                    "targeted": False,
-                    "norm": norm,
-                    "max_iter": p["steps"],
-                    "max_eval": p["max_evals"],
-                    "init_eval": p["init_evals"],
-                    "init_size": 100,
-                    "verbose": False,
-                },
-            )
-        elif a == "boundary":
-            cls, kwargs = (
-                evasion.BoundaryAttack,
-                {
-                    "batch_size": n,
-                    "targeted": False,
-                    "delta": p["spherical_step"],
-                    "epsilon": p["source_step"],
-                    "step_adapt": 0.667,
-                    "max_iter": p["steps"],
-                    "num_trial": 25,
-                    "sample_size": 20,
-                    "init_size": 100,
-                    "min_epsilon": 0.0,
-                    "verbose": False,
-                },
-            )
-        else:  # pragma: no cover - guarded by capabilities
-            raise ValueError(a)
-        attack = cls(estimator, **kwargs)
-        if labels is not None and labels.ndim == 1:
-            # One-hot: with index labels ART turns a 2-class problem into (N, 1) binary
-            # labels, which PixelAttack refuses.
-            labels = np.eye(estimator.nb_classes, dtype=np.float32)[labels]
-        seed = int(np.random.randint(0, 2**31 - 1))  # drawn from the unit-seeded global RNG
-        with seeded_fresh_random_states(seed):
-            x_adv = attack.generate(x=x, y=labels)
-        if a == "universal":
-            # The perturbation itself, for the UAP study (apply it to held-out images).
-            self.last_universal_noise = np.asarray(attack.noise, dtype=np.float32)
-            extra["fooling_rate_reported_by_art"] = float(
-                getattr(attack, "fooling_rate", float("nan"))
-            )
-            extra["converged"] = bool(getattr(attack, "converged", False))
-        call = {
-            **est_args,
-            "class": f"{type(attack).__module__}.{type(attack).__name__}",
-            "kwargs": {
-                k: ("inf" if isinstance(v, float) and v == np.inf else v) for k, v in kwargs.items()
-            },
-            "generate": {"y": "target labels, one-hot" if targeted else "true labels, one-hot"},
-            "update_order": self.update_order,
-            **extra,
-        }
-        return x_adv, call
-
-    def _deepfool(
-        self, request: AttackRequest, x: np.ndarray, est_args: dict[str, Any]
-    ) -> tuple[Any, ...]:
-        """ART's DeepFool (art/attacks/evasion/deepfool.py), translated twice:
-
-        * every step is multiplied by the width of ``clip_values``, so outside [0, 1] the
-          steps are that many times too long. The attack runs on the model seen through
-          [0, 1] (x = lo + width * u), where the factor is 1; DeepFool's step is equivariant
-          under that affine change, so this is DeepFool in the model's own range;
-        * ``nb_grads`` < classes takes the union of the top-k classes over the whole call and
-          then reads the logit of the k-th class of that set where it means the predicted
-          class (``f_batch[..., labels_indices]``): right only when the set is all classes.
-          The samples are grouped by their own top-k set, and ART is called once per group on
-          the model's outputs reordered so that the set comes first: class i of the set is
-          output i, and both readings agree.
-        """
-        from art.attacks.evasion import DeepFool
-
-        p = request.params
-        lo, hi = self.model.input_range
-        width = hi - lo
-        rescaled = (lo, hi) != (0.0, 1.0)
-        x_in = ((x - lo) / width).astype(np.float32) if rescaled else x
-        k = int(p["candidates"])
-        self._classifier(x)  # learns the class count
-        n_classes = self._n_classes
-        if k < n_classes:
-            top = np.argsort(-self.model.logits(x), axis=1, kind="stable")[:, :k]
-            groups: dict[tuple[int, ...], list[int]] = {}
-            for i, row in enumerate(top.tolist()):
-                groups.setdefault(tuple(sorted(row)), []).append(i)
-        else:
-            groups = {tuple(range(n_classes)): list(range(len(x)))}
-        out = np.empty_like(x_in)
-        kwargs: dict[str, Any] = {}
-        for classes, idx in groups.items():
-            rest = [c for c in range(n_classes) if c not in classes]
-            order = list(classes) + rest
-            if rescaled or order != list(range(n_classes)):
-                estimator = self._view_estimator(x, lo, width, order)
-            else:
-                estimator = self._classifier(x)[0]
-            kwargs = {
-                "max_iter": p["steps"],
-                "epsilon": p["overshoot"],
-                "nb_grads": k,
-                "batch_size": len(idx),
-                "verbose": False,
-            }
-            adv = DeepFool(estimator, **kwargs).generate(x=x_in[idx])
-            out[idx] = adv
-        if len(groups) > 1:
-            kwargs["batch_size"] = "one call per top-k class set"
-        x_adv = np.clip(lo + out * width, lo, hi).astype(np.float32) if rescaled else out
-        steps = []
-        if len(groups) > 1:
-            steps.append(
-                f"one ART call per top-{k} class set ({len(groups)} sets), the model's outputs "
-                "reordered so that the set comes first"
-            )
-        if rescaled:
-            steps.append(
-                f"run on the model seen through [0, 1] (x = {lo:g} + {width:g} u, clip_values "
-                "(0, 1)): ART multiplies each step by the clip width"
-            )
-        call = {
-            **est_args,
-            "class": "art.attacks.evasion.deepfool.DeepFool",
-            "kwargs": kwargs,
-            "generate": {"y": "not passed: ART's DeepFool attacks the model's own prediction"},
-            "classes": n_classes,
-            "translation": "; ".join(steps) or "none needed",
-        }
-        return x_adv, call
-
-    def _view_estimator(self, x: np.ndarray, lo: float, width: float, order: list[int]) -> Any:
+    def view_estimator(self, x: np.ndarray, lo: float, width: float, order: list[int]) -> Any:
         """An ART estimator over u in [0, 1] -> model(lo + width * u)[:, order]."""
         from art.estimators.classification import PyTorchClassifier
 
@@ -569,24 +740,3 @@ class ArtAdapter(Adapter):
             preprocessing=(0.0, 1.0),
             device_type="cpu" if self.model.device.type == "cpu" else "gpu",
         )
-
-    def _noise(
-        self, request: AttackRequest, x: np.ndarray, est_args: dict[str, Any]
-    ) -> tuple[Any, ...]:
-        from art.defences.preprocessor import GaussianAugmentation
-
-        kwargs = {
-            "sigma": request.params["std"],
-            "augmentation": False,
-            "ratio": 1.0,
-            "clip_values": self.model.input_range,
-            "apply_fit": False,
-            "apply_predict": True,
-        }
-        x_noisy, _ = GaussianAugmentation(**kwargs)(x)
-        call = {
-            "class": "art.defences.preprocessor.GaussianAugmentation",
-            "kwargs": kwargs,
-            "semantics": "x + N(0, std^2) per pixel, clipped",
-        }
-        return x_noisy.astype(np.float32), call

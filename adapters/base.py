@@ -12,14 +12,15 @@ from __future__ import annotations
 import importlib.metadata
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import numpy as np
 import torch
 
 from unified_adv.catalogue.attacks import ATTACKS, NORMS
+from unified_adv.defences.randomness import reseed
 
 if TYPE_CHECKING:
     from unified_adv.sources.models import ModelWrapper
@@ -40,6 +41,8 @@ class Capability:
     max_random_starts: int | None = 1
     #: Canonical parameters the library cannot vary: it runs only with these values.
     fixed: Mapping[str, Any] = field(default_factory=dict)
+    #: Choice parameters of which the library has only some values (e.g. its losses).
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: False where a library draws from an RNG that cannot be seeded from outside.
     reproducible: bool = True
     #: Norms for which the library can average gradients over a randomised model's
@@ -90,11 +93,69 @@ class AttackRequest:
 
 @dataclass
 class AdapterOutput:
-    x_adv: np.ndarray
+    """What one library call gave back.
+
+    A translator returns it with ``x_adv`` as the library gave it (array or tensor) and
+    ``library_call`` holding every argument it passed; :meth:`Adapter.generate` returns it
+    checked (float32 array inside the threat model), the call stamped with the library,
+    version and the semantics read back from it.
+    """
+
+    x_adv: Any
     library_call: dict[str, Any] = field(default_factory=dict)
     #: Samples the library itself reports as failed while returning a sentinel
     #: (e.g. Foolbox's C&W returns all-zero images): never counted as successes.
     backend_failed: np.ndarray | None = None
+    #: A universal attack's perturbation itself, (C, H, W) or (1, C, H, W), for the UAP
+    #: study that applies it to held-out images (ART's UniversalPerturbation ``noise``).
+    universal_noise: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Translator:
+    """One attack on one backend, in one place: what the library can do for it, how its
+    keywords read back into canonical names (over the backend's ``names``), the library's
+    fixed facts for it, and the function that builds and runs the library call."""
+
+    capability: Capability
+    run: Callable[[Any], AdapterOutput]
+    names: Mapping[str, str] = field(default_factory=dict)
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    #: Canonical parameter -> {canonical value: the library's value} where the library
+    #: names a choice differently (ART's loss "ce" is "cross_entropy"): the translator
+    #: passes ``values[p][v]`` and the semantics read it back through the inverse.
+    values: Mapping[str, Mapping[Any, Any]] = field(default_factory=dict)
+
+
+class Translators(dict[str, Translator]):
+    """A backend's table: canonical attack name -> :class:`Translator`.
+
+    ``@TABLE.add("pgd", Capability(...), names=..., facts=...)`` above a function
+    ``(job) -> AdapterOutput`` registers it; the function's docstring names the library
+    class and any parameter translation.
+    """
+
+    def add(
+        self,
+        attack: str,
+        capability: Capability,
+        *,
+        names: Mapping[str, str] | None = None,
+        facts: Mapping[str, Any] | None = None,
+        values: Mapping[str, Mapping[Any, Any]] | None = None,
+    ) -> Callable[[Callable[[Any], AdapterOutput]], Callable[[Any], AdapterOutput]]:
+        if attack not in ATTACKS:
+            raise ValueError(f"no catalogue entry for attack {attack!r}")
+        if attack in self:
+            raise ValueError(f"attack {attack!r} has two translators")
+
+        def register(fn: Callable[[Any], AdapterOutput]) -> Callable[[Any], AdapterOutput]:
+            self[attack] = Translator(
+                capability, fn, dict(names or {}), dict(facts or {}), dict(values or {})
+            )
+            return fn
+
+        return register
 
 
 class AdapterContractError(RuntimeError):
@@ -120,20 +181,28 @@ class Adapter(ABC):
 
     name: ClassVar[str]
     distribution: ClassVar[str]
-    capabilities: ClassVar[Mapping[str, Capability]]
+    #: attack -> translator (capability, per-attack names and facts, the function).
+    translators: ClassVar[Mapping[str, Translator]] = {}
+    #: Read from ``translators`` when a subclass defines them (one place per fact).
+    capabilities: ClassVar[Mapping[str, Capability]] = {}
     #: torchattacks clamps to [0, 1] internally, whatever the model expects.
     requires_unit_range: ClassVar[bool] = False
     #: Order in which the library applies step, projection and clipping (for cross-checks).
     update_order: ClassVar[str] = ""
-    #: Canonical parameter -> the library's keyword for it, and per-attack exceptions.
-    #: Used to read back, from what was actually passed, the semantics the cross-check compares.
+    #: Canonical parameter -> the library's keyword for it (a translator's ``names`` adds
+    #: per-attack exceptions). Used to read back, from what was actually passed, the
+    #: semantics the cross-check compares.
     names: ClassVar[Mapping[str, str]] = {}
     #: The library's fixed behaviour, compared by the cross-check: its loss reduction and
-    #: L2 step normalisation for the gradient-step attacks, and per-attack facts.
+    #: L2 step normalisation for the gradient-step attacks (a translator's ``facts`` adds
+    #: per-attack ones).
     loss_convention: ClassVar[str] = ""
     l2_step_rule: ClassVar[str] = ""
-    attack_facts: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
-    name_overrides: ClassVar[Mapping[str, Mapping[str, str]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "translators" in cls.__dict__:
+            cls.capabilities = {a: t.capability for a, t in cls.translators.items()}
 
     def __init__(self, *, model: ModelWrapper) -> None:
         self.model = model
@@ -182,30 +251,33 @@ class Adapter(ABC):
 
         self.model.eval()
         seed_everything(seed)
-        from unified_adv.defences.layers import reseed
-
         reseed(self.model, seed)  # a randomised defence draws from its own seeded generator
-        result = self._generate(request, x, y, target)
-        x_adv, call = result[0], result[1]
-        failed = result[2] if len(result) > 2 else None
-        call = {"library": self.distribution, "version": self.version(), **call}
+        out = self._generate(request, x, y, target)
+        call = {"library": self.distribution, "version": self.version(), **out.library_call}
         call["semantics"] = self._semantics(request, call)
+        failed = out.backend_failed
         if failed is not None:
             failed = np.asarray(failed, dtype=bool)
             if failed.shape != y.shape:
                 raise AdapterContractError(f"{self.name}: failure mask of shape {failed.shape}")
-        return AdapterOutput(self._check_output(request, x, x_adv), call, failed)
+        x_adv = self._check_output(request, x, out.x_adv)
+        return replace(out, x_adv=x_adv, library_call=call, backend_failed=failed)
 
     def _semantics(self, request: AttackRequest, call: Mapping[str, Any]) -> dict[str, Any]:
         """What the library was really asked to do, in canonical terms, read back from the
         recorded call (so a mistranslated argument shows up), plus the library's fixed facts."""
         kwargs = call.get("kwargs", {})
-        names = {**self.names, **self.name_overrides.get(request.attack, {})}
+        translator = self.translators.get(request.attack)
+        names = {**self.names, **(translator.names if translator else {})}
+        values = translator.values if translator else {}
         out: dict[str, Any] = {}
         for canon in ("eps", *request.params):
             lib = names.get(canon)
             if lib is not None and lib in kwargs:
                 value = kwargs[lib]
+                if canon in values:  # the library's name for a choice, read back
+                    inverse = {v: k for k, v in values[canon].items()}
+                    value = inverse.get(value, value)
                 out[canon] = int(value) if isinstance(value, bool) else value
         if "candidates" in out and "classes" in call:
             # Asking for more candidates than there are classes means all of them.
@@ -228,7 +300,8 @@ class Adapter(ABC):
             out["loss"] = self.loss_convention
             if request.norm == "l2":
                 out["l2_step"] = self.l2_step_rule
-        out.update(self.attack_facts.get(request.attack, {}))
+        translator = self.translators.get(request.attack)
+        out.update(translator.facts if translator else {})
         return out
 
     def _check_output(self, request: AttackRequest, x: np.ndarray, x_adv: Any) -> np.ndarray:
@@ -255,16 +328,23 @@ class Adapter(ABC):
             raise AdapterContractError(f"{where} {problem}")
         return x_adv
 
-    @abstractmethod
     def _generate(
         self,
         request: AttackRequest,
         x: np.ndarray,
         y: np.ndarray,
         target: np.ndarray | None,
-    ) -> tuple[Any, ...]:
-        """Call the library.
+    ) -> AdapterOutput:
+        """Call the library: the request's translator, run on this backend's job."""
+        return self.translators[request.attack].run(self._job(request, x, y, target))
 
-        Return (adversarial inputs, every argument handed to it) and, optionally, a
-        boolean mask of samples the library reports as failed with a sentinel output.
-        """
+    @abstractmethod
+    def _job(
+        self,
+        request: AttackRequest,
+        x: np.ndarray,
+        y: np.ndarray,
+        target: np.ndarray | None,
+    ) -> Any:
+        """What every translator of this backend receives: the request and inputs, with
+        the pieces built once (the library's model wrapper, the seed it draws from)."""

@@ -7,15 +7,288 @@ the model wrapper). Updates: step -> project -> clip.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from unified_adv.adapters.base import Adapter, AttackRequest, Capability
+from unified_adv.adapters.base import Adapter, AdapterOutput, AttackRequest, Capability, Translators
 
 _ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
 _UNTARGETED = ("untargeted",)
+
+
+@dataclass
+class TorchattacksJob:
+    """One request on torchattacks: the inputs and the common steps of a call."""
+
+    adapter: TorchattacksAdapter
+    request: AttackRequest
+    x: np.ndarray
+    y: np.ndarray
+    target: np.ndarray | None
+
+    @property
+    def p(self) -> Any:
+        return self.request.params
+
+    @property
+    def eot(self) -> int:
+        return int(self.p.get("eot_samples", 1))
+
+    def run(self, kwargs: dict[str, Any], cls_name: str = "", **extra: Any) -> AdapterOutput:
+        """``torchattacks.<cls_name>(model, **kwargs)(x, labels)`` in eval mode, targeted by
+        label when asked (the class defaults to the capability's class for the norm)."""
+        import torchattacks
+
+        req, model = self.request, self.adapter.model
+        cls_name = cls_name or self.adapter.capabilities[req.attack].classes[req.norm]
+        attack = getattr(torchattacks, cls_name)(model, **kwargs)
+        attack.set_model_training_mode(
+            model_training=False, batchnorm_training=False, dropout_training=False
+        )
+        xt = torch.from_numpy(self.x).to(model.device)
+        if req.targeted:
+            assert self.target is not None
+            attack.set_mode_targeted_by_label(quiet=True)
+            labels = torch.from_numpy(self.target).to(model.device)
+        else:
+            labels = torch.from_numpy(self.y).to(model.device)
+        x_adv = attack(xt, labels)
+        eot = self.eot
+        call: dict[str, Any] = {
+            "class": f"torchattacks.{cls_name}",
+            "kwargs": kwargs,
+            "mode": "targeted_by_label" if req.targeted else "default",
+            "eot": {"samples": eot, "average": "loss gradients (summed)"} if eot > 1 else None,
+            "model_training": False,
+            "update_order": self.adapter.update_order,
+            **extra,
+        }
+        return AdapterOutput(x_adv, call)
+
+
+def _eot_pgd(job: TorchattacksJob, step: float, steps: int) -> AdapterOutput:
+    """EOTPGD for ``eot_samples`` > 1: it sums the loss gradients of ``eot_iter`` forward
+    passes per step; FGSM is its one step of size eps, BIM its run without a random start."""
+    kwargs = {
+        "eps": job.request.eps,
+        "alpha": step,
+        "steps": steps,
+        "eot_iter": job.eot,
+        "random_start": bool(job.p.get("random_starts", 0)),
+    }
+    return job.run(kwargs, "EOTPGD")
+
+
+TORCHATTACKS = Translators()
+
+
+@TORCHATTACKS.add("fgsm", Capability({"linf": "FGSM"}, _ALL, eot_norms=("linf",)))
+def _fgsm(job: TorchattacksJob) -> AdapterOutput:
+    """FGSM (EOTPGD with one step of size eps when eot_samples > 1)."""
+    eps = job.request.eps
+    assert eps is not None
+    if job.eot > 1:
+        return _eot_pgd(job, eps, 1)
+    return job.run({"eps": eps})
+
+
+@TORCHATTACKS.add("bim", Capability({"linf": "BIM"}, _ALL, eot_norms=("linf",)))
+def _bim(job: TorchattacksJob) -> AdapterOutput:
+    """BIM: step_size -> alpha (EOTPGD without a random start when eot_samples > 1)."""
+    if job.eot > 1:
+        return _eot_pgd(job, job.p["step_size"], job.p["steps"])
+    return job.run({"eps": job.request.eps, "alpha": job.p["step_size"], "steps": job.p["steps"]})
+
+
+@TORCHATTACKS.add(
+    "pgd",
+    Capability(
+        {"linf": "PGD", "l2": "PGDL2"},
+        _ALL,
+        eot_norms=("linf",),
+        scoped_notes={
+            "l2": "PGDL2 divides the gradient of the batch-mean loss by ||g|| + 1e-10: "
+            "short steps for confidently classified samples"
+        },
+    ),
+)
+def _pgd(job: TorchattacksJob) -> AdapterOutput:
+    """PGD / PGDL2: step_size -> alpha, random_starts -> random_start (one start: a bool);
+    PGDL2's eps_for_division set explicitly (EOTPGD when eot_samples > 1)."""
+    p = job.p
+    if job.eot > 1:
+        return _eot_pgd(job, p["step_size"], p["steps"])
+    kwargs: dict[str, Any] = {
+        "eps": job.request.eps,
+        "alpha": p["step_size"],
+        "steps": p["steps"],
+        "random_start": bool(p["random_starts"]),
+    }
+    if job.request.norm == "l2":
+        kwargs["eps_for_division"] = 1e-10
+    return job.run(kwargs)
+
+
+@TORCHATTACKS.add(
+    "mifgsm",
+    Capability(
+        {"linf": "MIFGSM"},
+        _ALL,
+        note="normalises by mean |g| (NaN where the gradient is zero)",
+    ),
+    # grad/mean|grad| = d * grad/||grad||_1: the same direction as the paper's update.
+    facts={"momentum": "paper: mu*g + grad/||grad||_1, step along sign"},
+)
+def _mifgsm(job: TorchattacksJob) -> AdapterOutput:
+    """MIFGSM: step_size -> alpha, decay -> decay."""
+    p = job.p
+    return job.run(
+        {"eps": job.request.eps, "alpha": p["step_size"], "steps": p["steps"], "decay": p["decay"]}
+    )
+
+
+@TORCHATTACKS.add(
+    "deepfool",
+    Capability(
+        {"l2": "DeepFool"},
+        _UNTARGETED,
+        note="considers every class (candidates is not used); clamps every step to [0, 1] "
+        "and applies the overshoot to each step rather than to the total perturbation, so "
+        "many of its results stop on the decision boundary (mainly because of the clamp)",
+    ),
+    facts={
+        "step_clip": "every step clamped to [0, 1]",
+        "overshoot_applied_to": "each step",
+        "step_offset": "none",
+        "labels": "given labels",
+    },
+)
+def _deepfool(job: TorchattacksJob) -> AdapterOutput:
+    """DeepFool: steps, overshoot; candidates not passed (it considers every class)."""
+    out = job.run({"steps": job.p["steps"], "overshoot": job.p["overshoot"]})
+    out.library_call["classes"] = int(job.adapter.model.logits(job.x[:1]).shape[1])
+    return out
+
+
+@TORCHATTACKS.add(
+    "cw_l2",
+    Capability(
+        {"l2": "CW"},
+        _ALL,
+        fixed={"binary_search_steps": 1},
+        note="no binary search over c; bug: its margin is wrong for negative logits "
+        "(torchattacks issue 184, fix unreleased in 3.5.1); its tanh-space start maps "
+        "pixels at exactly 0 or 1 to +-inf, which freezes them",
+    ),
+    facts={
+        "optimiser": "Adam",
+        "binary_search_steps": 1,
+        "binary_search_rule": "none",
+        "start": "atanh(2x - 1): pixels at exactly 0 or 1 frozen (bug)",
+        "margin": "max over (1 - onehot) * logits: wrong for negative logits (bug)",
+    },
+)
+def _cw_l2(job: TorchattacksJob) -> AdapterOutput:
+    """CW: confidence -> kappa; no binary search (binary_search_steps fixed at 1)."""
+    p = job.p
+    return job.run({"c": p["c"], "kappa": p["confidence"], "steps": p["steps"], "lr": p["lr"]})
+
+
+@TORCHATTACKS.add(
+    "one_pixel",
+    Capability({"l0": "OnePixel"}, _ALL, note="returns the perturbed image even when it fails"),
+)
+def _one_pixel(job: TorchattacksJob) -> AdapterOutput:
+    """OnePixel: pixels, steps, popsize under their own names; inf_batch 128."""
+    p = job.p
+    return job.run(
+        {"pixels": p["pixels"], "steps": p["steps"], "popsize": p["popsize"], "inf_batch": 128}
+    )
+
+
+@TORCHATTACKS.add(
+    "square",
+    Capability({"linf": "Square", "l2": "Square"}, _ALL, note="loss='margin', seeded explicitly"),
+)
+def _square(job: TorchattacksJob) -> AdapterOutput:
+    """Square: queries -> n_queries, restarts -> n_restarts, norm "Linf"/"L2"; its own
+    ``seed`` drawn from the unit-seeded torch RNG."""
+    p = job.p
+    kwargs = {
+        "norm": "Linf" if job.request.norm == "linf" else "L2",
+        "eps": job.request.eps,
+        "n_queries": p["queries"],
+        "n_restarts": p["restarts"],
+        "p_init": p["p_init"],
+        "loss": "margin",
+        "resc_schedule": True,
+        "seed": int(torch.randint(0, 2**31 - 1, (1,)).item()),
+        "verbose": False,
+    }
+    return job.run(kwargs)
+
+
+@TORCHATTACKS.add(
+    "apgd",
+    Capability(
+        {"linf": "APGD", "l2": "APGD"},
+        _UNTARGETED,
+        max_random_starts=None,
+        eot_norms=("linf", "l2"),
+        note="its own seed argument reseeds torch's global RNG (unified-adv passes one drawn "
+        "from the unit seed); a failed sample comes back as the input; loss dlr_targeted runs "
+        "APGDT (AutoAttack's APGD-T) on every other class, any misclassification counting",
+    ),
+    names={"restarts": "n_restarts", "loss": "loss", "rho": "rho"},
+    facts={
+        "initial_step": "2 * eps, fixed inside torchattacks",
+        "checkpoints": "first after int(0.22 steps), the period then shrinking by "
+        "int(0.03 steps) down to int(0.06 steps)",
+        "momentum": "0.75, fixed",
+        "start": "every restart on the ball's surface: linf x + eps t / max|t| (t uniform), "
+        "l2 x + eps g / ||g|| (g Gaussian)",
+        "restart_rule": "n_restarts runs, each on the samples not yet adversarial",
+        "failed_samples": "returned unchanged (the input)",
+        "seed": "its own seed argument: torch.manual_seed(seed) inside the attack",
+        "targeted_dlr": "APGDT: -(z_y - z_t)/(z_1 - (z_3 + z_4)/2) against each of the top "
+        "n_classes - 1 other classes, n_restarts each",
+    },
+)
+def _apgd(job: TorchattacksJob) -> AdapterOutput:
+    """APGD (APGDT for loss dlr_targeted): restarts -> n_restarts, eot_samples -> eot_iter,
+    norm "Linf"/"L2"; its own ``seed`` drawn from the unit-seeded torch RNG; APGDT gets
+    n_classes = the model's class count, so every other class is a target."""
+    p = job.p
+    kwargs: dict[str, Any] = {
+        "norm": "Linf" if job.request.norm == "linf" else "L2",
+        "eps": job.request.eps,
+        "steps": p["steps"],
+        "n_restarts": p["restarts"],
+        "seed": int(torch.randint(0, 2**31 - 1, (1,)).item()),
+        "eot_iter": p["eot_samples"],
+        "rho": p["rho"],
+        "verbose": False,
+    }
+    if p["loss"] == "dlr_targeted":
+        kwargs["n_classes"] = int(job.adapter.model.logits(job.x[:1]).shape[1])
+        out = job.run(kwargs, "APGDT")
+    else:
+        out = job.run({**kwargs, "loss": p["loss"]})
+    if out.library_call["eot"]:
+        out.library_call["eot"]["average"] = "loss gradients (mean over eot_iter)"
+    return out
+
+
+@TORCHATTACKS.add(
+    "gaussian_noise",
+    Capability({"l2": "GN"}, _UNTARGETED, note="x + std * N(0, 1), clamped to [0, 1]"),
+)
+def _gaussian_noise(job: TorchattacksJob) -> AdapterOutput:
+    """GN: std -> std."""
+    return job.run({"std": job.p["std"]})
 
 
 class TorchattacksAdapter(Adapter):
@@ -23,48 +296,7 @@ class TorchattacksAdapter(Adapter):
     distribution = "torchattacks"
     requires_unit_range = True
     update_order = "step -> project -> clip"
-    capabilities = {
-        "fgsm": Capability({"linf": "FGSM"}, _ALL, eot_norms=("linf",)),
-        "bim": Capability({"linf": "BIM"}, _ALL, eot_norms=("linf",)),
-        "pgd": Capability(
-            {"linf": "PGD", "l2": "PGDL2"},
-            _ALL,
-            eot_norms=("linf",),
-            scoped_notes={
-                "l2": "PGDL2 divides the gradient of the batch-mean loss by ||g|| + 1e-10: "
-                "short steps for confidently classified samples"
-            },
-        ),
-        "mifgsm": Capability(
-            {"linf": "MIFGSM"},
-            _ALL,
-            note="normalises by mean |g| (NaN where the gradient is zero)",
-        ),
-        "deepfool": Capability(
-            {"l2": "DeepFool"},
-            _UNTARGETED,
-            note="considers every class (candidates is not used); clamps every step to [0, 1] "
-            "and applies the overshoot to each step rather than to the total perturbation, so "
-            "many of its results stop on the decision boundary (mainly because of the clamp)",
-        ),
-        "cw_l2": Capability(
-            {"l2": "CW"},
-            _ALL,
-            fixed={"binary_search_steps": 1},
-            note="no binary search over c; bug: its margin is wrong for negative logits "
-            "(torchattacks issue 184, fix unreleased in 3.5.1); its tanh-space start maps "
-            "pixels at exactly 0 or 1 to +-inf, which freezes them",
-        ),
-        "one_pixel": Capability(
-            {"l0": "OnePixel"}, _ALL, note="returns the perturbed image even when it fails"
-        ),
-        "square": Capability(
-            {"linf": "Square", "l2": "Square"}, _ALL, note="loss='margin', seeded explicitly"
-        ),
-        "gaussian_noise": Capability(
-            {"l2": "GN"}, _UNTARGETED, note="x + std * N(0, 1), clamped to [0, 1]"
-        ),
-    }
+    translators = TORCHATTACKS
 
     names = {
         "eps": "eps",
@@ -87,121 +319,16 @@ class TorchattacksAdapter(Adapter):
 
     loss_convention = "cross-entropy, mean over the batch"
     l2_step_rule = "g / (||g||_2 + 1e-10)"
-    attack_facts = {
-        # grad/mean|grad| = d * grad/||grad||_1: the same direction as the paper's update.
-        "mifgsm": {"momentum": "paper: mu*g + grad/||grad||_1, step along sign"},
-        "deepfool": {
-            "step_clip": "every step clamped to [0, 1]",
-            "overshoot_applied_to": "each step",
-            "step_offset": "none",
-            "labels": "given labels",
-        },
-        "cw_l2": {
-            "optimiser": "Adam",
-            "binary_search_steps": 1,
-            "binary_search_rule": "none",
-            "start": "atanh(2x - 1): pixels at exactly 0 or 1 frozen (bug)",
-            "margin": "max over (1 - onehot) * logits: wrong for negative logits (bug)",
-        },
-    }
 
     def _semantics(self, request: AttackRequest, call: Any) -> dict[str, Any]:
         out = super()._semantics(request, call)
         if request.attack == "deepfool":
             out["candidates"] = call["classes"]  # every class, whatever was asked
+        if call.get("class") == "torchattacks.APGDT":
+            out["loss"] = "dlr_targeted"  # the class is the loss: APGDT takes no loss argument
         return out
 
-    def _generate(
+    def _job(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None
-    ) -> tuple[Any, ...]:
-        import torchattacks
-
-        cls_name = self.capabilities[request.attack].classes[request.norm]
-        p = request.params
-        a = request.attack
-        eot = int(p.get("eot_samples", 1))
-        if eot > 1:
-            # torchattacks' EOTPGD sums the loss gradients of `eot_iter` forward passes per
-            # step; FGSM is its one step of size eps, BIM its run without a random start.
-            cls_name = "EOTPGD"
-        cls = getattr(torchattacks, cls_name)
-        kwargs: dict[str, Any]
-        if eot > 1:
-            kwargs = {
-                "eps": request.eps,
-                "alpha": request.eps if a == "fgsm" else p["step_size"],
-                "steps": 1 if a == "fgsm" else p["steps"],
-                "eot_iter": eot,
-                "random_start": bool(p.get("random_starts", 0)),
-            }
-        elif a == "fgsm":
-            kwargs = {"eps": request.eps}
-        elif a == "bim":
-            kwargs = {"eps": request.eps, "alpha": p["step_size"], "steps": p["steps"]}
-        elif a == "pgd":
-            kwargs = {
-                "eps": request.eps,
-                "alpha": p["step_size"],
-                "steps": p["steps"],
-                "random_start": bool(p["random_starts"]),
-            }
-            if request.norm == "l2":
-                kwargs["eps_for_division"] = 1e-10
-        elif a == "mifgsm":
-            kwargs = {
-                "eps": request.eps,
-                "alpha": p["step_size"],
-                "steps": p["steps"],
-                "decay": p["decay"],
-            }
-        elif a == "deepfool":
-            kwargs = {"steps": p["steps"], "overshoot": p["overshoot"]}
-        elif a == "cw_l2":
-            kwargs = {"c": p["c"], "kappa": p["confidence"], "steps": p["steps"], "lr": p["lr"]}
-        elif a == "one_pixel":
-            kwargs = {
-                "pixels": p["pixels"],
-                "steps": p["steps"],
-                "popsize": p["popsize"],
-                "inf_batch": 128,
-            }
-        elif a == "square":
-            kwargs = {
-                "norm": "Linf" if request.norm == "linf" else "L2",
-                "eps": request.eps,
-                "n_queries": p["queries"],
-                "n_restarts": p["restarts"],
-                "p_init": p["p_init"],
-                "loss": "margin",
-                "resc_schedule": True,
-                "seed": int(torch.randint(0, 2**31 - 1, (1,)).item()),
-                "verbose": False,
-            }
-        elif a == "gaussian_noise":
-            kwargs = {"std": p["std"]}
-        else:  # pragma: no cover - guarded by capabilities
-            raise ValueError(a)
-        attack = cls(self.model, **kwargs)
-        attack.set_model_training_mode(
-            model_training=False, batchnorm_training=False, dropout_training=False
-        )
-        device = self.model.device
-        xt = torch.from_numpy(x).to(device)
-        if request.targeted:
-            assert target is not None
-            attack.set_mode_targeted_by_label(quiet=True)
-            labels = torch.from_numpy(target).to(device)
-        else:
-            labels = torch.from_numpy(y).to(device)
-        x_adv = attack(xt, labels)
-        call: dict[str, Any] = {
-            "class": f"torchattacks.{cls_name}",
-            "kwargs": kwargs,
-            "mode": "targeted_by_label" if request.targeted else "default",
-            "eot": {"samples": eot, "average": "loss gradients (summed)"} if eot > 1 else None,
-            "model_training": False,
-            "update_order": self.update_order,
-        }
-        if a == "deepfool":
-            call["classes"] = int(self.model.logits(x[:1]).shape[1])
-        return x_adv, call
+    ) -> TorchattacksJob:
+        return TorchattacksJob(self, request, x, y, target)

@@ -17,7 +17,8 @@ import torch
 
 import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class
-from unified_adv.defences.layers import RandomizationLayer, reseed
+from unified_adv.defences.layers import RandomizationLayer
+from unified_adv.defences.randomness import reseed
 from unified_adv.run.prepare import prepare
 
 sc = unified_adv.load_scenario("scenarios/lim.yaml")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from unified_adv.adapters import AttackRequest, adapter_class, backend_names
-from unified_adv.adapters.base import AdapterContractError
+from unified_adv.adapters.base import AdapterContractError, AdapterOutput
 from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.sources.builtin.digits import digits_split
 from unified_adv.sources.models import ModelWrapper
@@ -46,6 +46,7 @@ FAST: dict[str, dict[str, Any]] = {
     "boundary": {"steps": 20},
     "gaussian_noise": {"std": 0.1},
     "lbfgs": {"steps": 50, "binary_search_steps": 2},
+    "apgd": {"steps": 5},
 }
 SLOW = {"deepfool", "cw_l2", "one_pixel", "hopskipjump", "boundary", "square", "lbfgs"}
 EPS = {"linf": 0.2, "l2": 1.0}
@@ -54,9 +55,7 @@ def _library_names(backend: str, attack: str) -> dict[str, str]:
     """Canonical parameter -> the keyword the library receives it under, as the adapter
     declares it (and reads it back for the cross-check): the test checks the call used it."""
     cls = adapter_class(backend)
-    return {**cls.names, **cls.name_overrides.get(attack, {})}
-
-
+    return {**cls.names, **cls.translators[attack].names}
 # Canonical parameters a library does not take, each for a stated reason (see capabilities).
 NOT_PASSED = {
     ("art", "one_pixel", "popsize"),  # ART sizes its own population
@@ -64,6 +63,8 @@ NOT_PASSED = {
     ("foolbox", "gaussian_noise", "std"),  # translated to epsilons = std * sqrt(d)
     ("torchattacks", "deepfool", "candidates"),  # torchattacks considers every class
     ("torchattacks", "cw_l2", "binary_search_steps"),  # fixed at 1, enforced at validation
+    ("art", "apgd", "restarts"),  # nb_random_init (square's is nb_restarts): test_apgd.py
+    ("art", "apgd", "loss"),  # ART's loss names (cross_entropy, ...): test_apgd.py
 }
 
 
@@ -231,7 +232,7 @@ def test_contract_rejects_a_backend_that_leaves_the_ball(model: ModelWrapper, ba
 
     class Sloppy(cls):  # type: ignore[misc, valid-type]
         def _generate(self, request, x, y, target):
-            return np.clip(x + 2 * request.eps, 0, 1), {}
+            return AdapterOutput(np.clip(x + 2 * request.eps, 0, 1), {})
 
     with pytest.raises(AdapterContractError, match="left the linf ball"):
         Sloppy(model=model).generate(_request("fgsm", "linf", 0.1), x, y, None, seed=0)

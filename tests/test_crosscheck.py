@@ -128,9 +128,9 @@ def test_determinism_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     original = TorchattacksAdapter._generate
 
     def unseeded(self, request, x, y, target):
-        x_adv, call = original(self, request, x, y, target)
+        out = original(self, request, x, y, target)
         keep = np.random.default_rng().random(x.shape) < 0.5  # an RNG nobody seeded
-        return np.where(keep, x_adv.numpy(), x), call
+        return dataclasses.replace(out, x_adv=np.where(keep, out.x_adv.numpy(), x))
 
     monkeypatch.setattr(TorchattacksAdapter, "_generate", unseeded)
     result = _run(tmp_path / "b", attacks, extra)

@@ -13,7 +13,8 @@ from torch import nn
 import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class, backend_names
 from unified_adv.catalogue.attacks import ATTACKS
-from unified_adv.defences.layers import RandomizationLayer, reseed
+from unified_adv.defences.layers import RandomizationLayer
+from unified_adv.defences.randomness import reseed
 from unified_adv.evaluate.defence_table import (
     ADAPTIVE_SLACK,
     COLLAPSE_DROP,

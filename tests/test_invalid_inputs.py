@@ -470,7 +470,7 @@ CASES = [
         scenario(attacks=attack("{name: pgd, eps: 0.1, stpes: 5}")),
         None,
         "{path}: attacks[0].stpes: unknown field 'stpes'. Did you mean 'steps'? "
-        "Available: attacker, backends, binary_search_steps, c, candidates, confidence, decay, delta, eot_samples, eps, id, init_evals, limit, lr, max_evals, max_iter, name, norm, overshoot, p_init, pixels, popsize, queries, random_starts, restarts, source_step, spherical_step, std, step_size, steps, target\n",
+        "Available: attacker, backends, binary_search_steps, c, candidates, confidence, decay, delta, eot_samples, eps, id, init_evals, limit, loss, lr, max_evals, max_iter, name, norm, overshoot, p_init, pixels, popsize, queries, random_starts, restarts, rho, source_step, spherical_step, std, step_size, steps, target\n",
         id="typo-key",
     ),
     pytest.param(
@@ -502,7 +502,7 @@ CASES = [
         scenario(attacks=attack("{name: fgms, eps: 0.1}")),
         None,
         "{path}: attacks[0].name: unknown attack 'fgms'. Did you mean 'fgsm'? "
-        "Available: bim, boundary, cw_l2, deepfool, fgsm, gaussian_noise, hopskipjump, lbfgs, mifgsm, one_pixel, pgd, square, universal\n",
+        "Available: apgd, bim, boundary, cw_l2, deepfool, fgsm, gaussian_noise, hopskipjump, lbfgs, mifgsm, one_pixel, pgd, square, universal\n",
         id="unknown-attack",
     ),
     pytest.param(

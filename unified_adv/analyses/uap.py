@@ -383,8 +383,8 @@ def _fit_uap(
                 f"the {job.backend} adapter ignored attacker_eps={job.attacker_eps:g}: it ran "
                 f"the inner attack with eps={used!r}"
             )
-    # The ART adapter keeps the perturbation itself (ART returns it as (1, C, H, W)).
-    raw = getattr(job.adapter, "last_universal_noise", None)
+    # The perturbation itself (ART returns it as (1, C, H, W)), beside the examples.
+    raw = out.universal_noise
     if raw is None:
         raise RuntimeError(f"the {job.backend} adapter kept no universal perturbation")
     shape = job.x_fit.shape[1:]

@@ -16,7 +16,7 @@ from unified_adv.catalogue.entry import (
     TARGET_MODES,
     AttackDef,
 )
-from unified_adv.catalogue.gradient import BIM, FGSM, MIFGSM, PGD
+from unified_adv.catalogue.gradient import APGD, BIM, FGSM, MIFGSM, PGD
 from unified_adv.catalogue.minimal import CW_L2, DEEPFOOL, LBFGS
 from unified_adv.catalogue.noise import GAUSSIAN_NOISE
 from unified_adv.catalogue.params import MAX_NUMBER, Param, madry_step, shown
@@ -48,6 +48,7 @@ _ENTRIES = (
     ONE_PIXEL,
     UNIVERSAL,
     SQUARE,
+    APGD,
     HOPSKIPJUMP,
     BOUNDARY,
     GAUSSIAN_NOISE,

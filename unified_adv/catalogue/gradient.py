@@ -1,4 +1,4 @@
-"""Gradient-step attacks bounded by an eps-ball: FGSM, BIM, PGD, MI-FGSM.
+"""Gradient-step attacks bounded by an eps-ball: FGSM, BIM, PGD, MI-FGSM, APGD.
 
 Every backend computes the same update here, so on a deterministic run they agree to
 float32 rounding (one ulp of the range's top is 6e-8 of it): tolerance 1e-5.
@@ -82,4 +82,48 @@ MIFGSM = AttackDef(
     matters={"loss": ("linf",), "momentum": ("linf",)},
     doc="BIM whose step follows a momentum g = decay * g + ∇loss / ||∇loss||₁; "
     "`step_size` defaults to eps / steps, as in the paper. Deterministic.",
+)
+
+APGD = AttackDef(
+    "apgd",
+    "Auto-PGD: PGD from a random start whose step size (2*eps at first) is halved at "
+    "checkpoints where the loss stalls, with momentum 0.75; loss cross-entropy, DLR, or "
+    "APGD-T's targeted DLR against each of the top other classes in turn",
+    "Croce & Hein 2020",
+    FixedEpsilon(("linf", "l2")),
+    (
+        steps(100),
+        Param(
+            "loss",
+            str,
+            "ce",
+            "loss maximised: ce (cross-entropy), dlr (difference of logits ratio), "
+            "dlr_targeted (APGD-T: targeted DLR against each other class, top-ranked first; "
+            "success is any misclassification)",
+            choices=("ce", "dlr", "dlr_targeted"),
+        ),
+        Param(
+            "restarts",
+            int,
+            1,
+            "random starts (per target class for dlr_targeted)",
+            minimum=1,
+            inclusive=True,
+        ),
+        Param(
+            "rho",
+            float,
+            0.75,
+            "checkpoint rule: halve the step where fewer than rho of the steps since the "
+            "last checkpoint raised the loss",
+            minimum=0,
+            maximum=1,
+        ),
+        EOT_SAMPLES,
+    ),
+    randomised=True,
+    tolerance={"linf": ROUNDING, "l2": ROUNDING},
+    doc="Every restart starts from a random point in the ball, so backends agree only "
+    "statistically. The libraries differ in where that start lies, what a failed sample comes "
+    "back as and how checkpoints are rounded: recorded per backend, not yet shown to matter.",
 )

@@ -30,7 +30,7 @@ DEEPFOOL = AttackDef(
     ),
     targets=UNTARGETED,
     tolerance={"l2": 1e-4},
-    # The libraries clip, overshoot and offset the steps differently (adapters' attack_facts).
+    # The libraries clip, overshoot and offset the steps differently (the translators' recorded facts).
     matters={"step_clip": ("l2",), "overshoot_applied_to": ("l2",), "step_offset": ("l2",)},
     doc="Linearises the `candidates` top classes' boundaries and steps to the nearest, "
     "`steps` times at most, then overshoots by (1 + overshoot). Deterministic.",

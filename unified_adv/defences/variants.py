@@ -26,6 +26,7 @@ from unified_adv.adapters import adapter_class
 from unified_adv.adapters.art_defences import art_preprocessor
 from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.defences import layers as d
+from unified_adv.defences.randomness import DefenceChain, is_randomized, reseed
 from unified_adv.errors import InputError
 from unified_adv.run.prepared import CleanScores, Prepared, UnitOutcome
 from unified_adv.run.units import unit_seed
@@ -63,7 +64,7 @@ class Variant(CleanScores):
     def score(self, x: np.ndarray) -> np.ndarray:
         """Logits of the defended model, with its randomness drawn from a fixed seed, so
         every backend's examples meet the same draws position for position."""
-        d.reseed(self.wrapper, self.score_seed)
+        reseed(self.wrapper, self.score_seed)
         return self.wrapper.logits(x)
 
 
@@ -130,7 +131,7 @@ def build_variants(prep: Prepared) -> dict[str, Variant]:
             module, record = _part(member, j, prep, scenario.file)
             modules.append(module)
             parts.append({"id": member.label, **record})
-        pre: nn.Module = modules[0] if len(modules) == 1 else d.DefenceChain(*modules)
+        pre: nn.Module = modules[0] if len(modules) == 1 else DefenceChain(*modules)
         wrapper = ModelWrapper(
             prep.model.wrapper.net,
             input_range=spec_m.input_range,
@@ -146,12 +147,12 @@ def build_variants(prep: Prepared) -> dict[str, Variant]:
             blob + state_fingerprint(pre).encode() + prep.model.fingerprint.encode()
         ).hexdigest()
         score_seed = unit_seed(scenario.seed, 7000 + i, 0, 0)
-        d.reseed(wrapper, score_seed)
+        reseed(wrapper, score_seed)
         variants[spec.label] = Variant(
             id=spec.label,
             spec=spec,
             wrapper=wrapper,
-            randomized=d.is_randomized(pre),
+            randomized=is_randomized(pre),
             fingerprint=fingerprint,
             parts=parts,
             score_seed=score_seed,

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
-from unified_adv.defences.layers import reseed
+from unified_adv.defences.randomness import reseed
 from unified_adv.report import PALETTE, _image, _png, plain_text, pyplot
 from unified_adv.run.prepared import AttackPlan, Prepared, UnitOutcome
 

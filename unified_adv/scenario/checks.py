@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from unified_adv.adapters import BACKENDS, capable_backends, check_backends
+from unified_adv.adapters import backend_names, capable_backends, check_backends
 from unified_adv.catalogue.speed import fastest_backend
 from unified_adv.errors import did_you_mean
 from unified_adv.scenario.schema import AttackSpec, Scenario
@@ -65,11 +65,11 @@ def something_to_run(s: Scenario) -> list[str]:
 def walk_backends_known(s: Scenario) -> list[str]:
     """The targeted walk's backends are names of the registry (or 'all')."""
     return [
-        f"analyses[{i}].backends: {did_you_mean('backend', name, BACKENDS)}"
+        f"analyses[{i}].backends: {did_you_mean('backend', name, backend_names())}"
         for i, analysis in enumerate(s.analyses)
         if analysis.name == "targeted_walk"
         for name in analysis.backends or ()
-        if name != "all" and name not in BACKENDS
+        if name != "all" and name not in backend_names()
     ]
 
 
