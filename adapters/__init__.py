@@ -45,6 +45,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "adapter_class",
     "backend_names",
+    "backends_with",
     "capable_backends",
     "check_backends",
     "dropped_backends",
@@ -174,6 +175,24 @@ def check_backends(attack: AttackSpec, input_range: Sequence[float]) -> list[str
         if reason:
             problems.append(reason)
     return problems
+
+
+def backends_with(
+    attack: str,
+    norm: str | None = None,
+    mode: str | None = None,
+    among: Sequence[str] | None = None,
+) -> tuple[str, ...]:
+    """The backends (``among`` those named; all when None, empty or ``("all",)``) whose
+    declared capabilities cover ``attack``, in ``norm`` and targeting ``mode`` when given:
+    the one answer to "which backends can run X" for code that has no full attack spec."""
+    names = among if among and tuple(among) != ("all",) else backend_names()
+    out = []
+    for name in names:
+        cap = adapter_class(name).capabilities.get(attack)
+        if cap and (norm is None or norm in cap.norms) and (mode is None or mode in cap.targets):
+            out.append(name)
+    return tuple(out)
 
 
 def capable_backends(attack: AttackSpec, input_range: Sequence[float]) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from unified_adv.adapters import (
     registry,
 )
 from unified_adv.errors import InputError
-from unified_adv.scenario.schema import scenario_from_text
+from unified_adv.scenario import scenario_from_text
 
 ADAPTER = '''
 """A backend in one file: numpy's Gaussian noise, as a third party would write it."""

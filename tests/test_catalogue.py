@@ -9,7 +9,7 @@ from unified_adv.adapters import AttackRequest, adapter_class, backend_names
 from unified_adv.catalogue.attacks import ALL_PARAMS, ATTACKS, MATTERS, PARAM_KINDS
 from unified_adv.catalogue.entry import MATTERS_FOR_EVERY_ATTACK
 from unified_adv.catalogue.threats import FixedEpsilon, Minimization, PixelBudget
-from unified_adv.scenario.schema import AttackSpec, scenario_from_text
+from unified_adv.scenario import AttackSpec, scenario_from_text
 
 
 def test_every_parameter_is_a_scenario_field_of_its_kind() -> None:

@@ -17,13 +17,11 @@ from unified_adv.adapters.art_defences import (
 )
 from unified_adv.defences.layers import (
     ConvAutoencoder,
-    DefenceChain,
     RandomizationLayer,
     default_randomization,
-    is_randomized,
-    reseed,
     train_autoencoder,
 )
+from unified_adv.defences.randomness import DefenceChain, is_randomized, reseed
 from unified_adv.sources.builtin import autoencoder as builtin_autoencoder
 from unified_adv.sources.builtin.autoencoder import builtin_digits_autoencoder
 from unified_adv.sources.builtin.digits import builtin_digits_cnn, digits_split

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from unified_adv.adapters import Adapter, AttackRequest, adapter_class, backend_names
+from unified_adv.adapters import Adapter, AttackRequest, adapter_class, backends_with
 from unified_adv.analyses.base import AnalysisContext, AnalysisOutput, AnalysisUnit
 from unified_adv.catalogue.attacks import ATTACKS, madry_step
 from unified_adv.evaluate.crosscheck import wilson
@@ -125,14 +125,8 @@ def run_method(
 
 
 def method_backends(requested: tuple[str, ...] | None, attack: str, targeted: bool) -> list[str]:
-    names = requested if requested and requested != ("all",) else backend_names()
     mode = "least_likely" if targeted else "untargeted"
-    out = []
-    for name in names:
-        cap = adapter_class(name).capabilities.get(attack)
-        if cap is not None and "linf" in cap.norms and mode in cap.targets:
-            out.append(name)
-    return out
+    return list(backends_with(attack, "linf", mode, among=requested))
 
 
 def table(

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from unified_adv.adapters import AttackRequest, adapter_class, backend_names
+from unified_adv.adapters import AttackRequest, adapter_class, backend_names, backends_with
 from unified_adv.adapters.base import seed_everything
 from unified_adv.analyses.base import AnalysisContext, AnalysisOutput, AnalysisUnit, ResultKey
 from unified_adv.catalogue.attacks import ATTACKS
@@ -276,13 +276,7 @@ def transfer_matrix(
 
 def transfer_backends(given: tuple[str, ...] | None, norm: str) -> tuple[str, ...]:
     """The backends asked for (all by default) that can run PGD in ``norm``."""
-    names = given if given and given != ("all",) else backend_names()
-    return tuple(
-        b
-        for b in names
-        if "pgd" in adapter_class(b).capabilities
-        and norm in adapter_class(b).capabilities["pgd"].norms
-    )
+    return backends_with("pgd", norm, among=given)
 
 
 def _attack(

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from unified_adv.adapters import Adapter, AttackRequest, adapter_class, backend_names
+from unified_adv.adapters import Adapter, AttackRequest, adapter_class, backends_with
 from unified_adv.analyses.base import (
     AnalysisContext,
     AnalysisOutput,
@@ -110,8 +110,7 @@ def walk_summary(
 
 def walk_backends(spec_backends: tuple[str, ...] | None) -> tuple[str, ...]:
     """The backends asked for (all by default) that can run a targeted BIM step."""
-    names = spec_backends if spec_backends and spec_backends != ("all",) else backend_names()
-    return tuple(b for b in names if "bim" in adapter_class(b).capabilities)
+    return backends_with("bim", among=spec_backends)
 
 
 @dataclass

@@ -42,7 +42,7 @@ PLAIN_TEXT: dict[Any, Any] = {"text.parse_math": False, "text.usetex": False}
 
 def plain_text(make: F) -> F:
     """Make a figure function draw every text as written (no mathtext, no LaTeX), from the
-    moment each text is created (``tight_layout`` draws before ``_png`` does)."""
+    moment each text is created (``tight_layout`` draws before ``png_uri`` does)."""
 
     @functools.wraps(make)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -64,7 +64,7 @@ def pyplot() -> Any:
     return plt
 
 
-def _png(fig: Any) -> str:
+def png_uri(fig: Any) -> str:
     """The figure as a PNG data URI; every text in it drawn as plain text."""
     import matplotlib
     from matplotlib.text import Text
@@ -78,7 +78,7 @@ def _png(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _image(ax: Any, img: np.ndarray, lo: float, hi: float, **kw: Any) -> None:
+def show_image(ax: Any, img: np.ndarray, lo: float, hi: float, **kw: Any) -> None:
     if img.shape[0] == 1:
         ax.imshow(
             img[0], cmap=kw.pop("cmap", "gray"), vmin=kw.pop("vmin", lo), vmax=kw.pop("vmax", hi)
@@ -132,7 +132,7 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
         )
         for r, p in enumerate(chosen):
             x = prep.data.x[p]
-            _image(axes[r, 0], x, lo, hi)
+            show_image(axes[r, 0], x, lo, hi)
             axes[r, 0].set_title(
                 f"#{prep.data.index[p]} true {label(int(prep.data.y[p]))}\n"
                 f"pred {label(int(prep.clean_pred[p]))} ({prep.clean_conf[p]:.0%})",
@@ -142,7 +142,7 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
                 x_adv, pred, conf = per_backend[b][p]
                 delta = x_adv - x
                 span = float(np.abs(delta).max()) or 1.0
-                _image(
+                show_image(
                     axes[r, 1 + 2 * c],
                     delta.mean(0, keepdims=True),
                     lo,
@@ -152,7 +152,7 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
                     vmax=span,
                 )
                 axes[r, 1 + 2 * c].set_title(f"{b}\nδ (±{span:.3g})", fontsize=7)
-                _image(axes[r, 2 + 2 * c], x_adv, lo, hi)
+                show_image(axes[r, 2 + 2 * c], x_adv, lo, hi)
                 colour = "#D55E00" if pred != prep.data.y[p] else "black"
                 axes[r, 2 + 2 * c].set_title(
                     f"{b}\npred {label(pred)} ({conf:.0%})", fontsize=7, color=colour
@@ -162,7 +162,7 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
             {
                 "attack_id": plan.spec.label,
                 "eps": max(plan.spec.eps) if plan.spec.eps else None,
-                "image": _png(fig),
+                "image": png_uri(fig),
             }
         )
         plt.close(fig)
@@ -232,17 +232,17 @@ def disagreement_figures(
             key = (d["position"], d["target"])
             (xa, la), (xb, lb) = ta[key], tb[key]
             x = prep.data.x[d["position"]]
-            _image(axes[r, 0], x, lo, hi)
+            show_image(axes[r, 0], x, lo, hi)
             axes[r, 0].set_title(f"#{d['sample']} label {d['label']}", fontsize=7)
-            _image(axes[r, 1], xa, lo, hi)
+            show_image(axes[r, 1], xa, lo, hi)
             axes[r, 1].set_title(f"{first}: pred {int(la.argmax())}", fontsize=7)
-            _image(axes[r, 2], xb, lo, hi)
+            show_image(axes[r, 2], xb, lo, hi)
             axes[r, 2].set_title(f"{second}: pred {int(lb.argmax())}", fontsize=7)
             gap = (xa - xb).mean(0, keepdims=True)
             span = float(np.abs(gap).max()) or 1.0
-            _image(axes[r, 3], gap, lo, hi, cmap="PuOr", vmin=-span, vmax=span)
+            show_image(axes[r, 3], gap, lo, hi, cmap="PuOr", vmin=-span, vmax=span)
             axes[r, 3].set_title(f"{first} − {second} (±{span:.2g})", fontsize=7)
         fig.tight_layout()
-        figures[str(k)] = _png(fig)
+        figures[str(k)] = png_uri(fig)
         plt.close(fig)
     return figures

@@ -9,7 +9,7 @@ import numpy as np
 from unified_adv.analyses.base import ResultKey
 from unified_adv.analyses.morph import MorphResult, threshold_sums
 from unified_adv.catalogue.analyses import analysis_figures as figures_of
-from unified_adv.report import PALETTE, _image, _png, plain_text, pyplot
+from unified_adv.report import PALETTE, plain_text, png_uri, pyplot, show_image
 from unified_adv.run.prepared import Prepared
 
 
@@ -51,7 +51,7 @@ def heatmap(
                 )
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
-    out = _png(fig)
+    out = png_uri(fig)
     plt.close(fig)
     return out
 
@@ -121,7 +121,7 @@ def probability_curves(
     axes[0].set_ylabel("probability")
     info["sum"] = info["forward"] + info["reverse"]
     fig.tight_layout()
-    out = _png(fig)
+    out = png_uri(fig)
     plt.close(fig)
     return out, info
 
@@ -141,10 +141,10 @@ def morph_strip(
     fig, axes = plt.subplots(1, frames, figsize=(1.05 * frames, 1.5))
     for ax, s in zip(axes, picks, strict=True):
         t = res.t[s]
-        _image(ax, ((1 - t) * x1 + t * x2).astype(np.float32), lo, hi)
+        show_image(ax, ((1 - t) * x1 + t * x2).astype(np.float32), lo, hi)
         ax.set_title(f"T={t:.2f}\n{names[int(res.preds[k, s])]}", fontsize=7)
     fig.tight_layout()
-    out = _png(fig)
+    out = png_uri(fig)
     plt.close(fig)
     return out
 
@@ -161,7 +161,7 @@ def histogram(values: list[float], title: str, xlabel: str, marker: float | None
     ax.set_xlabel(xlabel)
     ax.set_ylabel("pairs")
     fig.tight_layout()
-    out = _png(fig)
+    out = png_uri(fig)
     plt.close(fig)
     return out
 
@@ -193,7 +193,7 @@ def trend(monitor: list[dict[str, Any]]) -> str:
     ax.set_title("Training-state monitor", fontsize=10)
     fig.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    out = _png(fig)
+    out = png_uri(fig)
     plt.close(fig)
     return out
 
@@ -298,7 +298,7 @@ def by_angle_plot(study: dict[str, Any]) -> str:
     ax.set_title("one-pixel flips that change the class, by angle", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out = _png(fig)
+    out = png_uri(fig)
     plt.close(fig)
     return out
 
@@ -314,6 +314,6 @@ def flip_heatmap(heat: np.ndarray, key: str) -> str:
     ax.set_yticks([])
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
-    out = _png(fig)
+    out = png_uri(fig)
     plt.close(fig)
     return out

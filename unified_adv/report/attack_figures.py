@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unified_adv.report import PALETTE, _png, plain_text, pyplot
+from unified_adv.report import PALETTE, plain_text, png_uri, pyplot
 
 
 def _metric(norm: str, threat_ball: bool) -> tuple[str, str]:
@@ -49,7 +49,7 @@ def distance_figure(
     ax.legend(fontsize=7, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    out = _png(fig)
+    out = png_uri(fig)
     plt.close(fig)
     return out
 
@@ -91,6 +91,6 @@ def security_curve(entries: list[dict[str, Any]], worst: list[dict[str, Any]]) -
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    out = _png(fig)
+    out = png_uri(fig)
     plt.close(fig)
     return out

@@ -9,7 +9,7 @@ import torch
 from scipy.special import softmax
 
 from unified_adv.defences.randomness import reseed
-from unified_adv.report import PALETTE, _image, _png, plain_text, pyplot
+from unified_adv.report import PALETTE, plain_text, png_uri, pyplot, show_image
 from unified_adv.run.prepared import AttackPlan, Prepared, UnitOutcome
 
 
@@ -64,7 +64,7 @@ def _bars(summary: dict[str, Any]) -> str | None:
     ax.legend(fontsize=7, ncol=2, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    out = _png(fig)
+    out = png_uri(fig)
     plt.close(fig)
     return out
 
@@ -143,7 +143,7 @@ def _strip(prep: Prepared, first: UnitOutcome, rows: list[int]) -> Any:
         ]
         for c, (title, img, lg) in enumerate(panels):
             ax = axes[r][c]
-            _image(ax, img, lo, hi)
+            show_image(ax, img, lo, hi)
             p = int(np.argmax(lg))
             conf = float(softmax(lg)[p])
             colour = "#D55E00" if p != label else "black"
@@ -172,7 +172,7 @@ def _strips(prep: Prepared, outcomes: list[UnitOutcome], count: int = 3) -> list
                 "attack_id": plan.spec.label,
                 "eps": plan.spec.eps_values[e_top],
                 "backend": first.unit.backend,
-                "image": _png(fig),
+                "image": png_uri(fig),
             }
         )
         plt.close(fig)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from unified_adv.report import PALETTE, _image, _png, plain_text, pyplot
+from unified_adv.report import PALETTE, plain_text, png_uri, pyplot, show_image
 from unified_adv.run.prepared import Prepared
 
 
@@ -32,13 +32,13 @@ def _perturbations(rows: list[dict[str, Any]], perts: list[Any]) -> str:
         p = np.asarray(perts[k])
         p = p.reshape(tuple(p.shape)[-3:])
         m = float(np.abs(p).max()) or 1.0
-        _image(ax, p[:1] if p.shape[0] != 3 else p, -m, m, cmap="PuOr", vmin=-m, vmax=m)
+        show_image(ax, p[:1] if p.shape[0] != 3 else p, -m, m, cmap="PuOr", vmin=-m, vmax=m)
         ax.set_title(_row_title(rows[k]), fontsize=7)
     fig.suptitle(
         "universal perturbations (rate on held-out images; random control in brackets)", fontsize=8
     )
     fig.tight_layout()
-    out = _png(fig)
+    out = png_uri(fig)
     plt.close(fig)
     return out
 
@@ -68,7 +68,7 @@ def _rates(rows: list[dict[str, Any]]) -> str:
     ax.legend(fontsize=7, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    out = _png(fig)
+    out = png_uri(fig)
     plt.close(fig)
     return out
 
@@ -88,15 +88,15 @@ def _examples(prep: Prepared, rows: list[dict[str, Any]], perts: list[Any]) -> s
     adv = prep.model.wrapper.logits(x_adv).argmax(1)
     fig, axes = plt.subplots(2, len(x), figsize=(1.5 * len(x), 3.3), squeeze=False)
     for j in range(len(x)):
-        _image(axes[0][j], x[j], lo, hi)
+        show_image(axes[0][j], x[j], lo, hi)
         axes[0][j].set_title(f"clean: {clean[j]}", fontsize=7)
-        _image(axes[1][j], x_adv[j], lo, hi)
+        show_image(axes[1][j], x_adv[j], lo, hi)
         axes[1][j].set_title(
             f"+ UAP: {adv[j]}", fontsize=7, color="#D55E00" if adv[j] != clean[j] else "black"
         )
     fig.suptitle(_row_title(rows[best]).replace("\n", ", "), fontsize=8)
     fig.tight_layout()
-    out = _png(fig)
+    out = png_uri(fig)
     plt.close(fig)
     return out
 
@@ -148,7 +148,7 @@ def transfer_figures(
         fig.colorbar(im, ax=ax, shrink=0.8, label="success rate (%)")
         ax.set_title(f"transfer success, {backend} (diagonal: white box)", fontsize=9)
         fig.tight_layout()
-        out["matrices"][backend] = _png(fig)
+        out["matrices"][backend] = png_uri(fig)
         plt.close(fig)
 
     first = next(iter(extra["images"]), None)
@@ -163,14 +163,14 @@ def transfer_figures(
     pos = int(positions[0])
     names = [k for k in images if k != "_positions"]
     fig, axes = plt.subplots(1, len(names) + 1, figsize=(1.7 * (len(names) + 1), 2.4))
-    _image(axes[0], prep.data.x[pos], lo, hi)
+    show_image(axes[0], prep.data.x[pos], lo, hi)
     axes[0].set_title(f"original, label {prep.data.y[pos]}", fontsize=7)
     for k, name in enumerate(names):
         adv = np.asarray(images[name])[:1]
         preds = [f"{t}:{int(w.logits(adv).argmax(1)[0])}" for t, w in models.items()]
-        _image(axes[k + 1], adv[0], lo, hi)
+        show_image(axes[k + 1], adv[0], lo, hi)
         axes[k + 1].set_title(f"PGD on {name}\n" + " ".join(preds), fontsize=6)
     fig.tight_layout()
-    out["examples"][first] = _png(fig)
+    out["examples"][first] = png_uri(fig)
     plt.close(fig)
     return out

@@ -31,8 +31,7 @@ from unified_adv.catalogue.attacks import ALL_PARAMS, ATTACKS, PARAM_KINDS, show
 from unified_adv.errors import did_you_mean
 
 # Several problems of one validator, joined into one message (split again by problems.py).
-from unified_adv.scenario.problems import MULTI as _MULTI
-from unified_adv.scenario.problems import at as _at
+from unified_adv.scenario.problems import MULTI, at
 
 BUILTIN_MODELS = ("digits-cnn", "digits-mlp", "digits-cnn-wide", "line-cnn")
 BUILTIN_DATA = ("digits", "lines")
@@ -396,22 +395,22 @@ class AttackSpec(_AttackFields):
         for param in ALL_PARAMS:
             if getattr(self, param) is not None and param not in spec.param_names:
                 takes = ", ".join(spec.param_names) or "no parameters besides eps, norm, target"
-                problems.append(_at(param, f"{self.name} takes no '{param}' (it takes: {takes})"))
+                problems.append(at(param, f"{self.name} takes no '{param}' (it takes: {takes})"))
         if self.norm not in spec.norms:
             problems.append(
-                _at(
+                at(
                     "norm",
                     f"{self.name} has no norm '{self.norm}' (available: {', '.join(spec.norms)})",
                 )
             )
         if spec.takes_eps and self.eps is None:
-            problems.append(_at("eps", f"required: {self.name} is bounded by an eps-ball"))
+            problems.append(at("eps", f"required: {self.name} is bounded by an eps-ball"))
         if not spec.takes_eps and self.eps is not None:
             kind = spec.threat_model.without_eps
-            problems.append(_at("eps", f"{self.name} is {kind} and takes no eps"))
+            problems.append(at("eps", f"{self.name} is {kind} and takes no eps"))
         if self.target.mode not in spec.targets:
             problems.append(
-                _at(
+                at(
                     "target",
                     f"{self.name} cannot be run with target {self.target.mode} "
                     f"(it supports: {', '.join(spec.targets)})",
@@ -424,9 +423,9 @@ class AttackSpec(_AttackFields):
                     try:
                         p.check(given[p.name])
                     except ValueError as exc:
-                        problems.append(_at(p.name, str(exc)))
+                        problems.append(at(p.name, str(exc)))
         if problems:
-            raise ValueError(_MULTI.join(problems))
+            raise ValueError(MULTI.join(problems))
         return self
 
     @property
@@ -507,27 +506,27 @@ class DefenceSpec(_Strict):
     def _fields_fit(self) -> DefenceSpec:
         takes, _ = DEFENCES[self.name]
         problems = [
-            _at(f, f"{self.name} takes no '{f}' (it takes: {', '.join(takes)})")
+            at(f, f"{self.name} takes no '{f}' (it takes: {', '.join(takes)})")
             for f in _DEFENCE_FIELDS
             if getattr(self, f) is not None and f not in takes
         ]
         for f in ("noise", "sigma"):
             value = getattr(self, f)
             if value is not None and not value > 0:
-                problems.append(_at(f, f"must be > 0, got {value:g}"))
+                problems.append(at(f, f"must be > 0, got {value:g}"))
         lo, hi, pad = self.min_size, self.max_size, self.pad_to
         if lo is not None and hi is not None and lo > hi:
-            problems.append(_at("max_size", f"must be >= min_size ({lo}), got {hi}"))
+            problems.append(at("max_size", f"must be >= min_size ({lo}), got {hi}"))
         if hi is not None and pad is not None and hi > pad:
-            problems.append(_at("pad_to", f"must be >= max_size ({hi}), got {pad}"))
+            problems.append(at("pad_to", f"must be >= max_size ({hi}), got {pad}"))
         if self.name == "chain" and not self.of:
-            problems.append(_at("of", "name at least one defence id to chain"))
+            problems.append(at("of", "name at least one defence id to chain"))
         if self.eot_samples is not None and not self.adaptive:
-            problems.append(_at("eot_samples", "only used with adaptive: true"))
+            problems.append(at("eot_samples", "only used with adaptive: true"))
         if self.attacks is not None and not self.adaptive:
-            problems.append(_at("attacks", "only used with adaptive: true"))
+            problems.append(at("attacks", "only used with adaptive: true"))
         if problems:
-            raise ValueError(_MULTI.join(problems))
+            raise ValueError(MULTI.join(problems))
         return self
 
     @property
@@ -604,48 +603,48 @@ class AnalysisSpec(_Strict):
     def _fields_fit(self) -> AnalysisSpec:
         takes = ANALYSES[self.name].fields
         problems = [
-            _at(f, f"{self.name} takes no '{f}' (it takes: {', '.join(takes)})")
+            at(f, f"{self.name} takes no '{f}' (it takes: {', '.join(takes)})")
             for f in _ANALYSIS_FIELDS
             if getattr(self, f) is not None and f not in takes
         ]
         if self.zetas is not None and (not self.zetas or any(not 0 < z < 1 for z in self.zetas)):
             problems.append(
-                _at("zetas", "give magnitudes as fractions of the data norm, in (0, 1)")
+                at("zetas", "give magnitudes as fractions of the data norm, in (0, 1)")
             )
         if self.norms is not None and (not self.norms or len(set(self.norms)) != len(self.norms)):
-            problems.append(_at("norms", "give distinct norms: l2, linf"))
+            problems.append(at("norms", "give distinct norms: l2, linf"))
         if isinstance(self.targets, tuple) and any(t < 0 for t in self.targets):
-            problems.append(_at("targets", "class indices must be >= 0"))
+            problems.append(at("targets", "class indices must be >= 0"))
         if self.delta is not None and not 0 < self.delta < 1:
-            problems.append(_at("delta", f"must be in (0, 1), got {self.delta:g}"))
+            problems.append(at("delta", f"must be in (0, 1), got {self.delta:g}"))
         if self.name == "transfer":
             if self.models is None or len(self.models) < 2:
-                problems.append(_at("models", "give at least two models (surrogates and targets)"))
+                problems.append(at("models", "give at least two models (surrogates and targets)"))
             else:
                 ids = [m.id for m in self.models]
                 for j, mid in enumerate(ids):
                     if mid in ids[:j]:
-                        problems.append(_at(f"models[{j}].id", f"'{mid}' is used twice"))
+                        problems.append(at(f"models[{j}].id", f"'{mid}' is used twice"))
             if self.eps is None:
-                problems.append(_at("eps", "required: the transfer PGD is bounded by an eps-ball"))
+                problems.append(at("eps", "required: the transfer PGD is bounded by an eps-ball"))
         if self.thresholds is not None and not 0 < self.thresholds[0] < self.thresholds[1] < 1:
-            problems.append(_at("thresholds", "need 0 < low < high < 1"))
+            problems.append(at("thresholds", "need 0 < low < high < 1"))
         if self.thresholds is not None and self.mode == "quantile":
-            problems.append(_at("thresholds", "only used with mode: paper"))
+            problems.append(at("thresholds", "only used with mode: paper"))
         if self.buckets is not None and self.mode != "quantile":
-            problems.append(_at("buckets", "only used with mode: quantile"))
+            problems.append(at("buckets", "only used with mode: quantile"))
         if self.sizes is not None and (
             not self.sizes or any(not 14 <= d <= 128 for d in self.sizes)
         ):
-            problems.append(_at("sizes", "give image sides between 14 and 128"))
+            problems.append(at("sizes", "give image sides between 14 and 128"))
         if self.angle_steps is not None and (
             not self.angle_steps or any(not 0 < s <= 90 for s in self.angle_steps)
         ):
-            problems.append(_at("angle_steps", "give steps in degrees, each in (0, 90]"))
+            problems.append(at("angle_steps", "give steps in degrees, each in (0, 90]"))
         if self.eps is not None and not self.eps > 0:
-            problems.append(_at("eps", f"must be > 0, got {self.eps:g}"))
+            problems.append(at("eps", f"must be > 0, got {self.eps:g}"))
         if problems:
-            raise ValueError(_MULTI.join(problems))
+            raise ValueError(MULTI.join(problems))
         return self
 
     @property
