@@ -16,13 +16,15 @@ def test_every_parameter_is_a_scenario_field_of_its_kind() -> None:
     assert set(ALL_PARAMS) <= set(AttackSpec.model_fields)
     for name, kind in PARAM_KINDS.items():
         entry = next(a for a in ATTACKS.values() if name in a.param_names)
-        given = {"name": entry.name, name: {int: 3, float: "1/4", str: "fgsm"}[kind]}
+        param = next(p for p in entry.params if p.name == name)
+        text = param.choices[-1] if param.choices else "fgsm"  # a valid, non-default choice
+        given = {"name": entry.name, name: {int: 3, float: "1/4", str: text}[kind]}
         if entry.takes_eps:
             given["eps"] = 0.1
         if "untargeted" not in entry.targets:
             given["target"] = {"class": 1}
         spec = AttackSpec.model_validate(given)
-        assert getattr(spec, name) == ({int: 3, float: 0.25, str: "fgsm"}[kind])
+        assert getattr(spec, name) == ({int: 3, float: 0.25, str: text}[kind])
     with pytest.raises(ValueError, match="steps"):
         AttackSpec.model_validate({"name": "pgd", "eps": 0.1, "steps": "many"})
 

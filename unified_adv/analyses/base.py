@@ -116,7 +116,7 @@ def checkpoint_models(prep: Prepared) -> list[CheckpointModel]:
     out = []
     for j, ckpt in enumerate(scenario.model.checkpoints or ()):
         # File checkpoints were loaded and checked by prepare(); builtin epochs load here.
-        loaded = prep.other_models.get(f"checkpoint:{j}") or load_model(scenario, ckpt)
+        loaded = prep.checkpoint_models.get(j) or load_model(scenario, ckpt)
         correct = loaded.wrapper.logits(prep.data.x).argmax(1) == prep.data.y
         out.append(CheckpointModel(str(ckpt), loaded, float(correct.mean()), correct))
     out.append(CheckpointModel("final", prep.model, float(prep.correct.mean()), prep.correct))

@@ -299,7 +299,7 @@ def run(ctx: AnalysisContext, index: int, spec: AnalysisSpec) -> AnalysisOutput:
     eps = float(spec.eps or 0.0)  # required by the schema for transfer
     given = {"steps": spec.steps, "step_size": spec.step_size}
     params = ATTACKS["pgd"].resolve(eps, {k: v for k, v in given.items() if v is not None})
-    loaded = [prep.other_models[f"transfer:{index}:{j}"] for j in range(len(spec.models or ()))]
+    loaded = [prep.analysis_models[index, j] for j in range(len(spec.models or ()))]
     models = {m.id: lm.wrapper for m, lm in zip(spec.models or (), loaded, strict=True)}
     fingerprints = [lm.fingerprint for lm in loaded]
     seed = unit_seed(prep.scenario.seed, 3000 + index, 0, 0)

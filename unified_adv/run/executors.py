@@ -87,7 +87,7 @@ from unified_adv.run.prepare import prepare
 from unified_adv.run.prepared import Prepared, UnitOutcome, error_outcome
 from unified_adv.run.units import Unit
 from unified_adv.scenario.loading import scenario_from_text
-from unified_adv.scenario.schema import Scenario
+from unified_adv.scenario.schema import Scenario, executor_rule
 
 __all__ = [
     "DaskExecutor",
@@ -464,14 +464,13 @@ def make_executor(
     kind: str = "local", *, scheduler: str | None = None, workers: int | None = None
 ) -> LocalExecutor | DaskExecutor:
     """The executor the CLI / scenario ask for (``execution.executor`` and friends)."""
+    if kind not in ("local", "dask"):
+        raise ValueError(f"unknown executor {kind!r}: local or dask")
+    problem = executor_rule(kind, scheduler, workers)
+    if problem == "dask-options-without-dask":
+        raise ValueError("scheduler and workers need the dask executor (--executor dask)")
+    if problem == "dask-without-cluster":
+        raise ValueError("the dask executor needs either a scheduler address or a number of workers")
     if kind == "local":
-        if scheduler is not None or workers is not None:
-            raise ValueError("scheduler and workers need the dask executor (--executor dask)")
         return LocalExecutor()
-    if kind == "dask":
-        if (scheduler is None) == (workers is None):
-            raise ValueError(
-                "the dask executor needs either a scheduler address or a number of workers"
-            )
-        return DaskExecutor(scheduler=scheduler, workers=workers)
-    raise ValueError(f"unknown executor {kind!r}: local or dask")
+    return DaskExecutor(scheduler=scheduler, workers=workers)

@@ -116,7 +116,7 @@ def _check_other_models(prep: Prepared) -> None:
     if spec.checkpoints and not spec.builtin:  # builtin epochs: checked by the schema
         for j, ckpt in enumerate(spec.checkpoints):
             where = f"model.checkpoints[{j}]"
-            loaded = prep.other_models[f"checkpoint:{j}"] = load_model(scenario, ckpt)
+            loaded = prep.checkpoint_models[j] = load_model(scenario, ckpt)
             out = _forward(loaded, x, file, where)
             if out.shape[1] != prep.num_classes:
                 raise InputError.one(
@@ -127,7 +127,7 @@ def _check_other_models(prep: Prepared) -> None:
             for j, m in enumerate(analysis.models or ()):
                 where = f"analyses[{a_i}].models[{j}]"
                 loaded = load_model_spec(m, scenario, where=where)
-                prep.other_models[f"transfer:{a_i}:{j}"] = loaded
+                prep.analysis_models[a_i, j] = loaded
                 out = _forward(loaded, x, file, where, data_field=where)
                 if out.shape[1] != prep.num_classes:
                     raise InputError.one(

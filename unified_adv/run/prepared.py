@@ -73,9 +73,10 @@ class Prepared(CleanScores):
     plans: list[AttackPlan] = field(default_factory=list)
     #: The scenario's defences: the classifier with each defence in front (unified_adv.defences.variants).
     variants: dict[str, Any] = field(default_factory=dict)
-    #: Models the analyses use, loaded and checked once here: "checkpoint:J" (file
-    #: checkpoints) and "transfer:A:J" (analysis A's model J).
-    other_models: dict[str, LoadedModel] = field(default_factory=dict)
+    #: Models the analyses use, loaded and checked once in ``prepare``: the model's file
+    #: checkpoints by their index J, and analysis A's models by (A, J).
+    checkpoint_models: dict[int, LoadedModel] = field(default_factory=dict)
+    analysis_models: dict[tuple[int, int], LoadedModel] = field(default_factory=dict)
 
     def wrapper_for(self, defence: str) -> Any:
         return self.variants[defence].wrapper if defence else self.model.wrapper

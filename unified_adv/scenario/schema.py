@@ -682,6 +682,16 @@ class CrosscheckSpec(_Strict):
         return v
 
 
+def executor_rule(kind: str, scheduler: str | None, workers: int | None) -> str | None:
+    """The one rule on where units run, for the scenario and the command line alike:
+    ``"dask-options-without-dask"``, ``"dask-without-cluster"`` or None when fine."""
+    if kind == "local" and (scheduler is not None or workers is not None):
+        return "dask-options-without-dask"
+    if kind == "dask" and (scheduler is None) == (workers is None):
+        return "dask-without-cluster"
+    return None
+
+
 class ExecutionSpec(_Strict):
     """How the work is cut up: samples per unit, and per library call inside a unit."""
 
@@ -700,9 +710,10 @@ class ExecutionSpec(_Strict):
 
     @model_validator(mode="after")
     def _executor_fields(self) -> ExecutionSpec:
-        if self.executor == "local" and (self.scheduler or self.workers):
+        problem = executor_rule(self.executor, self.scheduler, self.workers)
+        if problem == "dask-options-without-dask":
             raise ValueError("executor: scheduler and workers need executor: dask")
-        if self.executor == "dask" and (self.scheduler is None) == (self.workers is None):
+        if problem == "dask-without-cluster":
             raise ValueError("executor: dask needs either a scheduler address or workers")
         return self
 
