@@ -22,10 +22,11 @@ from unified_adv.defences.layers import (
     train_autoencoder,
 )
 from unified_adv.defences.randomness import DefenceChain, is_randomized, reseed
+from unified_adv.files import cache_dir
 from unified_adv.sources.builtin import autoencoder as builtin_autoencoder
 from unified_adv.sources.builtin.autoencoder import builtin_digits_autoencoder
 from unified_adv.sources.builtin.digits import builtin_digits_cnn, digits_split
-from unified_adv.sources.models import ModelWrapper, cache_dir
+from unified_adv.sources.models import ModelWrapper
 
 # --------------------------------------------------------------------------- randomization
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from unified_adv.files import cache_dir
 from unified_adv.sources.builtin.line_cnn import LineCNN, builtin_line_cnn, train_line_cnn
 from unified_adv.sources.lines import (
     PAPER_TABLE1,
@@ -21,7 +22,6 @@ from unified_adv.sources.lines import (
     label_of,
     rasterise,
 )
-from unified_adv.sources.models import cache_dir
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -597,12 +597,6 @@ def _groups(plan: FastPlan) -> list[_Group]:
     return groups
 
 
-def _gather(act: torch.Tensor, r0: torch.Tensor, c0: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(P, n, C, h, w): windows of act (n, C, H, W) at per-position origins (r0, c0)."""
-    u = act.unfold(2, h, 1).unfold(3, w, 1)  # (n, C, H', W', h, w)
-    return u.permute(2, 3, 0, 1, 4, 5)[r0, c0]
-
-
 class _FastEngine:
     """Activations are kept channels-last, flattened to (n, H·W, C), so that every window
     of every position is one ``index_select`` (strided advanced indexing was 5x slower)."""

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from unified_adv.errors import InputError
+from unified_adv.files import atomic_write, cache_dir
 from unified_adv.sources.builtin.digits import digits_split
 from unified_adv.sources.lines import generate_lines
-from unified_adv.sources.models import cache_dir, check_file, error_gist
+from unified_adv.sources.models import check_file, error_gist
 
 if TYPE_CHECKING:
     from unified_adv.scenario.schema import Scenario
@@ -336,17 +337,15 @@ def _decode_into(
     """Write the decoded images one by one into a new ``.npy``; rename it into place."""
     from numpy.lib.format import open_memmap
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
+    def write(tmp: Path) -> None:
         out = open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
         for i in range(shape[0]):
             out[i] = decode(i)
         out.flush()
         del out
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, write)
     x = _cached_images(target, shape)
     assert x is not None
     return x

@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from unified_adv.errors import InputError
-from unified_adv.files import cache_dir  # noqa: F401 - re-exported: its old home
 
 if TYPE_CHECKING:
     from unified_adv.scenario.schema import ModelSpec

@@ -2,13 +2,12 @@
 
 The default settings (what scenarios name) ship as weights (:mod:`unified_adv.sources.builtin`);
 other settings are trained once on the digits training split and cached under
-:func:`unified_adv.sources.models.cache_dir`. The layer itself is
+:func:`unified_adv.files.cache_dir`. The layer itself is
 :class:`unified_adv.defences.layers.ConvAutoencoder`.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,9 @@ from unified_adv.defences.layers import (
     positive_int,
     train_autoencoder,
 )
+from unified_adv.files import atomic_write, cache_dir
 from unified_adv.sources.builtin import load_state, shipped
 from unified_adv.sources.builtin.digits import digits_split
-from unified_adv.sources.models import cache_dir
 
 AUTOENCODER_VERSION = 1
 
@@ -68,9 +67,7 @@ def _cached_digits_autoencoder(
     ae, metrics = train_digits_autoencoder(width, noise, epochs)
     blob = {"state_dict": ae.state_dict(), **metrics}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(blob, tmp))
     return blob, str(path), True
 
 

@@ -4,7 +4,6 @@ model (``model: {builtin: line-cnn}``), shipped as weights or trained once and c
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any
@@ -13,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from unified_adv.files import atomic_write, cache_dir
 from unified_adv.sources.builtin import load_state, shipped
 from unified_adv.sources.lines import LineSet, generate_lines
-from unified_adv.sources.models import cache_dir
 
 LINE_CNN_VERSION = 1
 
@@ -144,7 +143,7 @@ def builtin_line_cnn(
     The one ``scenarios/kugler.yaml`` names as its model ships as weights in the package
     (SHA-256 checked on load); the others (the one-pixel study trains 5 seeds per
     configuration, as the paper) are trained once and cached atomically under
-    :func:`unified_adv.sources.models.cache_dir`."""
+    :func:`unified_adv.files.cache_dir`."""
     net = LineCNN(size)
     name = line_cnn_name(size, angle_step, seed)
     if shipped(name):
@@ -163,9 +162,8 @@ def builtin_line_cnn(
         trained, details = train_line_cnn(generate_lines(size, angle_step), seed)
         net.load_state_dict(trained.state_dict())
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"state_dict": trained.state_dict(), "details": details}, tmp)
-        os.replace(tmp, path)
+        blob = {"state_dict": trained.state_dict(), "details": details}
+        atomic_write(path, lambda tmp: torch.save(blob, tmp))
     net.eval()
     details["cache"] = str(path)
     return net, details
