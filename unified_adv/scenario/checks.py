@@ -73,22 +73,20 @@ def walk_backends_known(s: Scenario) -> list[str]:
     ]
 
 
-def analysis_ids_unique(s: Scenario) -> list[str]:
-    names = [a.label for a in s.analyses]
+def _repeated_labels(section: str, what: str, labels: list[str]) -> list[str]:
     return [
-        f"analyses[{i}].id: '{name}' is used twice; give each analysis its own id"
-        for i, name in enumerate(names)
-        if name in names[:i]
-    ]
-
-
-def attack_ids_unique(s: Scenario) -> list[str]:
-    labels = [a.label for a in s.attacks]
-    return [
-        f"attacks[{i}].id: '{label}' is used twice; give each attack its own id"
+        f"{section}[{i}].id: '{label}' is used twice; give each {what} its own id"
         for i, label in enumerate(labels)
         if label in labels[:i]
     ]
+
+
+def analysis_ids_unique(s: Scenario) -> list[str]:
+    return _repeated_labels("analyses", "analysis", [a.label for a in s.analyses])
+
+
+def attack_ids_unique(s: Scenario) -> list[str]:
+    return _repeated_labels("attacks", "attack", [a.label for a in s.attacks])
 
 
 def defences_fit(s: Scenario) -> list[str]:
