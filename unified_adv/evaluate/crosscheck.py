@@ -23,6 +23,7 @@ import numpy as np
 from scipy import stats
 
 from unified_adv.catalogue.attacks import ATTACKS, MATTERS
+from unified_adv.evaluate.metrics import proportion_ci
 from unified_adv.evaluate.results import (
     NOISE_CASE,
     WORST_CASE,
@@ -85,6 +86,8 @@ class PairResult:
     #: Samples left on the decision boundary (a tie) by each backend: compared apart.
     ties: tuple[int, int]
     success_rates: tuple[float, float]
+    #: Each backend's success rate's 95 % interval (metrics.CI_METHOD).
+    success_rates_ci: tuple[list[float] | None, list[float] | None]
     rate_difference: float
     rate_difference_ci: tuple[float, float]
     mcnemar_p: float
@@ -107,6 +110,7 @@ class PairResult:
         d = asdict(self)
         d["backends"] = list(self.backends)
         d["ties"] = list(self.ties)
+        d["success_rates_ci"] = list(self.success_rates_ci)
         return d
 
 
@@ -357,6 +361,10 @@ def compare_pair(
         only_second=only_b,
         ties=(int(a["tie"].sum()), int(b["tie"].sum())),
         success_rates=_success_rates(a, b),
+        success_rates_ci=(
+            proportion_ci(int(a["success"].sum()), n),
+            proportion_ci(int(b["success"].sum()), n),
+        ),
         rate_difference=(only_a - only_b) / max(int(scored.sum()), 1),
         rate_difference_ci=ci,
         mcnemar_p=p_value,
@@ -457,6 +465,14 @@ def _robust(right: np.ndarray, pos: np.ndarray) -> int:
     return sum(1 for p in set(pos.tolist()) if right[pos == p].all())
 
 
+def _mean_interval(counts: list[int], n: int) -> list[float] | None:
+    """An interval for the mean of several backends' rates on the same samples (noise:
+    draws are not unioned): from the lowest lower bound to the highest upper bound of the
+    backends' own intervals, conservative because the draws are not independent."""
+    cis = [ci for ci in (proportion_ci(k, n) for k in counts) if ci is not None]
+    return [min(c[0] for c in cis), max(c[1] for c in cis)] if cis else None
+
+
 def worst_case(
     prep: Prepared, stacks: dict[str, dict[str, Any]], a_i: int, e_i: int
 ) -> dict[str, Any]:
@@ -469,6 +485,7 @@ def worst_case(
     still_right = np.ones(len(pos), bool)
     fooled_any = np.zeros(len(pos), bool)
     per_backend = {}
+    per_backend_ci = {}
     rights = []
     for name in backends:
         s = stacks[name]
@@ -477,26 +494,35 @@ def worst_case(
         still_right &= rights[-1]
         fooled_any |= s["success"]
         per_backend[name] = float(s["success"].mean()) if len(pos) else 0.0
+        per_backend_ci[name] = proportion_ci(int(s["success"].sum()), len(pos))
     robust_samples = _robust(still_right, pos)
     correct = prep.correct
     attacked = np.zeros(len(correct), bool)
     attacked[pos] = True
     unattacked_correct = int((correct & ~attacked)[: plan.scope].sum())
-    value = (robust_samples + unattacked_correct) / plan.scope
+    n_robust = robust_samples + unattacked_correct
+    value = n_robust / plan.scope
+    interval = proportion_ci(n_robust, plan.scope)
     statistic = WORST_CASE
     if ATTACKS[plan.spec.name].threat == "noise":
         statistic = NOISE_CASE
-        value = float(
-            np.mean([(_robust(r, pos) + unattacked_correct) / plan.scope for r in rights])
-        )
+        counts = [_robust(r, pos) + unattacked_correct for r in rights]
+        value = float(np.mean([k / plan.scope for k in counts]))
+        interval = _mean_interval(counts, plan.scope)
     return {
         "attack_id": plan.spec.label,
         "eps": plan.spec.eps_values[e_i],
         "backends": backends,
         "n_samples": int(len(pos)),
         "success_rate_any_backend": float(fooled_any.mean()) if len(pos) else 0.0,
+        "success_rate_any_backend_ci": proportion_ci(int(fooled_any.sum()), len(pos)),
         "success_rate_per_backend": per_backend,
+        "success_rate_per_backend_ci": per_backend_ci,
         "robust_accuracy_worst_case": value,
+        # The interval of robust_accuracy_worst_case (the name compare/check reads).
+        "robust_accuracy_ci": interval,
+        "n_robust": n_robust if statistic == WORST_CASE else None,
+        "n_evaluated": plan.scope,
         "statistic": statistic,
     }
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
+from unified_adv.evaluate.metrics import proportion_ci
 from unified_adv.run.prepared import Prepared, UnitOutcome
 
 SAMPLE_COLUMNS = [
@@ -220,6 +221,7 @@ def headline(
                 still_right = robust_samples(rows)
                 n_ties = int(rows["tie"].sum()) if n else 0
                 complete = k not in errors and n == len(plan.positions)
+                n_robust = still_right + unattacked_correct
                 entries.append(
                     {
                         "attack_id": spec.label,
@@ -234,11 +236,12 @@ def headline(
                         "n_samples": n,
                         "n_success": n_success,
                         "success_rate": n_success / n if n else None,
+                        "success_rate_ci": proportion_ci(n_success, n),
                         "n_ties": n_ties,
                         "n_evaluated": scope,
-                        "robust_accuracy": (still_right + unattacked_correct) / scope
-                        if complete
-                        else None,
+                        "robust_accuracy": n_robust / scope if complete else None,
+                        "n_robust": n_robust if complete else None,
+                        "robust_accuracy_ci": proportion_ci(n_robust, scope) if complete else None,
                         "median_linf_fooled": fooled_median(rows["linf"], rows["success"]),
                         "median_l2_fooled": fooled_median(rows["l2"], rows["success"]),
                         "time_s": times.get(k, 0.0),

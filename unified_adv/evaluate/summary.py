@@ -22,6 +22,7 @@ from unified_adv import __version__
 from unified_adv.adapters import adapter_class, backend_names, dropped_backends
 from unified_adv.analyses.pixelflip import de_budget
 from unified_adv.defences.variants import non_adaptive_outcomes
+from unified_adv.evaluate import metrics, robustness
 from unified_adv.evaluate.crosscheck import crosscheck
 from unified_adv.evaluate.defence_table import defence_summary
 from unified_adv.evaluate.findings import model_findings, result_findings
@@ -213,6 +214,7 @@ def _search_comparison(
                 "n": int(len(mine)),
                 "pixels": a["params"].get("pixels"),
                 "success_rate": a["success_rate"],
+                "success_rate_ci": a["success_rate_ci"],
                 "exhaustive_upper_bound": float(np.mean(possible)) if possible else None,
                 "time_s": a["time_s"],
                 "de_budget": budget["text"] if budget else None,
@@ -280,8 +282,27 @@ def _data(prep: Prepared) -> dict[str, Any]:
         "n_evaluated": len(prep.data.y),
         "n_correct": int(prep.correct.sum()),
         "clean_accuracy": float(prep.correct.mean()),
+        "clean_accuracy_ci": metrics.proportion_ci(int(prep.correct.sum()), len(prep.data.y)),
         "only_correct": prep.scenario.data.only_correct,
         "n_attacked": int(attacked.sum()),
+    }
+
+
+def _intervals() -> dict[str, Any]:
+    return {"method": metrics.CI_METHOD, "confidence": metrics.CI_LEVEL, "text": metrics.CI_TEXT}
+
+
+def _reviewer_numbers(
+    prep: Prepared, samples: pd.DataFrame, attacks: list[dict[str, Any]], checks: dict[str, Any]
+) -> dict[str, Any]:
+    """The bounded headline, the minimal-perturbation attacks' distances and curves, and
+    per-class robust accuracy (:mod:`unified_adv.evaluate.robustness`)."""
+    points = robustness.bounded_points(prep, attacks, checks["worst_case"])
+    return {
+        "intervals": _intervals(),
+        "headline": robustness.headline(points),
+        "minimal_perturbation": robustness.minimal_perturbation(prep, samples, attacks, points),
+        "per_class": robustness.per_class(prep, samples, attacks),
     }
 
 
@@ -310,6 +331,7 @@ def build_summary(
     units = outcomes.undefended + (outcomes.defended if defences is not None else [])
     return {
         "schema_version": SUMMARY_SCHEMA,
+        **_reviewer_numbers(prep, main, plain, checks),
         "scenario": _scenario(prep),
         "model": _model(prep),
         "data": _data(prep),
