@@ -218,10 +218,8 @@ def headline(
                 rows = _rows_for(samples, outcomes, k)
                 n = len(rows)
                 n_success = int(rows["success"].sum()) if n else 0
-                still_right = robust_samples(rows)
-                n_ties = int(rows["tie"].sum()) if n else 0
                 complete = k not in errors and n == len(plan.positions)
-                n_robust = still_right + unattacked_correct
+                n_robust = robust_samples(rows) + unattacked_correct
                 entries.append(
                     {
                         "attack_id": spec.label,
@@ -237,7 +235,7 @@ def headline(
                         "n_success": n_success,
                         "success_rate": n_success / n if n else None,
                         "success_rate_ci": proportion_ci(n_success, n),
-                        "n_ties": n_ties,
+                        "n_ties": int(rows["tie"].sum()) if n else 0,
                         "n_evaluated": scope,
                         "robust_accuracy": n_robust / scope if complete else None,
                         "n_robust": n_robust if complete else None,
