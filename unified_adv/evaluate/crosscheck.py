@@ -361,10 +361,7 @@ def compare_pair(
         only_second=only_b,
         ties=(int(a["tie"].sum()), int(b["tie"].sum())),
         success_rates=_success_rates(a, b),
-        success_rates_ci=(
-            proportion_ci(int(a["success"].sum()), n),
-            proportion_ci(int(b["success"].sum()), n),
-        ),
+        success_rates_ci=_success_rates_ci(a, b),
         rate_difference=(only_a - only_b) / max(int(scored.sum()), 1),
         rate_difference_ci=ci,
         mcnemar_p=p_value,
@@ -394,6 +391,14 @@ def _success_rates(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
     and its interval are over the samples tied in neither."""
     n = len(a["success"])
     return (float(a["success"].mean()) if n else 0.0, float(b["success"].mean()) if n else 0.0)
+
+
+def _success_rates_ci(
+    a: dict[str, Any], b: dict[str, Any]
+) -> tuple[list[float] | None, list[float] | None]:
+    """The intervals of :func:`_success_rates` (metrics.CI_METHOD)."""
+    n = len(a["success"])
+    return proportion_ci(int(a["success"].sum()), n), proportion_ci(int(b["success"].sum()), n)
 
 
 def _same_samples(
