@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from unified_adv.analyses.driver import run_analyses
 from unified_adv.errors import InputError
 from unified_adv.evaluate.summary import Outcomes, build_summary, strict_json, versions
+from unified_adv.evaluate.tables import write_tables
 from unified_adv.files import atomic_write_bytes, atomic_write_text
 from unified_adv.report import render
 from unified_adv.report.context import report_context
@@ -160,6 +161,7 @@ def _evaluate_and_report(
     atomic_write_text(out_dir / "samples.csv", samples.to_csv(index=False))
     summary = build_summary(prep, samples, split, analysis, executor, started, duration)
     atomic_write_text(out_dir / "summary.json", strict_json(summary))
+    write_tables(out_dir, summary)
     main = samples[samples["evaluation"] == "undefended"]
     render(out_dir, report_context(prep, summary, split, main, analysis))
     return RunResult(out_dir, summary, samples)

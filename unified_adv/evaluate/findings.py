@@ -132,7 +132,7 @@ def result_findings(
     return (
         _non_monotonic(ok)
         + _black_box_beats_white_box(ok)
-        + _divergent(crosscheck["pairs"])
+        + _divergent(crosscheck["pairs"], prep.scenario.crosscheck.alpha)
         + absurd_perturbations(prep, outcomes)
         + _not_reproducible(outcomes)
     )
@@ -194,7 +194,7 @@ def _black_box_beats_white_box(ok: list[dict[str, Any]]) -> list[Finding]:
     return out
 
 
-def _divergent(pairs: list[dict[str, Any]]) -> list[Finding]:
+def _divergent(pairs: list[dict[str, Any]], alpha: float) -> list[Finding]:
     out: list[Finding] = []
     for pair in pairs:
         if pair["verdict"] == "divergent":
@@ -204,7 +204,7 @@ def _divergent(pairs: list[dict[str, Any]]) -> list[Finding]:
                     "warning" if explained else "error",
                     "divergent_backends",
                     f"{pair['attack_id']}: {pair['backends'][0]} and {pair['backends'][1]} diverge "
-                    f"(success {pair['success_rates'][0]:.1%} vs {pair['success_rates'][1]:.1%}, "
+                    f"({_rate_difference(pair, alpha)}, "
                     f"largest pixel difference {pair['max_pixel_diff']:.3g})"
                     + (
                         "; explained by recorded differences"
@@ -216,6 +216,24 @@ def _divergent(pairs: list[dict[str, Any]]) -> list[Finding]:
                 )
             )
     return out
+
+
+def _rate_difference(pair: dict[str, Any], alpha: float) -> str:
+    """A pair's success rates, quoted as a difference only when McNemar's test finds one
+    at ``alpha``; a minimal attack's distances likewise only when Wilcoxon's test does."""
+    (a, b), p = pair["success_rates"], pair["mcnemar_p"]
+    if p < alpha:
+        text = f"success {a:.1%} vs {b:.1%}, a significant difference (McNemar p = {p:.3g})"
+    else:
+        text = f"success rates not significantly different (McNemar p = {p:.3g})"
+    dist = pair.get("distance_test")
+    if dist is not None and dist["n"] and dist["p"] < alpha:
+        ma, mb = dist["medians"]
+        text += (
+            f"; {dist['norm']} distances differ on the {dist['n']} samples both fooled "
+            f"(median {ma:.3g} vs {mb:.3g}, Wilcoxon p = {dist['p']:.3g})"
+        )
+    return text
 
 
 def _not_reproducible(outcomes: list[UnitOutcome]) -> list[Finding]:

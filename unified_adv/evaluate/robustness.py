@@ -226,7 +226,7 @@ def per_class(
         label = plan.spec.label
         for eps in plan.spec.eps_values:
             mine = [a for a in attacks if a["attack_id"] == label and a["eps"] == eps]
-            if not mine or any(a["status"] != "ok" for a in mine):
+            if eps is None or not mine or any(a["status"] != "ok" for a in mine):
                 continue
             robust = worst_case_robust(prep, plan, samples, eps)
             classes = metrics.per_class(prep.data.y[: plan.scope], robust, prep.num_classes)

@@ -301,6 +301,7 @@ def _reviewer_numbers(
     return {
         "intervals": _intervals(),
         "headline": robustness.headline(points),
+        "bounded": points,
         "minimal_perturbation": robustness.minimal_perturbation(prep, samples, attacks, points),
         "per_class": robustness.per_class(prep, samples, attacks),
     }

@@ -14,6 +14,7 @@ from unified_adv.report import disagreement_figures, triptychs
 from unified_adv.report.analysis_figures import analysis_figures
 from unified_adv.report.attack_figures import distance_figure, security_curve
 from unified_adv.report.defence_figures import defence_figures
+from unified_adv.report.metric_figures import eps_curves, per_class_heatmap
 from unified_adv.run.prepared import Prepared, UnitOutcome
 
 __all__ = ["report_context"]
@@ -67,6 +68,29 @@ def _attack_block(
         "distances": distance_figure(rows, spec.norm, entry.threat == "ball", e_top),
         "curve": security_curve(entries, worst),
         "triptych": next((t for t in triptych_list if t["attack_id"] == spec.label), None),
+        "minimal": _minimal_block(summary, spec.label),
+    }
+
+
+def _minimal_block(summary: dict[str, Any], attack_id: str) -> dict[str, Any] | None:
+    """A minimal-perturbation attack's distances, curves (figure) and optimality."""
+    entry = next((m for m in summary["minimal_perturbation"] if m["attack_id"] == attack_id), None)
+    if entry is None:
+        return None
+    return {**entry, "figure": eps_curves(entry, summary["bounded"])}
+
+
+#: Beyond this many classes the report lists each row's least robust classes, not all.
+HEATMAP_CLASSES = 30
+
+
+def _per_class(summary: dict[str, Any], label: Any) -> dict[str, Any]:
+    rows = summary["per_class"]
+    few = bool(rows) and len(rows[0]["classes"]) <= HEATMAP_CLASSES
+    return {
+        "rows": rows,
+        "figure": per_class_heatmap(rows, label) if few else None,
+        "all_classes": few,
     }
 
 
@@ -99,6 +123,10 @@ def report_context(
         "findings": summary["findings"],
         "disagreement_figures": disagreement_figures(prep, plain, summary["crosscheck"]),
         "worst_robust": min(robust) if robust else None,
+        "headline": summary["headline"],
+        "intervals": summary["intervals"],
+        "minimal": summary["minimal_perturbation"],
+        "per_class": _per_class(summary, eps_label(prep)),
         "triptychs": examples,
         "per_attack": [
             _attack_block(prep, a_i, summary, samples, examples) for a_i in range(len(prep.plans))
