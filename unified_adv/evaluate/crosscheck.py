@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from unified_adv.catalogue.attacks import ATTACKS, MATTERS
-from unified_adv.evaluate.metrics import proportion_ci
+from unified_adv.evaluate.metrics import mean_interval, proportion_ci
 from unified_adv.evaluate.results import (
     NOISE_CASE,
     WORST_CASE,
@@ -470,14 +470,6 @@ def _robust(right: np.ndarray, pos: np.ndarray) -> int:
     return sum(1 for p in set(pos.tolist()) if right[pos == p].all())
 
 
-def _mean_interval(counts: list[int], n: int) -> list[float] | None:
-    """An interval for the mean of several backends' rates on the same samples (noise:
-    draws are not unioned): from the lowest lower bound to the highest upper bound of the
-    backends' own intervals, conservative because the draws are not independent."""
-    cis = [ci for ci in (proportion_ci(k, n) for k in counts) if ci is not None]
-    return [min(c[0] for c in cis), max(c[1] for c in cis)] if cis else None
-
-
 def worst_case(
     prep: Prepared, stacks: dict[str, dict[str, Any]], a_i: int, e_i: int
 ) -> dict[str, Any]:
@@ -513,7 +505,7 @@ def worst_case(
         statistic = NOISE_CASE
         counts = [_robust(r, pos) + unattacked_correct for r in rights]
         value = float(np.mean([k / plan.scope for k in counts]))
-        interval = _mean_interval(counts, plan.scope)
+        interval = mean_interval(counts, plan.scope)
     return {
         "attack_id": plan.spec.label,
         "eps": plan.spec.eps_values[e_i],

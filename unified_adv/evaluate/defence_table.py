@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.evaluate.metrics import count_of, mean_interval, proportion_ci
 from unified_adv.evaluate.results import NOISE_CASE, WORST_CASE, robust_by_sample, robust_samples
 from unified_adv.run.prepared import Prepared, UnitOutcome
 
@@ -47,6 +48,7 @@ def _entries(
         complete = (a_i, e_i, backend, defence, adaptive) not in errors and len(rows) == len(
             plan.positions
         )
+        n_right = robust_samples(rows) + unattacked_correct
         out.append(
             {
                 "attack_id": plan.spec.label,
@@ -60,9 +62,9 @@ def _entries(
                 "eot_samples": eot.get((a_i, e_i, backend, defence, adaptive), 1),
                 "n_samples": int(len(rows)),
                 "success_rate": float(rows["success"].mean()) if len(rows) else None,
-                "accuracy": (robust_samples(rows) + unattacked_correct) / plan.scope
-                if complete
-                else None,
+                "success_rate_ci": proportion_ci(int(rows["success"].sum()), len(rows)),
+                "accuracy": n_right / plan.scope if complete else None,
+                "accuracy_ci": proportion_ci(n_right, plan.scope) if complete else None,
                 "status": "ok" if complete else "error",
                 "error": errors.get((a_i, e_i, backend, defence, adaptive)),
             }
@@ -120,7 +122,14 @@ def _across(
     plan = prep.plans[a_i]
     if ATTACKS[plan.spec.name].threat == "noise":
         acc = float(np.mean([e["accuracy"] for e, _ in ok]))
-        return {**out, "accuracy": acc, "statistic": NOISE_CASE, "backend": "mean"}
+        ci = mean_interval([count_of(e["accuracy"], plan.scope) for e, _ in ok], plan.scope)
+        return {
+            **out,
+            "accuracy": acc,
+            "accuracy_ci": ci,
+            "statistic": NOISE_CASE,
+            "backend": "mean",
+        }
     right: pd.Series | None = None
     for _, names in ok:
         r = _right_per_sample(samples, names)
@@ -129,9 +138,16 @@ def _across(
     attacked = np.zeros(len(correct), bool)
     attacked[plan.positions] = True
     unattacked_correct = int((correct & ~attacked)[: plan.scope].sum())
-    acc = (int(right.sum()) + unattacked_correct) / plan.scope
+    k = int(right.sum()) + unattacked_correct
     label = backends[0] if len(backends) == 1 else f"any of {len(backends)}"
-    return {**out, "accuracy": acc, "statistic": WORST_CASE, "backend": label}
+    ci = proportion_ci(k, plan.scope)
+    return {
+        **out,
+        "accuracy": k / plan.scope,
+        "accuracy_ci": ci,
+        "statistic": WORST_CASE,
+        "backend": label,
+    }
 
 
 def collapse_finding(
@@ -218,6 +234,7 @@ def _variant_records(prep: Prepared) -> list[dict[str, Any]]:
             "eot_samples": v.eot_samples,
             "adaptive": v.spec.adaptive,
             "clean_accuracy": float(v.correct.mean()),
+            "clean_accuracy_ci": proportion_ci(int(v.correct.sum()), len(v.correct)),
             "fingerprint": v.fingerprint,
         }
         for v in prep.variants.values()
@@ -271,6 +288,7 @@ def defence_summary(
                 "attack": plan.spec.name,
                 "eps": eps,
                 "clean": clean,
+                "clean_ci": proportion_ci(int(prep.correct.sum()), len(prep.correct)),
                 "attacked": _across(prep, samples, cells(None, "undefended"), prep.correct, a_i),
                 "defences": {},
             }
@@ -288,6 +306,7 @@ def defence_summary(
                     ada_entries = [e for e, _ in cells(v.id, "adaptive")]
                     ada["eot_samples"] = max(e["eot_samples"] for e in ada_entries)
                     ada["adaptive_alone"] = alone["accuracy"]
+                    ada["adaptive_alone_ci"] = alone["accuracy_ci"]
                 row["defences"][v.id] = {"non_adaptive": non, "adaptive": ada}
                 finding = collapse_finding(v.id, plan.spec.label, plan.spec.eps_text(eps), non, ada)
                 if finding is not None:

@@ -36,6 +36,26 @@ def proportion_ci(k: int, n: int) -> list[float] | None:
     return [float(ci.low), float(ci.high)]
 
 
+def proportion_cis(k: np.ndarray, n: int) -> list[list[float]]:
+    """:func:`proportion_ci` for many counts of the same ``n`` at once, from the beta
+    quantiles that define the Clopper–Pearson interval (what scipy's ``binomtest`` computes
+    for ``method="exact"``), with exact 0 and 1 at the ends."""
+    k = np.asarray(k, np.float64)
+    half = (1 - CI_LEVEL) / 2
+    with np.errstate(invalid="ignore"):
+        lo = np.where(k > 0, stats.beta.ppf(half, k, n - k + 1), 0.0)
+        hi = np.where(k < n, stats.beta.ppf(1 - half, k + 1, n - k), 1.0)
+    return [[float(a), float(b)] for a, b in zip(lo, hi, strict=True)]
+
+
+def mean_interval(counts: list[int], n: int) -> list[float] | None:
+    """An interval for the mean of several backends' rates on the same ``n`` samples (noise:
+    draws are not unioned): from the lowest lower bound to the highest upper bound of the
+    backends' own intervals, conservative because the draws are not independent."""
+    cis = [ci for ci in (proportion_ci(k, n) for k in counts) if ci is not None]
+    return [min(c[0] for c in cis), max(c[1] for c in cis)] if cis else None
+
+
 def count_of(rate: float | None, n: int) -> int:
     """The count behind a rate of ``n`` trials (rates here are always ``k / n``)."""
     return 0 if rate is None or n <= 0 else int(round(rate * n))
@@ -67,18 +87,24 @@ def robust_accuracy_at(
 
 def robust_curve(
     distances: np.ndarray, n_total: int, extra_robust: int = 0
-) -> dict[str, list[float]]:
+) -> dict[str, Any]:
     """robust_accuracy(ε) from per-sample distances, exactly, as the breakpoints of a step
     function (as Foolbox's ``epsilons`` and AttackBench's curves): ``eps[0] = 0`` and then
-    every distinct finite distance; ``robust_accuracy[i]`` holds on ``[eps[i], eps[i+1])``.
-    The curve never rises and ends at the share robust to everything found."""
+    every distinct finite distance; ``robust_accuracy[i]`` holds on ``[eps[i], eps[i+1])``,
+    ``robust_accuracy_ci[i]`` is its interval. The curve never rises and ends at the share
+    robust to everything found."""
     d = np.asarray(distances, np.float64)
     eps = np.unique(np.concatenate([[0.0], d[np.isfinite(d)]]))
     robust = [robust_accuracy_at(d, float(e), n_total, extra_robust) for e in eps]
-    return {"eps": [float(e) for e in eps], "robust_accuracy": robust}
+    counts = np.array([count_of(r, n_total) for r in robust])
+    return {
+        "eps": [float(e) for e in eps],
+        "robust_accuracy": robust,
+        "robust_accuracy_ci": proportion_cis(counts, n_total),
+    }
 
 
-def curve_value(curve: Mapping[str, list[float]], eps: float) -> float:
+def curve_value(curve: Mapping[str, Any], eps: float) -> float:
     """The step curve of :func:`robust_curve` read at ``eps``."""
     i = int(np.searchsorted(np.asarray(curve["eps"]), eps, side="right")) - 1
     return float(curve["robust_accuracy"][max(i, 0)])

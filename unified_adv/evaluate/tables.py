@@ -21,6 +21,10 @@ ATTACK_COLUMNS = [
     "n_evaluated", "n_robust", "robust_accuracy", "robust_accuracy_ci_low",
     "robust_accuracy_ci_high", "median_linf_fooled", "median_l2_fooled", "status",
 ]  # fmt: skip
+CURVE_COLUMNS = [
+    "attack_id", "norm", "backend", "eps", "robust_accuracy",
+    "robust_accuracy_ci_low", "robust_accuracy_ci_high",
+]  # fmt: skip
 #: The ``backend`` of the rows that hold the worst case across backends.
 WORST_CASE_BACKEND = "worst_case"
 
@@ -74,11 +78,13 @@ def _curve_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
         for norm, curves in entry["curves"].items():
             named = [("best", curves["best"]), *sorted(curves["backends"].items())]
             for backend, c in named:
-                for eps, value in zip(c["eps"], c["robust_accuracy"], strict=True):
+                points = zip(c["eps"], c["robust_accuracy"], c["robust_accuracy_ci"], strict=True)
+                for eps, value, (lo, hi) in points:
                     rows.append(
                         {
                             "attack_id": entry["attack_id"], "norm": norm, "backend": backend,
                             "eps": eps, "robust_accuracy": value,
+                            "robust_accuracy_ci_low": lo, "robust_accuracy_ci_high": hi,
                         }
                     )  # fmt: skip
     return rows
@@ -92,9 +98,7 @@ def metric_tables(summary: dict[str, Any]) -> dict[str, pd.DataFrame]:
     return {
         "attacks": attacks,
         "per_class": pd.DataFrame(_per_class_rows(summary)),
-        "curves": pd.DataFrame(
-            _curve_rows(summary), columns=["attack_id", "norm", "backend", "eps", "robust_accuracy"]
-        ),
+        "curves": pd.DataFrame(_curve_rows(summary), columns=CURVE_COLUMNS),
     }
 
 
