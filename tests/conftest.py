@@ -87,3 +87,13 @@ def model():  # type: ignore[no-untyped-def]
 
     net, _ = builtin_digits_cnn()
     return ModelWrapper(net)
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """``scenarios/quickstart.yaml`` run once per session: the report's browser tests and the
+    metric tests (headline, curves, intervals) read the same run."""
+    import unified_adv
+
+    scenario = unified_adv.load_scenario(REPO / "scenarios" / "quickstart.yaml")
+    return unified_adv.run(scenario, tmp_path_factory.mktemp("quickstart"), progress=False)

@@ -121,10 +121,8 @@ def _network(requests: list[str], page: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def quickstart(tmp_path_factory: pytest.TempPathFactory) -> unified_adv.RunResult:
-    folder = tmp_path_factory.mktemp("quickstart")
-    scenario = unified_adv.load_scenario(REPO / "scenarios" / "quickstart.yaml")
-    return unified_adv.run(scenario, folder)
+def quickstart(quickstart_run: unified_adv.RunResult) -> unified_adv.RunResult:
+    return quickstart_run  # conftest: one quickstart run per session
 
 
 def test_quickstart_report_in_chromium(quickstart: unified_adv.RunResult, browser: Any) -> None:
