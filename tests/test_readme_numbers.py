@@ -29,10 +29,8 @@ def _generator() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("quickstart") / "out"
-    unified_adv.run(unified_adv.load_scenario(REPO / "scenarios/quickstart.yaml"), out)
-    return out / "summary.json"
+def quickstart(quickstart_run: unified_adv.RunResult) -> Path:
+    return quickstart_run.out_dir / "summary.json"  # conftest: one quickstart run per session
 
 
 def test_the_readme_quickstart_table_is_what_the_quickstart_gives(quickstart: Path) -> None:
