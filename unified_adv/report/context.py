@@ -104,7 +104,6 @@ def report_context(
     """Everything ``index.html`` shows. ``samples``: the undefended per-sample rows."""
     s = prep.scenario
     plain = outcomes.undefended
-    robust = [a["robust_accuracy"] for a in summary["attacks"] if a["robust_accuracy"] is not None]
     units = [_unit_row(o) for o in plain]
     defended = [_unit_row(o) for o in outcomes.defended] if prep.variants else []
     examples = triptychs(prep, plain, s.report.triptychs)
@@ -122,7 +121,6 @@ def report_context(
         "crosscheck_alpha": s.crosscheck.alpha,
         "findings": summary["findings"],
         "disagreement_figures": disagreement_figures(prep, plain, summary["crosscheck"]),
-        "worst_robust": min(robust) if robust else None,
         "headline": summary["headline"],
         "intervals": summary["intervals"],
         "minimal": summary["minimal_perturbation"],
