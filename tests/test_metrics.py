@@ -95,15 +95,19 @@ def test_per_class_counts_by_hand() -> None:
 
 
 def test_findings_quote_a_backend_difference_only_when_significant() -> None:
+    counts = {"both_fooled": 300, "neither": 200, "only_first": 14, "only_second": 17}
     pair: dict[str, Any] = {
-        "success_rates": [0.592, 0.598],
-        "mcnemar_p": 0.6,
-        "distance_test": None,
-    }
+        "success_rates": [0.592, 0.598], "mcnemar_p": 0.6, "distance_test": None, "ties": [0, 0],
+        **counts,
+    }  # fmt: skip
     text = _rate_difference(pair, 0.05)
     assert "not significantly different" in text and "59.2%" not in text
     text = _rate_difference({**pair, "mcnemar_p": 0.001}, 0.05)
     assert "59.2% vs 59.8%" in text and "significant" in text
+    # Ties are no successes: rates that differ through ties alone are compared without them.
+    text = _rate_difference({**pair, "success_rates": [1.0, 0.158], "ties": [0, 16]}, 0.05)
+    assert "on the 531 samples tied in neither" in text
+    assert "ties on the decision boundary 0 vs 16" in text
 
 
 # --------------------------------------------------------------------------- the quickstart

@@ -220,12 +220,18 @@ def _divergent(pairs: list[dict[str, Any]], alpha: float) -> list[Finding]:
 
 def _rate_difference(pair: dict[str, Any], alpha: float) -> str:
     """A pair's success rates, quoted as a difference only when McNemar's test finds one
-    at ``alpha``; a minimal attack's distances likewise only when Wilcoxon's test does."""
+    at ``alpha`` (over the samples tied in neither backend; the ties are counted apart);
+    a minimal attack's distances likewise only when Wilcoxon's test does."""
     (a, b), p = pair["success_rates"], pair["mcnemar_p"]
+    ties = pair.get("ties") or [0, 0]
+    scored = pair["both_fooled"] + pair["neither"] + pair["only_first"] + pair["only_second"]
+    on = f" on the {scored} samples tied in neither" if any(ties) else ""
     if p < alpha:
-        text = f"success {a:.1%} vs {b:.1%}, a significant difference (McNemar p = {p:.3g})"
+        text = f"success {a:.1%} vs {b:.1%}, a significant difference (McNemar p = {p:.3g}{on})"
     else:
-        text = f"success rates not significantly different (McNemar p = {p:.3g})"
+        text = f"success rates not significantly different (McNemar p = {p:.3g}{on})"
+    if any(ties):
+        text += f"; ties on the decision boundary {ties[0]} vs {ties[1]}"
     dist = pair.get("distance_test")
     if dist is not None and dist["n"] and dist["p"] < alpha:
         ma, mb = dist["medians"]
