@@ -6,6 +6,7 @@ Exit codes (README, "Command line"):
 * 1 the run finished but some units failed (listed in the report and summary.json),
   or an internal error;
 * 2 invalid input: one line per problem on stderr, no traceback, nothing computed;
+* 4 (``compare --fail-on-regression``, ``check``) a robustness gate failed: one line each;
 * 3 ``--strict`` and a unit failed: one line naming the unit and the exception; the
   units finished before it are kept for ``--resume``, no report is written;
 * 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): finished units are kept;
@@ -27,6 +28,10 @@ import typer
 from unified_adv import __version__, api
 from unified_adv.adapters import adapter_class, backend_names
 from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.compare import EXIT_GATE
+from unified_adv.compare.diff import compare_runs, comparison_lines
+from unified_adv.compare.html import write_comparison
+from unified_adv.compare.runs import load_run
 from unified_adv.errors import EXIT_FAILURE, EXIT_INPUT, InputError
 from unified_adv.run.plan import plan_units
 from unified_adv.run.prepare import prepare
@@ -186,6 +191,41 @@ def validate(
         f"{scenario}: valid — {len(loaded.attacks)} attack(s), {len(units)} unit(s), "
         f"{len(prep.data.y)} samples, clean accuracy {prep.correct.mean():.1%}"
     )
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="Baseline run folder (A).")],
+    run_b: Annotated[Path, typer.Argument(help="Candidate run folder (B).")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for index.html and comparison.json "
+                     "(default reports/compare-<A>-vs-<B>/)."),
+    ] = None,
+    fail_on_regression: Annotated[
+        float | None,
+        typer.Option(
+            "--fail-on-regression",
+            min=0,
+            help="Exit 4 when a worst-case robust accuracy drops by more than POINTS "
+            "percentage points (and significantly, when paired).",
+            metavar="POINTS",
+        ),
+    ] = None,
+) -> None:
+    """Compare two runs row by row (paired per sample on the same data); write a report."""
+    a, b = load_run(run_a), load_run(run_b)
+    result = compare_runs(a, b, fail_on_regression)
+    folder = out if out is not None else Path("reports") / f"compare-{a.name}-vs-{b.name}"
+    report = write_comparison(folder, result)
+    for line in comparison_lines(result):
+        print(line)
+    print(f"Report:      {report}")
+    print(f"Comparison:  {folder / 'comparison.json'}")
+    if result["regressions"]:
+        for key in result["regressions"]:
+            print(f"regression: {key}", file=sys.stderr)
+        raise typer.Exit(EXIT_GATE)
 
 
 @app.command("list")
