@@ -30,6 +30,7 @@ from unified_adv.adapters import adapter_class, backend_names
 from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.compare import EXIT_GATE
 from unified_adv.compare.diff import compare_runs, comparison_lines
+from unified_adv.compare.gate import Requirement, check_run, write_junit
 from unified_adv.compare.html import write_comparison
 from unified_adv.compare.runs import load_run
 from unified_adv.errors import EXIT_FAILURE, EXIT_INPUT, InputError
@@ -199,8 +200,10 @@ def compare(
     run_b: Annotated[Path, typer.Argument(help="Candidate run folder (B).")],
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Folder for index.html and comparison.json "
-                     "(default reports/compare-<A>-vs-<B>/)."),
+        typer.Option(
+            "--out",
+            help="Folder for index.html and comparison.json (default reports/compare-<A>-vs-<B>/).",
+        ),
     ] = None,
     fail_on_regression: Annotated[
         float | None,
@@ -225,6 +228,41 @@ def compare(
     if result["regressions"]:
         for key in result["regressions"]:
             print(f"regression: {key}", file=sys.stderr)
+        raise typer.Exit(EXIT_GATE)
+
+
+@app.command()
+def check(
+    run_folder: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder.")],
+    require: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--require",
+            help="ATTACK@EPS>=VALUE on the worst-case robust accuracy (ATTACK: attack id or "
+            "name; EPS e.g. 8/255; VALUE e.g. 0.40 or 40%), or ATTACK@EPS>=lo:VALUE on the "
+            "lower bound of its 95 % interval. Repeatable.",
+        ),
+    ] = None,
+    no_divergent: Annotated[
+        bool, typer.Option("--no-divergent", help="Fail on any divergent cross-check pair.")
+    ] = False,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Write the checks as JUnit XML to FILE.")
+    ] = None,
+) -> None:
+    """Gate a run in CI: exit 4 (one line per failed check) unless every requirement holds."""
+    requirements = [Requirement.parse(text) for text in require or []]
+    if not requirements and not no_divergent:
+        raise InputError.one("", "--require", "nothing to check: give --require or --no-divergent")
+    run = load_run(run_folder)
+    outcomes = check_run(run, requirements, no_divergent)
+    if junit is not None:
+        write_junit(junit, run, outcomes)
+    failed = [o for o in outcomes if o.failure]
+    for o in failed:
+        print(o.failure, file=sys.stderr)
+    print(f"{run.name}: {len(outcomes) - len(failed)} of {len(outcomes)} checks passed")
+    if failed:
         raise typer.Exit(EXIT_GATE)
 
 
