@@ -543,8 +543,7 @@ class NamedModelSpec(ModelSpec):
 #: The optional analysis fields (None unless given), each checked against what its analysis
 #: takes; images_per_class has a default, so it is not among them.
 _ANALYSIS_FIELDS = tuple(
-    f
-    for f in dict.fromkeys(f for entry in ANALYSES.values() for f in entry.fields)
+    f for f in dict.fromkeys(f for entry in ANALYSES.values() for f in entry.fields)
     if f != "images_per_class"
 )
 
@@ -609,7 +608,9 @@ class AnalysisSpec(_Strict):
             if getattr(self, f) is not None and f not in takes
         ]
         if self.zetas is not None and (not self.zetas or any(not 0 < z < 1 for z in self.zetas)):
-            problems.append(at("zetas", "give magnitudes as fractions of the data norm, in (0, 1)"))
+            problems.append(
+                at("zetas", "give magnitudes as fractions of the data norm, in (0, 1)")
+            )
         if self.norms is not None and (not self.norms or len(set(self.norms)) != len(self.norms)):
             problems.append(at("norms", "give distinct norms: l2, linf"))
         if isinstance(self.targets, tuple) and any(t < 0 for t in self.targets):
