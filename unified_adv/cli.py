@@ -133,6 +133,16 @@ def run(
         int | None,
         typer.Option("--workers", min=1, help="Start a local Dask cluster of N worker processes."),
     ] = None,
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow-uri",
+            # \\[ : a literal bracket for rich (see --executor).
+            help="Log the finished run to MLflow at this tracking URI (file:///path/mlruns "
+            "or http://HOST:5000; pip install 'unified-adv\\[mlflow]'). Default: the "
+            "scenario's tracking.mlflow.uri.",
+        ),
+    ] = None,
 ) -> None:
     """Run a scenario; write index.html, summary.json and the per-sample table."""
     result = _run_stopping_cleanly(
@@ -144,6 +154,7 @@ def run(
         executor=executor,
         scheduler=scheduler,
         workers=workers,
+        mlflow_uri=mlflow_uri,
     )
     ok = [a for a in result.summary["attacks"] if a["status"] == "ok"]
     print(f"{len(ok)} of {len(result.summary['attacks'])} attack × backend results complete.")

@@ -12,6 +12,14 @@ from unified_adv.files import atomic_write_bytes, atomic_write_text
 from unified_adv.report import PALETTE, _env, plain_text, png_uri, pyplot
 
 
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _defence(row: dict[str, Any]) -> str:
+    return "" if row["defence"] == "none" else f" [{row['defence']}, {row['evaluation']}]"
+
+
 @plain_text
 def worst_case_figure(worst: list[dict[str, Any]], a_name: str, b_name: str) -> str | None:
     """Worst-case robust accuracy of A and B per attack × ε, with each side's interval."""
@@ -25,15 +33,11 @@ def worst_case_figure(worst: list[dict[str, Any]], a_name: str, b_name: str) -> 
             value, ci = r[side]["robust_accuracy"], r[side]["ci"]
             xerr = [[100 * (value - ci[0])], [100 * (ci[1] - value)]] if ci else None
             name = a_name if side == "a" else b_name
-            label = f"{side.upper()}: {name}" if i == 0 else None
+            label = _short(f"{side.upper()}: {name}") if i == 0 else None
             ax.errorbar(
                 100 * value, i + dy, xerr=xerr, fmt="o", color=colour, capsize=3, label=label
             )
-    labels = [
-        f"{r['attack_id']} @ {r['eps_text']}"
-        + ("" if r["defence"] == "none" else f" [{r['defence']}]")
-        for r in shown
-    ]
+    labels = [_short(f"{r['attack_id']} @ {r['eps_text']}{_defence(r)}") for r in shown]
     ax.set_yticks(range(len(shown)), labels)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
