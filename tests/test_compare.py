@@ -262,3 +262,13 @@ def test_hostile_strings_in_a_comparison_are_inert(runs: dict[str, Any], browser
     assert seen.title.startswith("<script>window.PWNED=1;")
     assert HOSTILE in seen.text
     assert _network(seen.requests, out / "index.html") == []
+
+
+def test_the_mlp_scenario_is_the_quickstart_with_another_model() -> None:
+    """README's worked example compares like with like: same data, attacks, seed and report."""
+    repo = Path(__file__).resolve().parents[1]
+    cnn = unified_adv.load_scenario(repo / "scenarios" / "quickstart.yaml")
+    mlp = unified_adv.load_scenario(repo / "scenarios" / "quickstart-mlp.yaml")
+    assert (cnn.model.builtin, mlp.model.builtin) == ("digits-cnn", "digits-mlp")
+    for part in ("data", "attacks", "seed", "report", "crosscheck", "execution"):
+        assert getattr(mlp, part) == getattr(cnn, part), part
