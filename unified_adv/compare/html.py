@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from unified_adv import __version__
+from unified_adv.errors import InputError
 from unified_adv.evaluate.summary import strict_json
 from unified_adv.files import atomic_write_bytes, atomic_write_text
 from unified_adv.report import PALETTE, _env, plain_text, png_uri, pyplot
@@ -52,8 +53,13 @@ def worst_case_figure(worst: list[dict[str, Any]], a_name: str, b_name: str) -> 
 
 def write_comparison(out: Path, comparison: dict[str, Any]) -> Path:
     """``comparison.json`` and ``index.html`` in ``out``; the report's path."""
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "comparison.json", strict_json(comparison))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "comparison.json", strict_json(comparison))
+    except OSError as exc:
+        raise InputError.one(
+            str(out), "--out", f"cannot write there: {exc.strerror or exc}"
+        ) from None
     worst = [r for r in comparison["rows"] if r["worst_case"]]
     a, b = comparison["a"], comparison["b"]
     html = (
