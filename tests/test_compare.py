@@ -272,3 +272,18 @@ def test_the_mlp_scenario_is_the_quickstart_with_another_model() -> None:
     assert (cnn.model.builtin, mlp.model.builtin) == ("digits-cnn", "digits-mlp")
     for part in ("data", "attacks", "seed", "report", "crosscheck", "execution"):
         assert getattr(mlp, part) == getattr(cnn, part), part
+
+
+def test_a_wrong_tracking_field_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: s\nmodel: {builtin: digits-cnn}\ndata: {builtin: digits}\n"
+        "attacks: [{name: fgsm, eps: 0.1}]\ntracking: {mlflow: {url: 'file:///x'}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(InputError) as e:
+        unified_adv.load_scenario(path)
+    lines = str(e.value).splitlines()
+    assert any(line.startswith(f"{path}: tracking.mlflow.url: unknown field") for line in lines), (
+        lines
+    )
