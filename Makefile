@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	$(PIP) --upgrade pip $(QUIET)
 	$(PIP) torch==2.14.1 torchvision==0.29.1 $(QUIET)
 	PYTHONWARNINGS="ignore:Editable installation" $(PIP) -e '.[all,dev]' $(QUIET)
+	# [mlflow] on its own: it needs a newer requests than torchattacks pins (see pyproject);
+	# pip installs it and names that pin conflict, which torchattacks does not use at run time.
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) -e '.[mlflow]' $(QUIET)
 	touch $(STAMP)
 
 setup: $(STAMP)

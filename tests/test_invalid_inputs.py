@@ -416,7 +416,7 @@ CASES = [
         scenario(extra="atacks: []"),
         None,
         "{path}: atacks: unknown field 'atacks'. Did you mean 'attacks'? Available: analyses, "
-        "attacks, crosscheck, data, defences, description, execution, model, name, report, seed\n",
+        "attacks, crosscheck, data, defences, description, execution, model, name, report, seed, tracking\n",
         id="unknown-top-level-key",
     ),
     pytest.param(

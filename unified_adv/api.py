@@ -32,6 +32,7 @@ from unified_adv.run.plan import plan_units
 from unified_adv.run.prepare import prepare
 from unified_adv.run.prepared import Prepared, Unit
 from unified_adv.scenario.schema import Scenario
+from unified_adv.tracking.mlflow import log_run
 
 __all__ = ["RunResult", "default_out_dir", "run", "strict_json", "versions"]
 
@@ -83,6 +84,7 @@ def run(
     scheduler: str | None = None,
     workers: int | None = None,
     force: bool = False,
+    mlflow_uri: str | None = None,
 ) -> RunResult:
     """Run every unit of ``scenario`` and write the report, summary and per-sample table.
 
@@ -99,6 +101,8 @@ def run(
     scenario's ``execution`` fields. Results are identical whichever runs them.
     ``force``: write into ``out`` even when it is a non-empty folder that no earlier run
     made (without it that is refused, as is an unwritable or full disk, before any work).
+    ``mlflow_uri``: log the finished run to MLflow there (wins over the scenario's
+    ``tracking.mlflow.uri``); a failure to log is one warning line, the outputs stay.
     """
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
@@ -125,9 +129,20 @@ def run(
         finally:
             if owned:
                 ex.close()
-        return _evaluate_and_report(
+        result = _evaluate_and_report(
             prep, outcomes, analysis, where, out_dir, started, time.perf_counter() - t0
         )
+    _track(scenario, result, mlflow_uri)
+    return result
+
+
+def _track(scenario: Scenario, result: RunResult, uri: str | None) -> None:
+    """Log the finished run to MLflow when the scenario or the caller asks for it."""
+    spec = scenario.tracking.mlflow
+    uri = uri or (spec.uri if spec is not None else None)
+    if uri:
+        experiment = spec.experiment if spec is not None else "unified-adv"
+        log_run(result.out_dir, result.summary, uri, experiment)
 
 
 @contextmanager

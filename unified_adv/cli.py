@@ -6,6 +6,7 @@ Exit codes (README, "Command line"):
 * 1 the run finished but some units failed (listed in the report and summary.json),
   or an internal error;
 * 2 invalid input: one line per problem on stderr, no traceback, nothing computed;
+* 4 (``compare --fail-on-regression``, ``check``) a robustness gate failed: one line each;
 * 3 ``--strict`` and a unit failed: one line naming the unit and the exception; the
   units finished before it are kept for ``--resume``, no report is written;
 * 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): finished units are kept;
@@ -27,6 +28,11 @@ import typer
 from unified_adv import __version__, api
 from unified_adv.adapters import adapter_class, backend_names
 from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.compare import EXIT_GATE
+from unified_adv.compare.diff import compare_runs, comparison_lines
+from unified_adv.compare.gate import Requirement, check_run, write_junit
+from unified_adv.compare.html import write_comparison
+from unified_adv.compare.runs import load_run
 from unified_adv.errors import EXIT_FAILURE, EXIT_INPUT, InputError
 from unified_adv.run.plan import plan_units
 from unified_adv.run.prepare import prepare
@@ -127,6 +133,16 @@ def run(
         int | None,
         typer.Option("--workers", min=1, help="Start a local Dask cluster of N worker processes."),
     ] = None,
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow-uri",
+            # \\[ : a literal bracket for rich (see --executor).
+            help="Log the finished run to MLflow at this tracking URI (file:///path/mlruns "
+            "or http://HOST:5000; pip install 'unified-adv\\[mlflow]'). Default: the "
+            "scenario's tracking.mlflow.uri.",
+        ),
+    ] = None,
 ) -> None:
     """Run a scenario; write index.html, summary.json and the per-sample table."""
     result = _run_stopping_cleanly(
@@ -138,6 +154,7 @@ def run(
         executor=executor,
         scheduler=scheduler,
         workers=workers,
+        mlflow_uri=mlflow_uri,
     )
     ok = [a for a in result.summary["attacks"] if a["status"] == "ok"]
     print(f"{len(ok)} of {len(result.summary['attacks'])} attack × backend results complete.")
@@ -186,6 +203,78 @@ def validate(
         f"{scenario}: valid — {len(loaded.attacks)} attack(s), {len(units)} unit(s), "
         f"{len(prep.data.y)} samples, clean accuracy {prep.correct.mean():.1%}"
     )
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="Baseline run folder (A).")],
+    run_b: Annotated[Path, typer.Argument(help="Candidate run folder (B).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for index.html and comparison.json (default reports/compare-<A>-vs-<B>/).",
+        ),
+    ] = None,
+    fail_on_regression: Annotated[
+        float | None,
+        typer.Option(
+            "--fail-on-regression",
+            min=0,
+            help="Exit 4 when a worst-case robust accuracy drops by more than POINTS "
+            "percentage points (and significantly, when paired).",
+            metavar="POINTS",
+        ),
+    ] = None,
+) -> None:
+    """Compare two runs row by row (paired per sample on the same data); write a report."""
+    a, b = load_run(run_a), load_run(run_b)
+    result = compare_runs(a, b, fail_on_regression)
+    folder = out if out is not None else Path("reports") / f"compare-{a.name}-vs-{b.name}"
+    report = write_comparison(folder, result)
+    for line in comparison_lines(result):
+        print(line)
+    print(f"Report:      {report}")
+    print(f"Comparison:  {folder / 'comparison.json'}")
+    if result["regressions"]:
+        for key in result["regressions"]:
+            print(f"regression: {key}", file=sys.stderr)
+        raise typer.Exit(EXIT_GATE)
+
+
+@app.command()
+def check(
+    run_folder: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder.")],
+    require: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--require",
+            help="ATTACK@EPS>=VALUE on the worst-case robust accuracy (ATTACK: attack id or "
+            "name; EPS e.g. 8/255; VALUE e.g. 0.40 or 40%), or ATTACK@EPS>=lo:VALUE on the "
+            "lower bound of its 95 % interval. Repeatable.",
+        ),
+    ] = None,
+    no_divergent: Annotated[
+        bool, typer.Option("--no-divergent", help="Fail on any divergent cross-check pair.")
+    ] = False,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Write the checks as JUnit XML to FILE.")
+    ] = None,
+) -> None:
+    """Gate a run in CI: exit 4 (one line per failed check) unless every requirement holds."""
+    requirements = [Requirement.parse(text) for text in require or []]
+    if not requirements and not no_divergent:
+        raise InputError.one("", "--require", "nothing to check: give --require or --no-divergent")
+    run = load_run(run_folder)
+    outcomes = check_run(run, requirements, no_divergent)
+    if junit is not None:
+        write_junit(junit, run, outcomes)
+    failed = [o for o in outcomes if o.failure]
+    for o in failed:
+        print(o.failure, file=sys.stderr)
+    print(f"{run.name}: {len(outcomes) - len(failed)} of {len(outcomes)} checks passed")
+    if failed:
+        raise typer.Exit(EXIT_GATE)
 
 
 @app.command("list")

@@ -718,6 +718,20 @@ class ExecutionSpec(_Strict):
         return self
 
 
+class MlflowSpec(_Strict):
+    """Where a finished run is logged in MLflow (``pip install 'unified-adv[mlflow]'``)."""
+
+    #: A tracking URI: ``file:///path/mlruns`` (a local store, no server) or ``http://HOST:5000``.
+    uri: str = Field(min_length=1)
+    experiment: str = Field(default="unified-adv", min_length=1)
+
+
+class TrackingSpec(_Strict):
+    """Experiment trackers a finished run is logged to; a failure to log only warns."""
+
+    mlflow: MlflowSpec | None = None
+
+
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = ""
@@ -730,6 +744,7 @@ class Scenario(_Strict):
     report: ReportSpec = ReportSpec()
     crosscheck: CrosscheckSpec = CrosscheckSpec()
     execution: ExecutionSpec = ExecutionSpec()
+    tracking: TrackingSpec = TrackingSpec()
 
     _file: str = PrivateAttr(default="<scenario>")
     _text: str = PrivateAttr(default="")
