@@ -257,6 +257,7 @@ def _cw_l2(job: FoolboxJob) -> AdapterOutput:
         "start": "the input (init_attack None, so binary_search_steps is unused)",
         "gradient_normalisation": "L2 for every norm, as the paper",
         "failed_samples": "returned unchanged (the input)",
+        "min_gamma": 0.001,  # fixed inside Foolbox (its gamma anneals to 0.001)
     },
 )
 def _fmn(job: FoolboxJob) -> AdapterOutput:

@@ -125,6 +125,7 @@ def test_fmn_records_every_library_argument_and_stays_minimal(
     assert call["call"] == {"criterion": "Misclassification", "epsilons": None, "result": "clipped"}
     sem = call["semantics"]
     assert (sem["step_size"], sem["min_step_size"], sem["gamma"]) == (0.5, 0.005, 0.1)
+    assert sem["min_gamma"] == 0.001  # fixed inside Foolbox, named for the cross-check
     fooled = model.logits(out.x_adv).argmax(1) != y
     assert fooled.any()
     delta = (out.x_adv - x).reshape(len(x), -1)
