@@ -47,11 +47,11 @@ FAST: dict[str, dict[str, Any]] = {
     "gaussian_noise": {"std": 0.1},
     "lbfgs": {"steps": 50, "binary_search_steps": 2},
     "apgd": {"steps": 5},
-    "fab": {"steps": 5},
-    "fmn": {"steps": 10},
+    "fab": {"steps": 3},
+    "fmn": {"steps": 5},
 }
 SLOW = {"deepfool", "cw_l2", "one_pixel", "hopskipjump", "boundary", "square", "lbfgs"}
-SLOW |= {"fab", "fmn"}  # FAB: a gradient per class per step; 96 samples took 6 s each
+SLOW |= {"fab", "fmn"}  # FAB: a gradient per class per step, FMN many steps
 EPS = {"linf": 0.2, "l2": 1.0}
 
 def _library_names(backend: str, attack: str) -> dict[str, str]:
