@@ -502,7 +502,7 @@ CASES = [
         scenario(attacks=attack("{name: fgms, eps: 0.1}")),
         None,
         "{path}: attacks[0].name: unknown attack 'fgms'. Did you mean 'fgsm'? "
-        "Available: apgd, bim, boundary, cw_l2, deepfool, fgsm, gaussian_noise, hopskipjump, lbfgs, mifgsm, one_pixel, pgd, square, universal\n",
+        "Available: apgd, bim, boundary, cw_l2, deepfool, fab, fgsm, fmn, gaussian_noise, hopskipjump, lbfgs, mifgsm, one_pixel, pgd, square, universal\n",
         id="unknown-attack",
     ),
     pytest.param(
