@@ -47,8 +47,9 @@ FAST: dict[str, dict[str, Any]] = {
     "gaussian_noise": {"std": 0.1},
     "lbfgs": {"steps": 50, "binary_search_steps": 2},
     "apgd": {"steps": 5},
+    "autoattack": {"steps": 2, "queries": 20},
 }
-SLOW = {"deepfool", "cw_l2", "one_pixel", "hopskipjump", "boundary", "square", "lbfgs"}
+SLOW = {"autoattack", "deepfool", "cw_l2", "one_pixel", "hopskipjump", "boundary", "square", "lbfgs"}
 EPS = {"linf": 0.2, "l2": 1.0}
 
 def _library_names(backend: str, attack: str) -> dict[str, str]:
@@ -65,6 +66,12 @@ NOT_PASSED = {
     ("torchattacks", "cw_l2", "binary_search_steps"),  # fixed at 1, enforced at validation
     ("art", "apgd", "restarts"),  # nb_random_init (square's is nb_restarts): test_apgd.py
     ("art", "apgd", "loss"),  # ART's loss names (cross_entropy, ...): test_apgd.py
+    # AutoAttack's parameters go to its components (read back from them): test_autoattack.py
+    *(
+        (b, "autoattack", p)
+        for b in ("art", "torchattacks")
+        for p in ("version", "steps", "restarts", "queries", "p_init")
+    ),
 }
 
 
