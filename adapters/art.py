@@ -591,13 +591,12 @@ def _art_aa_components(job: ArtJob) -> tuple[list[Any], list[dict[str, Any]]]:
         AutoProjectedGradientDescent(job.estimator, **dlr),
         SquareAttack(job.estimator, **square),
     ]
-    recorded = [
-        {"class": "AutoProjectedGradientDescent", "kwargs": ce},
-        {"class": "AutoProjectedGradientDescent", "kwargs": dlr},
-        {"class": "SquareAttack", "kwargs": {**square, "norm": "inf" if job.norm == np.inf else 2}},
+    shown = {"norm": "inf" if job.norm == np.inf else 2}
+    recorded: list[dict[str, Any]] = [
+        {"class": "AutoProjectedGradientDescent", "kwargs": {**ce, **shown}},
+        {"class": "AutoProjectedGradientDescent", "kwargs": {**dlr, **shown}},
+        {"class": "SquareAttack", "kwargs": {**square, **shown}},
     ]
-    for r in recorded[:2]:
-        r["kwargs"] = {**r["kwargs"], "norm": "inf" if job.norm == np.inf else 2}
     return attacks, recorded
 
 
