@@ -476,6 +476,13 @@ def scaleout_table(res: Summary) -> str:
     )
 
 
+def _square_line(c: dict[str, Any]) -> str:
+    if c["square_only"] is not None:
+        return f"Square alone fools {c['square_only']} that no white-box component does"
+    won = c["library_fooled_first_by"]
+    return f"in ART's own record Square fooled {won['square']} first (after APGD-CE {won['apgd-ce']}, APGD-DLR {won['apgd-dlr']})"
+
+
 def autoattack_table(res: Summary) -> str:
     """bench/autoattack.py: AutoAttack standard per backend (time, robust accuracy, ratio to
     torchattacks called directly), PGD-40 beside it, and the per-sample comparisons."""
@@ -497,13 +504,14 @@ def autoattack_table(res: Summary) -> str:
         parts.append(
             f"{NAMES[backend]}: components alone fool {alone}; recomputed ensemble {c['own_fooled']}, "
             f"the library's {c['library_fooled']} ({c['only_own']} only by the components, "
-            f"{c['only_library']} only by the library's ensemble, McNemar p = {c['p']:.2g}); Square "
-            f"alone fools {c['square_only']} that no white-box component does"
+            f"{c['only_library']} only by the library's ensemble, McNemar p = {c['p']:.2g}); "
+            + _square_line(c)
         )
     between = res["between_libraries"]
     return (
         table(["backend", "median time", "robust accuracy", "time ÷ direct", "robust under PGD-40"], rows)
-        + f"\n\n{n} digits, L∞ eps {res['eps']:g}, median of {res['runs']} runs; PGD-40: step 1/100, "
+        + f"\n\n{n} digits, L∞ eps {res['eps']:g}, median of {res['runs']} runs (ART: "
+        f"{res['art_runs']}); PGD-40: step 1/100, "
         f"no random start. Per sample (run 0): ART's and torchattacks' AutoAttack both fool "
         f"{between['both']}, only ART {between['only_art']}, only torchattacks "
         f"{between['only_torchattacks']} (McNemar p = {between['mcnemar_p']:.2g}). "
