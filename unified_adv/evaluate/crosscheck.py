@@ -222,9 +222,9 @@ def _consistent_despite(
     scope: tuple[str, str, dict[str, Any], bool],
     p_value: float,
 ) -> list[str]:
-    """A consistent randomised pair whose backends record differences known to matter for
-    the attack (an ensemble's components, say): those differences, which did not change the
-    success rates here; nothing when there are none."""
+    """A consistent pair of an ensemble attack whose backends record differences known to
+    matter (its components): those differences, which did not change the success rates
+    here; nothing when there are none."""
     lines, matter = _explain(first, second, a, b, scope)
     if not matter:
         return []
@@ -359,7 +359,7 @@ def compare_pair(
         explanation[:0] = _statistics_lines(
             randomised, (p_value, ci), dtest, alpha, worst, tolerance, changed
         )
-    elif verdict == "statistically consistent":
+    elif verdict == "statistically consistent" and ATTACKS[spec.name].ensemble:
         all_correct = bool(prep.correct[a["positions"]].all())
         scope = (spec.name, spec.norm, params, all_correct)
         explanation = _consistent_despite(first, second, a, b, scope, p_value)
