@@ -279,6 +279,9 @@ class Adapter(ABC):
                     inverse = {v: k for k, v in values[canon].items()}
                     value = inverse.get(value, value)
                 out[canon] = int(value) if isinstance(value, bool) else value
+        # An ensemble's parameters live in its components: the translator reads them back
+        # from the constructed library objects themselves.
+        out.update(call.get("read_back", {}))
         if "candidates" in out and "classes" in call:
             # Asking for more candidates than there are classes means all of them.
             out["candidates"] = min(int(out["candidates"]), int(call["classes"]))

@@ -7,6 +7,7 @@ the model wrapper). Updates: step -> project -> clip.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from unified_adv.adapters.base import Adapter, AdapterOutput, AttackRequest, Capability, Translators
+from unified_adv.catalogue.ensemble import RAND_EOT
 
 _ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
 _UNTARGETED = ("untargeted",)
@@ -37,14 +39,24 @@ class TorchattacksJob:
     def eot(self) -> int:
         return int(self.p.get("eot_samples", 1))
 
-    def run(self, kwargs: dict[str, Any], cls_name: str = "", **extra: Any) -> AdapterOutput:
+    def run(
+        self,
+        kwargs: dict[str, Any],
+        cls_name: str = "",
+        configure: Callable[[Any], dict[str, Any]] | None = None,
+        **extra: Any,
+    ) -> AdapterOutput:
         """``torchattacks.<cls_name>(model, **kwargs)(x, labels)`` in eval mode, targeted by
-        label when asked (the class defaults to the capability's class for the norm)."""
+        label when asked (the class defaults to the capability's class for the norm).
+        ``configure(attack)``, where given, adjusts the built attack before the call and
+        returns what it did, recorded beside the call."""
         import torchattacks
 
         req, model = self.request, self.adapter.model
         cls_name = cls_name or self.adapter.capabilities[req.attack].classes[req.norm]
         attack = getattr(torchattacks, cls_name)(model, **kwargs)
+        if configure is not None:
+            extra = {**extra, **configure(attack)}
         attack.set_model_training_mode(
             model_training=False, batchnorm_training=False, dropout_training=False
         )
@@ -279,6 +291,102 @@ def _apgd(job: TorchattacksJob) -> AdapterOutput:
         out = job.run({**kwargs, "loss": p["loss"]})
     if out.library_call["eot"]:
         out.library_call["eot"]["average"] = "loss gradients (mean over eot_iter)"
+    return out
+
+
+#: torchattacks' AutoAttack: its components per version, in the order MultiAttack runs them.
+_TA_AA_COMPONENTS = {
+    "standard": "APGD (ce); APGDT (targeted DLR, against the top n_classes - 1 other classes); "
+    "FAB (multi_targeted, the same targets); Square (margin loss)",
+    "rand": "APGD (ce, eot_iter 20); APGD (dlr, eot_iter 20)",
+}
+
+
+def _configure_autoattack(job: TorchattacksJob) -> Callable[[Any], dict[str, Any]]:
+    """Sets what torchattacks' AutoAttack does not pass to its components (their steps:
+    their own default is 10, the original's 100) or passes fixed (n_restarts 1, Square's
+    n_queries 5000 and p_init), and reads every value back from the built components."""
+    p = job.p
+
+    def configure(attack: Any) -> dict[str, Any]:
+        components = attack._autoattack.attacks
+        for c in components:
+            c.n_restarts = p["restarts"]
+            if hasattr(c, "steps"):
+                c.steps = p["steps"]
+            if type(c).__name__ == "Square":
+                c.n_queries, c.p_init = p["queries"], p["p_init"]
+        gradient = [c for c in components if hasattr(c, "steps")]
+        squares = [c for c in components if type(c).__name__ == "Square"]
+        read_back: dict[str, Any] = {
+            "version": attack.version,
+            "steps": sorted({int(c.steps) for c in gradient}),
+            "restarts": sorted({int(c.n_restarts) for c in components}),
+        }
+        read_back = {
+            k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in read_back.items()
+        }
+        if squares:
+            read_back["queries"] = int(squares[0].n_queries)
+            read_back["p_init"] = float(squares[0].p_init)
+        return {
+            "set_after_construction": {
+                type(c).__name__: {
+                    k: getattr(c, k)
+                    for k in ("steps", "n_restarts", "n_queries", "p_init")
+                    if hasattr(c, k)
+                }
+                for c in components
+            },
+            "read_back": read_back,
+        }
+
+    return configure
+
+
+@TORCHATTACKS.add(
+    "autoattack",
+    Capability(
+        {"linf": "AutoAttack", "l2": "AutoAttack"},
+        _UNTARGETED,
+        max_random_starts=None,
+        note="AutoAttack passes its components no steps (their default is 10, the original's "
+        "100): unified-adv sets steps, n_restarts and Square's budget on the built "
+        "components; every component gets the same seed",
+    ),
+    facts={
+        "component_steps": "not passed by AutoAttack (component default 10); set on the "
+        "built components by unified-adv",
+        "samples_per_component": "only the samples not yet fooled (MultiAttack), each from "
+        "the input",
+        "targeted_success": "any misclassification (APGDT, FAB-T: against the true label)",
+        "target_order": "the top-ranked other classes first (n_classes - 1 of them)",
+        "initially_misclassified": "attacked like the others",
+        "success_check": "prediction changed (MultiAttack; no norm check)",
+        "seed": "AutoAttack's seed, the same for every component (None would be the clock)",
+    },
+)
+def _autoattack(job: TorchattacksJob) -> AdapterOutput:
+    """AutoAttack(model, norm, eps, version, n_classes = the model's class count, seed drawn
+    from the unit-seeded torch RNG, verbose=False); then steps, restarts -> n_restarts,
+    queries -> Square's n_queries and p_init set on the built components (see
+    ``_configure_autoattack``); version rand: EOT 20 inside its APGDs."""
+    p = job.p
+    kwargs = {
+        "norm": "Linf" if job.request.norm == "linf" else "L2",
+        "eps": job.request.eps,
+        "version": p["version"],
+        "n_classes": int(job.adapter.model.logits(job.x[:1]).shape[1]),
+        "seed": int(torch.randint(0, 2**31 - 1, (1,)).item()),
+        "verbose": False,
+    }
+    out = job.run(kwargs, configure=_configure_autoattack(job))
+    read_back = out.library_call["read_back"]
+    read_back["components"] = _TA_AA_COMPONENTS[p["version"]]
+    if p["version"] == "rand":
+        eot = {"samples": RAND_EOT, "average": "loss gradients (mean over eot_iter)"}
+        out.library_call["eot"] = eot
+        read_back["eot_samples"], read_back["eot_average"] = RAND_EOT, eot["average"]
     return out
 
 

@@ -476,6 +476,50 @@ def scaleout_table(res: Summary) -> str:
     )
 
 
+def _square_line(c: dict[str, Any]) -> str:
+    if c["square_only"] is not None:
+        return f"Square alone fools {c['square_only']} that no white-box component does"
+    won = c["library_fooled_first_by"]
+    return f"in ART's own record Square fooled {won['square']} first (after APGD-CE {won['apgd-ce']}, APGD-DLR {won['apgd-dlr']})"
+
+
+def autoattack_table(res: Summary) -> str:
+    """bench/autoattack.py: AutoAttack standard per backend (time, robust accuracy, ratio to
+    torchattacks called directly), PGD-40 beside it, and the per-sample comparisons."""
+    n, t, pgd = res["samples"], res["timing"], res["versus_pgd"]
+    label = {"art": "ART", "torchattacks": "torchattacks", "torchattacks_direct": "torchattacks, called directly"}
+    rows = [
+        [
+            label[k],
+            f"{r['median_s']:.1f} s",
+            pct(r["median_robust"]),
+            f"{r['ratio_to_direct']:.2f}×",
+            f"{pgd[k]['pgd_robust']} / {n}" if k in pgd else "—",
+        ]
+        for k, r in t.items()
+    ]
+    parts = []
+    for backend, c in res["components"].items():
+        alone = ", ".join(f"{k} {v}" for k, v in c["alone"].items())
+        parts.append(
+            f"{NAMES[backend]}: components alone fool {alone}; recomputed ensemble {c['own_fooled']}, "
+            f"the library's {c['library_fooled']} ({c['only_own']} only by the components, "
+            f"{c['only_library']} only by the library's ensemble, McNemar p = {c['p']:.2g}); "
+            + _square_line(c)
+        )
+    between = res["between_libraries"]
+    return (
+        table(["backend", "median time", "robust accuracy", "time ÷ direct", "robust under PGD-40"], rows)
+        + f"\n\n{n} digits, L∞ eps {res['eps']:g}, median of {res['runs']} runs (ART: "
+        f"{res['art_runs']}); PGD-40: step 1/100, "
+        f"no random start. Per sample (run 0): ART's and torchattacks' AutoAttack both fool "
+        f"{between['both']}, only ART {between['only_art']}, only torchattacks "
+        f"{between['only_torchattacks']} (McNemar p = {between['mcnemar_p']:.2g}). "
+        + "; ".join(parts)
+        + f". {_machine(res)}"
+    )
+
+
 #: Every generated block: its source (a scenario that is run, or a `make bench` results file
 #: that is read) and its formatter. Blocks of one scenario share one run.
 TABLES: dict[str, tuple[str, Callable[[Summary], str]]] = {
@@ -492,12 +536,13 @@ TABLES: dict[str, tuple[str, Callable[[Summary], str]]] = {
     "bench:pixelflip": ("bench/results_pixelflip.json", pixelflip_table),
     "bench:engines": ("bench/results.json", engines_table),
     "bench:scaleout": ("bench/results_scaleout.json", scaleout_table),
+    "bench:autoattack": ("bench/results_autoattack.json", autoattack_table),
 }
 
 #: Blocks whose formatter exists but whose README section still holds the hand-typed figures:
 #: their scenario run had not finished when the block was added (issue 14). A plain run skips
 #: them; `--only NAME` after putting the markers in README.md generates one.
-PENDING: frozenset[str] = frozenset()
+PENDING: frozenset[str] = frozenset({"bench:autoattack"})
 
 #: Where `make readme-numbers` keeps each scenario's summary.json, so that CI checks the README
 #: against them without re-running (tests/test_readme_numbers.py).

@@ -49,8 +49,9 @@ FAST: dict[str, dict[str, Any]] = {
     "apgd": {"steps": 5},
     "fab": {"steps": 3},
     "fmn": {"steps": 5},
+    "autoattack": {"steps": 2, "queries": 20},
 }
-SLOW = {"deepfool", "cw_l2", "one_pixel", "hopskipjump", "boundary", "square", "lbfgs"}
+SLOW = {"autoattack", "deepfool", "cw_l2", "one_pixel", "hopskipjump", "boundary", "square", "lbfgs"}
 SLOW |= {"fab", "fmn"}  # FAB: a gradient per class per step, FMN many steps
 EPS = {"linf": 0.2, "l2": 1.0}
 
@@ -71,6 +72,12 @@ NOT_PASSED = {
     ("torchattacks", "fab", "random_starts"),  # n_restarts = 1 + random_starts: test_fab_fmn.py
     ("torchattacks", "fab", "target_classes"),  # multi_targeted, n_classes: test_fab_fmn.py
     ("torchattacks", "fab", "overshoot"),  # eta = 1 + overshoot: test_fab_fmn.py
+    # AutoAttack's parameters go to its components (read back from them): test_autoattack.py
+    *(
+        (b, "autoattack", p)
+        for b in ("art", "torchattacks")
+        for p in ("version", "steps", "restarts", "queries", "p_init")
+    ),
 }
 
 

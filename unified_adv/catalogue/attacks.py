@@ -1,7 +1,7 @@
 """The canonical attack catalogue: every entry, by name, and the tables derived from it.
 
 An entry (:class:`~unified_adv.catalogue.entry.AttackDef`) lives in the module of its family
-(``gradient``, ``minimal``, ``black_box``, ``universal``, ``noise``); this module lists them
+(``gradient``, ``minimal``, ``black_box``, ``universal``, ``noise``, ``ensemble``); this module lists them
 once, in the order the CLI and the benchmarks show them. See CONTRIBUTING.md, "Adding an
 attack".
 """
@@ -9,6 +9,7 @@ attack".
 from __future__ import annotations
 
 from unified_adv.catalogue.black_box import BOUNDARY, HOPSKIPJUMP, ONE_PIXEL, SQUARE
+from unified_adv.catalogue.ensemble import AUTOATTACK
 from unified_adv.catalogue.entry import (
     FALLBACK_TOLERANCE,
     MATTERS_FOR_EVERY_ATTACK,
@@ -51,6 +52,7 @@ _ENTRIES = (
     APGD,
     FAB,
     FMN,
+    AUTOATTACK,
     HOPSKIPJUMP,
     BOUNDARY,
     GAUSSIAN_NOISE,

@@ -58,6 +58,9 @@ class AttackDef:
     matters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: The longer description: the algorithm, our defaults and why.
     doc: str = ""
+    #: Several attacks run as one (AutoAttack): the backends record their components, and
+    #: the cross-check lists those differences even where the success rates agree.
+    ensemble: bool = False
 
     @property
     def norms(self) -> tuple[str, ...]:

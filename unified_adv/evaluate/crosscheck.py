@@ -218,6 +218,27 @@ def _explain(
     return lines, bool(matter)
 
 
+def _consistent_despite(
+    first: str,
+    second: str,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    scope: tuple[str, str, dict[str, Any], bool],
+    p_value: float,
+) -> list[str]:
+    """A consistent pair of an ensemble attack whose backends record differences known to
+    matter (its components): those differences, which did not change the success rates
+    here; nothing when there are none."""
+    lines, matter = _explain(first, second, a, b, scope)
+    if not matter:
+        return []
+    return [
+        f"Success rates agree (McNemar p = {p_value:.3g}) despite recorded differences "
+        "known to matter:",
+        *lines[1:],
+    ]
+
+
 def distance_test(
     norm: str, x: np.ndarray, a: np.ndarray, b: np.ndarray, both: np.ndarray
 ) -> dict[str, Any]:
@@ -342,6 +363,10 @@ def compare_pair(
         explanation[:0] = _statistics_lines(
             randomised, (p_value, ci), dtest, alpha, worst, tolerance, changed
         )
+    elif verdict == "statistically consistent" and ATTACKS[spec.name].ensemble:
+        all_correct = bool(prep.correct[a["positions"]].all())
+        scope = (spec.name, spec.norm, params, all_correct)
+        explanation = _consistent_despite(first, second, a, b, scope, p_value)
     rows = _Rows(first, second, pa, pb, sa, sb, diff)
     order = np.argsort(-diff, kind="stable")
     disagree = [int(i) for i in order if sa[i] != sb[i] or pa[i] != pb[i]][:20]

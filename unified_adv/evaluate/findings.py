@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.evaluate.ensemble import ensemble_checks, pgd_comparisons
 from unified_adv.evaluate.results import success_mask
 from unified_adv.run.prepared import Prepared, UnitOutcome
 from unified_adv.sources.models import error_gist
@@ -65,7 +66,7 @@ def model_findings(prep: Prepared) -> list[Finding]:
                 "zero-gradient checks did not run; a smaller execution.batch_size may help.",
             )
         )
-    return out
+    return out + autoattack_model_findings(prep, out)
 
 
 def _probe_findings(prep: Prepared, pos: np.ndarray, batch: int) -> list[Finding]:
@@ -135,6 +136,7 @@ def result_findings(
         + _divergent(crosscheck["pairs"], prep.scenario.crosscheck.alpha)
         + absurd_perturbations(prep, outcomes)
         + _not_reproducible(outcomes)
+        + autoattack_result_findings(prep, outcomes)
     )
 
 
@@ -305,3 +307,174 @@ def absurd_perturbations(prep: Prepared, outcomes: list[UnitOutcome]) -> list[Fi
             )
         )
     return out
+
+
+# AutoAttack checks, after the original's autoattack/checks.py (Croce & Hein): each a small
+# function over plain inputs; ``autoattack_model_findings`` and ``autoattack_result_findings``
+# feed them from a run.
+
+
+def _autoattack_versions(prep: Prepared) -> list[tuple[str, str]]:
+    """(attack id, version) of every AutoAttack in the scenario."""
+    return [
+        (p.spec.label, getattr(p.spec, "version", None) or "standard")
+        for p in prep.plans
+        if p.spec.name == "autoattack"
+    ]
+
+
+def aa_randomised_model(randomised: bool, versions: list[tuple[str, str]]) -> list[Finding]:
+    """checks.py ``check_randomized``: on a randomised model, the standard version's
+    single-draw gradients are noisy; the rand version averages 20 draws (EOT)."""
+    if not randomised:
+        return []
+    return [
+        Finding(
+            "warning",
+            "autoattack_use_rand",
+            f"{attack_id}: the model is randomised (two forward passes differ), but AutoAttack "
+            "ran its standard version: use version: rand (APGD-CE and APGD-DLR with EOT 20).",
+            attack_id,
+        )
+        for attack_id, version in versions
+        if version != "rand"
+    ]
+
+
+def aa_softmax_outputs(probabilities: bool, versions: list[tuple[str, str]]) -> list[Finding]:
+    """checks.py ``check_range_output``: outputs that sum to 1 are probabilities. APGD-CE
+    then takes a log of a softmax of probabilities and the DLR losses (APGD-T, APGD-DLR)
+    compare probabilities, not logits: AutoAttack's numbers are not reliable."""
+    if not probabilities:
+        return []
+    return [
+        Finding(
+            "warning",
+            "autoattack_softmax_outputs",
+            f"{attack_id}: the model's outputs sum to 1 (a softmax): AutoAttack's losses (CE, "
+            "DLR) expect logits; remove the softmax before evaluating.",
+            attack_id,
+        )
+        for attack_id, _ in versions
+    ]
+
+
+def aa_zero_gradients(zero: bool, versions: list[tuple[str, str]]) -> list[Finding]:
+    """checks.py ``check_zero_gradients``: where the loss gradient is exactly zero, only
+    AutoAttack's black-box component (Square) can move a sample."""
+    if not zero:
+        return []
+    return [
+        Finding(
+            "warning",
+            "autoattack_zero_gradients",
+            f"{attack_id}: some attacked samples have an exactly zero loss gradient; "
+            "AutoAttack's gradient components cannot move them, only Square can: their "
+            "robustness under AutoAttack rests on one black-box search.",
+            attack_id,
+        )
+        for attack_id, _ in versions
+    ]
+
+
+def aa_square_beats_white_box(records: list[dict[str, Any]]) -> list[Finding]:
+    """checks.py ``check_square_sr``: Square (black-box) fooling samples that every white-box
+    component left robust is a sign of gradient masking. ``records``: per AutoAttack series,
+    ``first_fooled_by`` counts per component (recomputed, or ART's own ``best_attacks``)."""
+    out = []
+    for r in records:
+        counts = r["first_fooled_by"]
+        white = [n for n in counts if n != "square"]
+        if counts.get("square", 0) > 0 and white:
+            out.append(
+                Finding(
+                    "warning",
+                    "autoattack_square_beats_white_box",
+                    f"{r['attack_id']} ({r['backend']}): Square fooled {counts['square']} "
+                    f"samples that the white-box components ({', '.join(white)}) left robust: "
+                    "gradients may be masked.",
+                    r["attack_id"],
+                    r["backend"],
+                )
+            )
+    return out
+
+
+def aa_weaker_than_pgd(records: list[dict[str, Any]]) -> list[Finding]:
+    """More robust samples under AutoAttack than under PGD on the same samples: AutoAttack
+    contains a stronger PGD, so its evaluation is broken (too few steps, a wrong loss, a
+    lost sample). ``records``: from ``ensemble.pgd_comparisons``."""
+    return [
+        Finding(
+            "error",
+            "autoattack_weaker_than_pgd",
+            f"{r['attack_id']} ({r['backend']}) leaves {r['robust']} of {r['n']} samples robust "
+            f"at {r['norm']} eps {r['eps']:g}, {r['pgd_id']} ({r['pgd_backend']}) only "
+            f"{r['pgd_robust']}: AutoAttack must be at least as strong as PGD; the evaluation "
+            "is broken.",
+            r["attack_id"],
+            r["backend"],
+        )
+        for r in records
+        if r["robust"] > r["pgd_robust"]
+    ]
+
+
+def aa_ensemble_disagrees(records: list[dict[str, Any]], alpha: float) -> list[Finding]:
+    """The library's ensemble against unified-adv's own (``ensemble.ensemble_checks``):
+    samples its components fooled when run alone but the ensemble left robust. A few are
+    chance (random starts); significantly many (McNemar p < alpha, the ensemble weaker)
+    mean the library's ensemble logic loses samples."""
+    out = []
+    for r in records:
+        if not (r["only_own"] or r["only_library"]):
+            continue
+        weaker = r["only_own"] > r["only_library"] and r["p"] < alpha
+        out.append(
+            Finding(
+                "warning" if weaker else "info",
+                "autoattack_ensemble_disagrees",
+                f"{r['attack_id']} ({r['backend']}): the library's ensemble fooled "
+                f"{r['library_fooled']} of {r['n']}, its components run alone "
+                f"({', '.join(r['components'])}) {r['own_fooled']}; {r['only_own']} samples "
+                f"fooled only by the components, {r['only_library']} only by the ensemble "
+                f"(McNemar p = {r['p']:.3g})"
+                + ("; the ensemble loses samples its components fool." if weaker else "."),
+                r["attack_id"],
+                r["backend"],
+            )
+        )
+    return out
+
+
+def autoattack_model_findings(prep: Prepared, earlier: list[Finding]) -> list[Finding]:
+    """The model checks above, read for AutoAttack (from the codes of ``earlier``)."""
+    versions = _autoattack_versions(prep)
+    if not versions:
+        return []
+    codes = {f.code for f in earlier}
+    return (
+        aa_randomised_model("randomised_model" in codes, versions)
+        + aa_softmax_outputs("probabilities" in codes, versions)
+        + aa_zero_gradients("zero_gradients" in codes, versions)
+    )
+
+
+def autoattack_result_findings(prep: Prepared, outcomes: list[UnitOutcome]) -> list[Finding]:
+    """Square beating the white-box components (from ART's own record of which component
+    fooled each sample, and from the recomputed ensemble), AutoAttack weaker than PGD, and
+    the library's ensemble against the recomputed one."""
+    if not _autoattack_versions(prep):
+        return []
+    records = ensemble_checks(prep, outcomes)
+    art = [
+        {"attack_id": o.unit.attack_id, "backend": o.unit.backend, "first_fooled_by": won}
+        for o in outcomes
+        if o.ok and (won := o.meta.get("library_call", {}).get("fooled_first_by"))
+    ]
+    alpha = prep.scenario.crosscheck.alpha
+    return (
+        aa_square_beats_white_box(art + records)
+        + aa_weaker_than_pgd(pgd_comparisons(prep, outcomes))
+        + aa_ensemble_disagrees(records, alpha)
+    )
