@@ -84,8 +84,8 @@ class FoolboxJob:
         epsilons: float | None,
         extra: dict[str, Any],
     ) -> dict[str, Any]:
-        recorded = {k: (type(v).__name__ if k == "init_attack" else v) for k, v in kwargs.items()}
-        if "init_attack" in kwargs:
+        recorded = dict(kwargs)
+        if kwargs.get("init_attack") is not None:
             recorded["init_attack"] = dict(_INIT_ATTACK)
         model = self.adapter.model
         return {
@@ -236,6 +236,43 @@ def _cw_l2(job: FoolboxJob) -> AdapterOutput:
     zeros = (out.x_adv == 0).reshape(len(x), -1).all(1)
     out.backend_failed = zeros & ~(x == 0).reshape(len(x), -1).all(1)
     return out
+
+
+@FOOLBOX.add(
+    "fmn",
+    Capability(
+        {"l2": "L2FMNAttack", "linf": "LInfFMNAttack", "l1": "L1FMNAttack", "l0": "L0FMNAttack"},
+        _ALL,
+        fixed={"min_gamma": 0.001},
+        scoped_notes={
+            "l2": "L2FMNAttack's projection is the identity (factor = min(1, norms / norms)): "
+            "its norm bound never binds",
+            "l0": "L0FMNAttack's projection keeps the epsilon + 1 largest components",
+        },
+    ),
+    names={"step_size": "max_stepsize", "min_step_size": "min_stepsize", "gamma": "gamma"},
+    facts={
+        "l2_projection": "none: the identity (bug: factor = min(1, norms / norms))",
+        "l0_projection": "keeps the epsilon + 1 largest components (>= the (epsilon+1)-th)",
+        "start": "the input (init_attack None, so binary_search_steps is unused)",
+        "gradient_normalisation": "L2 for every norm, as the paper",
+        "failed_samples": "returned unchanged (the input)",
+    },
+)
+def _fmn(job: FoolboxJob) -> AdapterOutput:
+    """L2FMNAttack / LInfFMNAttack / L1FMNAttack / L0FMNAttack: step_size -> max_stepsize,
+    min_step_size -> min_stepsize, gamma -> gamma (min_gamma is Foolbox's fixed 0.001); no
+    init_attack (starts from the input); unbounded (epsilons=None)."""
+    p = job.p
+    kwargs = {
+        "steps": p["steps"],
+        "max_stepsize": p["step_size"],
+        "min_stepsize": p["min_step_size"],
+        "gamma": p["gamma"],
+        "init_attack": None,
+        "binary_search_steps": 10,
+    }
+    return job.run(kwargs, bounded=False)
 
 
 @FOOLBOX.add(

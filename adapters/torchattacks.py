@@ -283,6 +283,55 @@ def _apgd(job: TorchattacksJob) -> AdapterOutput:
 
 
 @TORCHATTACKS.add(
+    "fab",
+    Capability(
+        {"linf": "FAB", "l2": "FAB"},
+        _UNTARGETED,
+        max_random_starts=None,
+        note="its eps discards adversarials beyond it and sizes the random starts (half of "
+        "it): unified-adv passes the input box's diameter in the norm, so nothing is "
+        "discarded; its own seed argument reseeds torch's global RNG (drawn from the unit "
+        "seed); no L1 (FAB.perturb leaves its distance undefined for L1: UnboundLocalError) "
+        "and no target labels (targeted mode compares with the target as if it were the label)",
+    ),
+    facts={
+        "start": "the input; each random start x + min(best, eps) / 2 * t / ||t|| (linf: t "
+        "uniform, l2: Gaussian), clamped to [0, 1]",
+        "restart_rule": "each run (and each FAB-T target class) only on the samples not yet "
+        "fooled: the first success is kept, not the smallest over runs",
+        "failed_samples": "returned unchanged (the input)",
+        "seed": "its own seed argument: torch.manual_seed(seed) inside the attack",
+        "fab_t_targets": "the 2nd to (n_classes)th largest logits of the input, in that order",
+    },
+    names={"alpha_max": "alpha_max", "beta": "beta"},
+)
+def _fab(job: TorchattacksJob) -> AdapterOutput:
+    """FAB: steps, alpha_max, beta under their own names; overshoot -> eta = 1 + overshoot;
+    random_starts -> n_restarts
+    = 1 + random_starts; target_classes > 0 -> multi_targeted with n_classes =
+    target_classes + 1 (FAB-T; at most every other class); eps = the box's diameter in the
+    norm (no bound); norm "Linf"/"L2"; its own ``seed`` drawn from the unit-seeded torch RNG."""
+    p, norm, model = job.p, job.request.norm, job.adapter.model
+    dims = int(np.prod(job.x.shape[1:]))
+    lo, hi = model.input_range
+    targets = min(p["target_classes"], int(model.logits(job.x[:1]).shape[1]) - 1)
+    kwargs = {
+        "norm": "Linf" if norm == "linf" else "L2",
+        "eps": float(hi - lo) * (1.0 if norm == "linf" else float(np.sqrt(dims))),
+        "steps": p["steps"],
+        "n_restarts": 1 + p["random_starts"],
+        "alpha_max": p["alpha_max"],
+        "eta": 1 + p["overshoot"],
+        "beta": p["beta"],
+        "verbose": False,
+        "seed": int(torch.randint(0, 2**31 - 1, (1,)).item()),
+        "multi_targeted": targets > 0,
+        "n_classes": targets + 1,
+    }
+    return job.run(kwargs)
+
+
+@TORCHATTACKS.add(
     "gaussian_noise",
     Capability({"l2": "GN"}, _UNTARGETED, note="x + std * N(0, 1), clamped to [0, 1]"),
 )
@@ -326,6 +375,12 @@ class TorchattacksAdapter(Adapter):
             out["candidates"] = call["classes"]  # every class, whatever was asked
         if call.get("class") == "torchattacks.APGDT":
             out["loss"] = "dlr_targeted"  # the class is the loss: APGDT takes no loss argument
+        if request.attack == "fab":
+            kwargs = call["kwargs"]
+            out.pop("eps")  # the box's diameter: no bound (a minimal attack takes no eps)
+            out["random_starts"] = kwargs["n_restarts"] - 1
+            out["overshoot"] = round(kwargs["eta"] - 1, 12)
+            out["target_classes"] = kwargs["n_classes"] - 1 if kwargs["multi_targeted"] else 0
         return out
 
     def _job(

@@ -47,10 +47,13 @@ FAST: dict[str, dict[str, Any]] = {
     "gaussian_noise": {"std": 0.1},
     "lbfgs": {"steps": 50, "binary_search_steps": 2},
     "apgd": {"steps": 5},
+    "fab": {"steps": 5},
+    "fmn": {"steps": 10},
     "ddn": {"steps": 10},
     "alma": {"steps": 20},
 }
 SLOW = {"deepfool", "cw_l2", "one_pixel", "hopskipjump", "boundary", "square", "lbfgs"}
+SLOW |= {"fab", "fmn"}  # FAB: a gradient per class per step; 96 samples took 6 s each
 SLOW |= {"ddn", "alma"}
 EPS = {"linf": 0.2, "l2": 1.0}
 
@@ -68,6 +71,9 @@ NOT_PASSED = {
     ("torchattacks", "cw_l2", "binary_search_steps"),  # fixed at 1, enforced at validation
     ("art", "apgd", "restarts"),  # nb_random_init (square's is nb_restarts): test_apgd.py
     ("art", "apgd", "loss"),  # ART's loss names (cross_entropy, ...): test_apgd.py
+    ("torchattacks", "fab", "random_starts"),  # n_restarts = 1 + random_starts: test_fab_fmn.py
+    ("torchattacks", "fab", "target_classes"),  # multi_targeted, n_classes: test_fab_fmn.py
+    ("torchattacks", "fab", "overshoot"),  # eta = 1 + overshoot: test_fab_fmn.py
 }
 
 

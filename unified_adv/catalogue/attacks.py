@@ -17,7 +17,7 @@ from unified_adv.catalogue.entry import (
     AttackDef,
 )
 from unified_adv.catalogue.gradient import APGD, BIM, FGSM, MIFGSM, PGD
-from unified_adv.catalogue.minimal import ALMA, CW_L2, DDN, DEEPFOOL, LBFGS
+from unified_adv.catalogue.minimal import ALMA, CW_L2, DDN, DEEPFOOL, FAB, FMN, LBFGS
 from unified_adv.catalogue.noise import GAUSSIAN_NOISE
 from unified_adv.catalogue.params import MAX_NUMBER, Param, madry_step, shown
 from unified_adv.catalogue.universal import UNIVERSAL
@@ -51,6 +51,8 @@ _ENTRIES = (
     UNIVERSAL,
     SQUARE,
     APGD,
+    FAB,
+    FMN,
     HOPSKIPJUMP,
     BOUNDARY,
     GAUSSIAN_NOISE,

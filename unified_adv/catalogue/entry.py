@@ -14,7 +14,7 @@ from typing import Any
 from unified_adv.catalogue.params import Param
 from unified_adv.catalogue.threats import ThreatModel
 
-NORMS = ("linf", "l2", "l0")
+NORMS = ("linf", "l2", "l1", "l0")
 TARGET_MODES = ("untargeted", "class", "least_likely", "random", "each_other_class")
 UNTARGETED = ("untargeted",)
 TARGETED = ("class", "least_likely", "random", "each_other_class")

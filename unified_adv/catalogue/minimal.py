@@ -1,14 +1,17 @@
-"""Minimal-perturbation attacks: DeepFool, Carlini & Wagner L2, L-BFGS, DDN, ALMA.
+"""Minimal-perturbation attacks: DeepFool, Carlini & Wagner L2, L-BFGS, FAB, FMN, DDN, ALMA.
 
-No eps: each searches for the smallest L2 perturbation that fools the model; the cross-check
-compares the distances of the samples two backends both fooled. Their many steps accumulate
-rounding: tolerance 1e-4 (the fallback).
+No eps: each searches for the smallest perturbation (L2, or the norm asked for FAB and FMN)
+that fools the model; the cross-check compares the distances of the samples two backends both
+fooled. Their many steps accumulate rounding: tolerance 1e-4 (the fallback).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from unified_adv.catalogue.entry import TARGETED, UNTARGETED, AttackDef
-from unified_adv.catalogue.params import Param, steps
+from unified_adv.catalogue.params import RANDOM_STARTS, Param, steps
 from unified_adv.catalogue.threats import Minimization
 
 DEEPFOOL = AttackDef(
@@ -76,6 +79,116 @@ LBFGS = AttackDef(
     targets=TARGETED,
     doc="Targeted only, as Szegedy et al. Project code (no library has it): scipy's L-BFGS-B "
     "with `steps` iterations per c, `binary_search_steps` steps of the search over c.",
+)
+
+#: FAB and FMN iterate many steps: rounding accumulates (the fallback tolerance, per norm).
+_ITERATED = 1e-4
+
+FAB = AttackDef(
+    "fab",
+    "Fast adaptive boundary: projects onto the linearised nearest decision boundary, biased "
+    "toward the input, and keeps the smallest adversarial found; FAB-T runs it targeted at "
+    "each of the top other classes in turn",
+    "Croce & Hein 2020",
+    Minimization(("linf", "l2", "l1")),
+    (
+        steps(100),
+        RANDOM_STARTS,
+        Param(
+            "alpha_max",
+            float,
+            0.1,
+            "largest weight of the step from the input (the bias toward the input)",
+            minimum=0,
+            maximum=1,
+        ),
+        Param(
+            "overshoot",
+            float,
+            0.05,
+            "relative overshoot past the boundary: each projection step times (1 + overshoot)",
+            minimum=0,
+            inclusive=True,
+        ),
+        Param(
+            "beta",
+            float,
+            0.9,
+            "backward step: an adversarial point is pulled to x + beta * (x_adv - x)",
+            minimum=0,
+            maximum=1,
+        ),
+        Param(
+            "target_classes",
+            int,
+            0,
+            "FAB-T: run targeted at each of the top `target_classes` other classes in turn "
+            "(success: any misclassification); 0: untargeted FAB",
+            minimum=0,
+            inclusive=True,
+        ),
+    ),
+    targets=UNTARGETED,
+    tolerance={"linf": _ITERATED, "l2": _ITERATED, "l1": _ITERATED},
+    # With more than one run (random starts, FAB-T targets) the libraries differ (source):
+    # torchattacks keeps a sample's first success, adv-lib the smallest over runs; their random
+    # starts have different radii.
+    matters={"restart_rule": ("linf", "l2", "l1"), "start": ("linf", "l2", "l1")},
+    doc="`steps` projections per run; the first run starts at the input, each of "
+    "`random_starts` more from a random point. Defaults are AutoAttack's FAB (100 steps, "
+    "alpha_max 0.1, eta = 1 + overshoot = 1.05, beta 0.9); AutoAttack's FAB-T is "
+    "`target_classes: 9`. "
+    "Deterministic without random starts.",
+)
+
+
+def _final_step(eps: float | None, p: Mapping[str, Any]) -> float:
+    """FMN's cosine annealing ends at step_size / 100 (Pintor et al., Foolbox, adv-lib)."""
+    return float(p["step_size"]) / 100
+
+
+FMN = AttackDef(
+    "fmn",
+    "Fast minimum-norm: steps along the normalised loss gradient while an adaptive norm "
+    "bound shrinks around the best adversarial found (grows while none is)",
+    "Pintor et al. 2021",
+    Minimization(("l2", "linf", "l1", "l0")),
+    (
+        steps(100),
+        Param(
+            "step_size",
+            float,
+            1.0,
+            "first step along the L2-normalised gradient, in input units (cosine-annealed)",
+            minimum=0,
+        ),
+        Param("min_step_size", float, _final_step, "last step of the annealing", minimum=0),
+        Param(
+            "gamma",
+            float,
+            0.05,
+            "first relative change of the norm bound per step (cosine-annealed)",
+            minimum=0,
+            maximum=1,
+        ),
+        Param(
+            "min_gamma",
+            float,
+            0.001,
+            "last relative change of the norm bound",
+            minimum=0,
+            maximum=1,
+        ),
+    ),
+    tolerance={n: _ITERATED for n in ("l2", "linf", "l1", "l0")},
+    # Foolbox's L2 projection is the identity (source: factor = min(1, norms / norms)), and
+    # its L0 projection keeps the epsilon + 1 largest components: both change the result.
+    matters={"l2_projection": ("l2",), "l0_projection": ("l0",)},
+    doc="From the input (no initial attack), `steps` steps of `step_size` annealed to "
+    "`min_step_size` along the L2-normalised gradient of the logit margin, each projected "
+    "onto the norm ball of the adaptive bound, which shrinks by gamma (annealed to "
+    "`min_gamma`) while adversarial and grows otherwise; the smallest adversarial is kept. "
+    "Defaults: Foolbox's and adv-lib's (the paper tunes step_size per norm). Deterministic.",
 )
 
 DDN = AttackDef(

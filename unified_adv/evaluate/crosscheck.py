@@ -220,7 +220,7 @@ def distance_test(
     """Wilcoxon signed-rank test on the per-sample distances (in the attack's norm) of the
     samples both backends fooled: do the two find perturbations of the same size?"""
     n = len(x)
-    ord_ = np.inf if norm == "linf" else (0 if norm == "l0" else 2)
+    ord_ = {"linf": np.inf, "l1": 1, "l0": 0}.get(norm, 2)
     da = np.linalg.norm((a - x).reshape(n, -1).astype(np.float64), ord=ord_, axis=1)[both]
     db = np.linalg.norm((b - x).reshape(n, -1).astype(np.float64), ord=ord_, axis=1)[both]
     p = 1.0

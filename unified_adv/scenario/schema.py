@@ -321,7 +321,7 @@ class _AttackCore(_Strict):
     name: str
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     backends: Annotated[tuple[str, ...], BeforeValidator(_backend_list)] = ("all",)
-    norm: Literal["linf", "l2", "l0"]
+    norm: Literal["linf", "l2", "l1", "l0"]
     eps: Annotated[tuple[float, ...] | None, BeforeValidator(_eps_list)] = None
     target: TargetSpec = TargetSpec()
     limit: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
