@@ -19,7 +19,8 @@ import torch
 from unified_adv.adapters.base import Adapter, AdapterOutput, AttackRequest, Capability, Translators
 
 _ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
-_P = {"linf": float("inf"), "l2": 2.0}
+_UNTARGETED = ("untargeted",)
+_P = {"linf": float("inf"), "l2": 2.0, "l1": 1.0, "l0": 0.0}
 
 
 @dataclass
@@ -206,6 +207,94 @@ def _alma(job: AdvLibJob) -> AdapterOutput:
     return job.run(kwargs, live={"penalty": all_penalties["P2"]})
 
 
+@ADVLIB.add(
+    "fab",
+    Capability(
+        {"linf": "fab", "l2": "fab", "l1": "fab"},
+        _UNTARGETED,
+        max_random_starts=None,
+        note="keeps the smallest adversarial over all runs (torchattacks: the first success); "
+        "FAB-T (target_classes) without random starts only",
+    ),
+    names={"steps": "n_iter", "alpha_max": "α_max", "beta": "β"},
+    facts={
+        "start": "the input; each random start x + min(best, ε) / 2 * t / ||t|| (linf: t "
+        "uniform, l1 and l2: Gaussian), clamped to [0, 1]; ε = the box's diameter in the "
+        "norm, so min(best, ε) = best",
+        "restart_rule": "every run (and every FAB-T target class) on every sample, the best "
+        "norm so far passed on: the smallest adversarial over runs is kept",
+        "failed_samples": "returned unchanged (the input)",
+        "seed": "torch's global RNG, seeded from the unit seed",
+        "fab_t_targets": "the 2nd to (k+1)th largest logits of the input, in that order",
+    },
+)
+def _fab(job: AdvLibJob) -> AdapterOutput:
+    """fab: steps -> n_iter, alpha_max -> α_max, beta -> β, overshoot -> η = 1 + overshoot;
+    random_starts -> restarts = 1 + random_starts (the first run from the input);
+    target_classes > 0 -> targeted_restarts with restarts = target_classes (FAB-T); ε (the
+    random starts' radius cap) = the input box's diameter in the norm."""
+    p, norm = job.p, job.request.norm
+    lo, hi = job.adapter.model.input_range
+    dims = int(np.prod(job.x.shape[1:]))
+    diameter = float(hi - lo) * {"linf": 1.0, "l2": float(np.sqrt(dims)), "l1": float(dims)}[norm]
+    targets = min(p["target_classes"], job.classes - 1)
+    if targets and p["random_starts"]:
+        raise ValueError(
+            "backend 'adv-lib': FAB-T (target_classes > 0) cannot add random starts here "
+            "(adv-lib cycles them over every other class)"
+        )
+    kwargs = {
+        "norm": _P[norm],
+        "n_iter": p["steps"],
+        "ε": diameter,
+        "α_max": p["alpha_max"],
+        "β": p["beta"],
+        "η": 1 + p["overshoot"],
+        "restarts": targets if targets else 1 + p["random_starts"],
+        "targeted_restarts": targets > 0,
+        "targeted": False,
+    }
+    return job.run(kwargs)
+
+
+@ADVLIB.add(
+    "fmn",
+    Capability({"l2": "fmn", "linf": "fmn", "l1": "fmn", "l0": "fmn"}, _ALL),
+    names={
+        "steps": "steps",
+        "step_size": "α_init",
+        "min_step_size": "α_final",
+        "gamma": "γ_init",
+        "min_gamma": "γ_final",
+    },
+    facts={
+        "l2_projection": "rescaled to norm eps exactly (onto the sphere), then each "
+        "component clamped at 1",
+        "l0_projection": "keeps the eps largest components (>= the eps-th)",
+        "start": "the input (starting_points None, so binary_search_steps is unused)",
+        "gradient_normalisation": "L2 for every norm, as the paper",
+        "bound_before_success": "||delta|| + |margin| / ||grad||_dual",
+        "failed_samples": "returned unchanged (the input)",
+    },
+)
+def _fmn(job: AdvLibJob) -> AdapterOutput:
+    """fmn: steps, step_size -> α_init, min_step_size -> α_final, gamma -> γ_init,
+    min_gamma -> γ_final, norm -> 0 / 1 / 2 / inf; no starting points."""
+    p = job.p
+    kwargs = {
+        "norm": _P[job.request.norm],
+        "targeted": job.request.targeted,
+        "steps": p["steps"],
+        "α_init": p["step_size"],
+        "α_final": p["min_step_size"],
+        "γ_init": p["gamma"],
+        "γ_final": p["min_gamma"],
+        "starting_points": None,
+        "binary_search_steps": 10,
+    }
+    return job.run(kwargs)
+
+
 class AdvLibAdapter(Adapter):
     name = "adv-lib"
     distribution = "adv-lib"
@@ -218,6 +307,12 @@ class AdvLibAdapter(Adapter):
         out = super()._semantics(request, call)
         if call.get("class") == "adv_lib.attacks.apgd_targeted":
             out["loss"] = "dlr_targeted"  # the function is the loss: it runs targeted DLR
+        if request.attack == "fab":
+            kwargs = call["kwargs"]
+            fab_t = kwargs["targeted_restarts"]
+            out["overshoot"] = round(kwargs["η"] - 1, 12)
+            out["random_starts"] = 0 if fab_t else kwargs["restarts"] - 1
+            out["target_classes"] = kwargs["restarts"] if fab_t else 0
         return out
 
     def _job(

@@ -105,12 +105,45 @@ def _ddn(job: SecmlJob) -> AdapterOutput:
     )
 
 
+@SECML.add(
+    "fmn",
+    Capability(
+        {"l2": "FMN", "linf": "FMN", "l1": "FMN", "l0": "FMN"},
+        _ALL,
+        fixed={"min_gamma": 0.001},
+        note="the norm bound stays infinite until the first success; targeted: one call per "
+        "target class",
+    ),
+    names={"steps": "num_steps", "step_size": "step_size", "min_step_size": "min_step_size"},
+    facts={
+        "l2_projection": "into the ball of the bound (a shorter perturbation is left alone)",
+        "l0_projection": "keeps the eps largest components (>= the eps-th)",
+        "start": "the input (zero perturbation)",
+        "gradient_normalisation": "L2 for every norm, as the paper",
+        "bound_before_success": "infinite (best distance, still inf, + distance to boundary)",
+        "failed_samples": "returned unchanged (the input)",
+    },
+)
+def _fmn(job: SecmlJob) -> AdapterOutput:
+    """FMN (FMNNative): steps -> num_steps, step_size (its max_step_size), min_step_size,
+    gamma, norm -> perturbation_model; min_gamma is secml-torch's fixed 0.001."""
+    p = job.p
+    kwargs = {
+        "perturbation_model": job.request.norm,
+        "num_steps": p["steps"],
+        "step_size": p["step_size"],
+        "min_step_size": p["min_step_size"],
+        "gamma": p["gamma"],
+    }
+    return job.run("fmn", kwargs)
+
+
 class SecmlTorchAdapter(Adapter):
     name = "secml-torch"
     distribution = "secml-torch"
     update_order = "step -> project -> clip"
     translators = SECML
-    names = {"steps": "num_steps"}
+    names = {"steps": "num_steps", "gamma": "gamma"}
 
     def _job(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None

@@ -16,6 +16,7 @@ import pytest
 import unified_adv
 from unified_adv.adapters import AttackRequest, adapter_class, backend_names
 from unified_adv.catalogue.attacks import ATTACKS
+from unified_adv.evaluate.crosscheck import VERDICTS
 from unified_adv.sources.data import digits_split
 from unified_adv.sources.models import ModelWrapper
 
@@ -156,22 +157,35 @@ def test_advlib_apgd_call_and_ball(model: ModelWrapper, digits, loss: str) -> No
         assert kwargs["loss_function"] == "dlr" and kwargs["num_targets"] == 9
 
 
-def test_ddn_crosscheck_pair_and_apgd_pair(tmp_path: Path) -> None:
-    """Through a scenario: DDN on adv-lib and secml-torch (deterministic: compared sample by
-    sample on the distances) and APGD on adv-lib and torchattacks (random starts: compared
-    statistically), each pair with a verdict."""
+def test_crosscheck_pairs_with_other_backends(tmp_path: Path) -> None:
+    """Through a scenario: DDN and FMN on adv-lib and secml-torch (and Foolbox's FMN), FAB on
+    adv-lib and torchattacks (deterministic: compared sample by sample), APGD on adv-lib and
+    torchattacks (random starts: compared statistically); every pair gets a verdict."""
     scenario = unified_adv.scenario_from_text(
         BASE + "attacks:\n"
         "  - {name: ddn, steps: 20, backends: [adv-lib, secml-torch]}\n"
         "  - {name: apgd, eps: 0.1, steps: 10, backends: [adv-lib, torchattacks]}\n"
+        "  - {name: fmn, steps: 10, backends: [adv-lib, secml-torch, foolbox]}\n"
+        "  - {name: fab, norm: linf, steps: 5, backends: [adv-lib, torchattacks]}\n"
     )
     result = unified_adv.run(scenario, tmp_path / "out", progress=False)
     assert not result.failed
-    pairs = {p["attack_id"]: p for p in result.summary["crosscheck"]["pairs"]}
-    assert set(pairs) >= {"ddn", "apgd"}
-    for attack_id in ("ddn", "apgd"):
-        assert pairs[attack_id]["verdict"], pairs[attack_id]
-    assert pairs["apgd"]["verdict"] == "statistically consistent", pairs["apgd"]
+    pairs: dict[tuple[str, ...], dict] = {
+        (p["attack_id"], *p["backends"]): p for p in result.summary["crosscheck"]["pairs"]
+    }
+    assert set(pairs) >= {
+        ("ddn", "adv-lib", "secml-torch"),
+        ("apgd", "adv-lib", "torchattacks"),
+        ("fmn", "adv-lib", "secml-torch"),
+        ("fab", "adv-lib", "torchattacks"),
+    }, set(pairs)
+    for pair in pairs.values():  # a verdict each; a divergence comes with its explanation
+        assert pair["verdict"] in VERDICTS, pair
+        assert pair["verdict"] != "divergent" or pair["explanation"], pair
+    # DDN: the two differ in pixels, explained by the recorded norm projection.
+    ddn = pairs[("ddn", "adv-lib", "secml-torch")]
+    assert ddn["explained"] and any("norm_projection" in e for e in ddn["explanation"]), ddn
+    assert pairs[("apgd", "adv-lib", "torchattacks")]["verdict"] == "statistically consistent"
     s = result.samples
     assert set(s[s.attack == "ddn"].backend) == {"adv-lib", "secml-torch"}
 
@@ -201,3 +215,52 @@ def test_secml_ddn_refuses_a_gamma_it_would_ignore() -> None:
             BASE + "attacks:\n  - {name: ddn, gamma: 0.1, backends: [secml-torch]}\n"
         )
     assert "backend 'secml-torch' runs ddn only with gamma=0.05" in str(info.value)
+
+
+def test_fab_and_fmn_calls(model: ModelWrapper, digits) -> None:
+    """FAB on adv-lib and FMN on adv-lib and secml-torch: every argument, and the canonical
+    values read back from it (overshoot from η, random starts from restarts)."""
+    fab = _generate(model, digits, "adv-lib", "fab", "linf", steps=3, random_starts=1)
+    call = fab.library_call
+    assert call["class"] == "adv_lib.attacks.fab"
+    assert call["kwargs"] == {
+        "norm": float("inf"),
+        "n_iter": 3,
+        "ε": 1.0,  # the box's diameter in L∞: random starts at half the best norm
+        "α_max": 0.1,
+        "β": 0.9,
+        "η": 1.05,
+        "restarts": 2,
+        "targeted_restarts": False,
+        "targeted": False,
+    }
+    sem = call["semantics"]
+    assert (sem["overshoot"], sem["random_starts"], sem["target_classes"]) == (0.05, 1, 0)
+    fmn = _generate(model, digits, "adv-lib", "fmn", "l0", steps=5).library_call
+    assert fmn["kwargs"] == {
+        "norm": 0.0,
+        "targeted": False,
+        "steps": 5,
+        "α_init": 1.0,
+        "α_final": 0.01,
+        "γ_init": 0.05,
+        "γ_final": 0.001,
+        "starting_points": None,
+        "binary_search_steps": 10,
+    }
+    secml = _generate(model, digits, "secml-torch", "fmn", "l1", steps=5).library_call
+    assert secml["class"] == "secmlt.adv.evasion.fmn.FMN"
+    assert secml["kwargs"] == {
+        "perturbation_model": "l1",
+        "num_steps": 5,
+        "step_size": 1.0,
+        "min_step_size": 0.01,
+        "gamma": 0.05,
+        "lb": 0.0,
+        "ub": 1.0,
+        "backend": "native",
+        "trackers": None,
+    }
+    # The projections the cross-check names beside an FMN divergence.
+    assert "ball" in secml["semantics"]["l2_projection"]
+    assert "sphere" in fmn["semantics"]["l2_projection"]
