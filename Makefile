@@ -13,14 +13,16 @@ QUIET  := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
 .PHONY: setup demo test lint bench weights readme-numbers chromium clean
 
 # torch first, exact: this version lies on the build machines' disk (see README).
+# build-constraints.txt holds back setuptools for the packages built from source (visdom,
+# which adv-lib needs, imports pkg_resources in its setup.py).
 # The package maps unified_adv.adapters to ./adapters, so setuptools installs it in editable
 # mode through an import finder and says so in an "Editable installation." warning on every
 # install: information for setuptools' developers, not for ours.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml build-constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) --upgrade pip $(QUIET)
 	$(PIP) torch==2.14.1 torchvision==0.29.1 $(QUIET)
-	PYTHONWARNINGS="ignore:Editable installation" $(PIP) -e '.[all,dev]' $(QUIET)
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) --build-constraint build-constraints.txt -e '.[all,dev]' $(QUIET)
 	# [mlflow] on its own: it needs a newer requests than torchattacks pins (see pyproject);
 	# pip installs it and names that pin conflict, which torchattacks does not use at run time.
 	PYTHONWARNINGS="ignore:Editable installation" $(PIP) -e '.[mlflow]' $(QUIET)

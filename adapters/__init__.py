@@ -57,6 +57,8 @@ BACKENDS: dict[str, str] = {
     "art": "unified_adv.adapters.art:ArtAdapter",
     "foolbox": "unified_adv.adapters.foolbox:FoolboxAdapter",
     "torchattacks": "unified_adv.adapters.torchattacks:TorchattacksAdapter",
+    "adv-lib": "unified_adv.adapters.advlib:AdvLibAdapter",
+    "secml-torch": "unified_adv.adapters.secmltorch:SecmlTorchAdapter",
     # Project code, not a library: attacks none of the three libraries has (L-BFGS).
     "unified-adv": "unified_adv.adapters.project:ProjectAdapter",
 }

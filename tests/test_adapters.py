@@ -47,12 +47,15 @@ FAST: dict[str, dict[str, Any]] = {
     "gaussian_noise": {"std": 0.1},
     "lbfgs": {"steps": 50, "binary_search_steps": 2},
     "apgd": {"steps": 5},
-    "fab": {"steps": 3},
-    "fmn": {"steps": 5},
+    "fab": {"steps": 5},
+    "fmn": {"steps": 10},
+    "ddn": {"steps": 10},
+    "alma": {"steps": 20},
     "autoattack": {"steps": 2, "queries": 20},
 }
 SLOW = {"autoattack", "deepfool", "cw_l2", "one_pixel", "hopskipjump", "boundary", "square", "lbfgs"}
-SLOW |= {"fab", "fmn"}  # FAB: a gradient per class per step, FMN many steps
+SLOW |= {"fab", "fmn"}  # FAB: a gradient per class per step; 96 samples took 6 s each
+SLOW |= {"ddn", "alma"}
 EPS = {"linf": 0.2, "l2": 1.0}
 
 def _library_names(backend: str, attack: str) -> dict[str, str]:
@@ -90,11 +93,18 @@ CASES = [
 
 
 def test_every_backend_has_cases() -> None:
-    assert {c[0] for c in CASES} == {"art", "foolbox", "torchattacks", "unified-adv"}
+    assert {c[0] for c in CASES} == {
+        "art",
+        "foolbox",
+        "torchattacks",
+        "adv-lib",
+        "secml-torch",
+        "unified-adv",
+    }
     # The project backend runs only what no library has.
     project = adapter_class("unified-adv").capabilities
     assert set(project) == {"lbfgs"}
-    for name in ("art", "foolbox", "torchattacks"):
+    for name in ("art", "foolbox", "torchattacks", "adv-lib", "secml-torch"):
         assert not set(project) & set(adapter_class(name).capabilities), name
 
 
@@ -154,7 +164,8 @@ def test_threat_model_record_and_reproducibility(
         expected = bool(value) if lib_name in ("random_start",) else value
         assert kwargs[lib_name] == expected, f"{name} -> {lib_name}"
     if eps is not None:
-        recorded = call["call"]["epsilons"] if backend == "foolbox" else kwargs["eps"]
+        eps_name = _library_names(backend, attack).get("eps", "eps")
+        recorded = call["call"]["epsilons"] if backend == "foolbox" else kwargs[eps_name]
         assert recorded == eps
     if backend == "art" and attack == "boundary":
         assert kwargs["targeted"] is False  # ART's default is True

@@ -18,7 +18,7 @@ from unified_adv.catalogue.entry import (
     AttackDef,
 )
 from unified_adv.catalogue.gradient import APGD, BIM, FGSM, MIFGSM, PGD
-from unified_adv.catalogue.minimal import CW_L2, DEEPFOOL, FAB, FMN, LBFGS
+from unified_adv.catalogue.minimal import ALMA, CW_L2, DDN, DEEPFOOL, FAB, FMN, LBFGS
 from unified_adv.catalogue.noise import GAUSSIAN_NOISE
 from unified_adv.catalogue.params import MAX_NUMBER, Param, madry_step, shown
 from unified_adv.catalogue.universal import UNIVERSAL
@@ -46,6 +46,8 @@ _ENTRIES = (
     DEEPFOOL,
     CW_L2,
     LBFGS,
+    DDN,
+    ALMA,
     ONE_PIXEL,
     UNIVERSAL,
     SQUARE,
