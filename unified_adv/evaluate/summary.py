@@ -282,6 +282,8 @@ def _data(prep: Prepared) -> dict[str, Any]:
         "clean_accuracy": float(prep.correct.mean()),
         "only_correct": prep.scenario.data.only_correct,
         "n_attacked": int(attacked.sum()),
+        # Source, split, limit and its mode, image transform, class order (when given).
+        **prep.data.details,
     }
 
 
