@@ -160,7 +160,7 @@ class TargetSpec(_Strict):
 
 
 #: The units every number about the images is given in (eps, step sizes, mean, std).
-RANGE_UNITS = "in the model's input_range units (e.g. 8/255 for a model taking [0, 1])"
+RANGE_UNITS = "in the model's input_range units ([0, 1], [0, 255], ... as the model takes)"
 
 
 class ModelSpec(_Strict):
@@ -456,7 +456,9 @@ class _AttackCore(_Strict):
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     backends: Annotated[tuple[str, ...], BeforeValidator(_backend_list)] = ("all",)
     norm: Literal["linf", "l2", "l0"]
-    eps: Annotated[tuple[float, ...] | None, BeforeValidator(_eps_list)] = None
+    eps: Annotated[tuple[float, ...] | None, BeforeValidator(_eps_list)] = Field(
+        default=None, description=f"the perturbation bound (one value or a list), {RANGE_UNITS}"
+    )
     target: TargetSpec = TargetSpec()
     limit: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
 
@@ -464,6 +466,11 @@ class _AttackCore(_Strict):
 #: A parameter's scenario type, by its catalogue kind; its range is the catalogue's
 #: (Param.check, in AttackSpec._fits_attack).
 _PARAM_TYPES: dict[type, Any] = {int: int, float: Exact, str: str}
+
+#: Each parameter's description (the catalogue's), with the units of step sizes stated.
+_PARAM_DOCS = {p.name: p.doc for a in ATTACKS.values() for p in a.params} | {
+    "step_size": f"step per iteration, {RANGE_UNITS}"
+}
 
 # One optional field per canonical parameter, derived from the catalogue: an attack's new
 # parameter needs no field here. Each attack takes a subset (checked in _fits_attack).
@@ -474,7 +481,10 @@ else:
         "_AttackFields",
         __base__=_AttackCore,
         __module__=__name__,
-        **{name: (_PARAM_TYPES[kind] | None, None) for name, kind in PARAM_KINDS.items()},
+        **{
+            name: (_PARAM_TYPES[kind] | None, Field(default=None, description=_PARAM_DOCS.get(name)))
+            for name, kind in PARAM_KINDS.items()
+        },
     )
 
 
