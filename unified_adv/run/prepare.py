@@ -209,7 +209,8 @@ def _plan_attack(prep: Prepared, i: int, spec: AttackSpec) -> AttackPlan:
     keep = correct.copy() if scenario.data.only_correct else np.ones_like(correct)
     if spec.target.mode == "class" and spec.target.label is not None:
         keep &= data.y != spec.target.label  # attacking a sample toward its own class is void
-    # limit: the attack evaluates the first `limit` samples (as data.limit does for all).
+    # limit: the attack evaluates the first `limit` samples of the (already limited) data;
+    # a stratified data.limit leaves them interleaved by class, so they stay stratified.
     scope = min(spec.limit, len(keep)) if spec.limit is not None else len(keep)
     keep[scope:] = False
     positions = np.flatnonzero(keep)
