@@ -27,6 +27,7 @@ from unified_adv.evaluate.findings import model_findings
 from unified_adv.run.prepare import prepare
 from unified_adv.sources.builtin.digits import digits_split
 from unified_adv.sources.data import load_data
+from unified_adv.sources.load import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -296,8 +297,8 @@ def test_torchvision_source_with_safetensors_weights_is_the_same_network(shapes:
     np.testing.assert_allclose(tv.clean_logits, script.clean_logits, rtol=1e-5, atol=1e-5)
     assert tv.model.details["architecture"] == f"torchvision {torchvision.__version__} resnet18"
     # Untrained weights come from the scenario's seed: the same in every run.
-    again = [prepare(_scenario(shapes, "{torchvision: resnet18, num_classes: 10}", data)) for _ in range(2)]
-    assert again[0].model.fingerprint == again[1].model.fingerprint
+    untrained = _scenario(shapes, "{torchvision: resnet18, num_classes: 10}", data)
+    assert load_model(untrained).fingerprint == load_model(untrained).fingerprint
     text = _error(shapes, "{torchvision: resnet81, num_classes: 10}", data)
     assert "model.torchvision: torchvision" in text and "did you mean resnet18" in text
     text = _error(shapes, "{torchvision: resnet18, num_classes: 7, weights: rn18.safetensors}", data)
