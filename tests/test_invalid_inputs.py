@@ -430,8 +430,8 @@ CASES = [
         scenario(model="model: {builtin: digits-cnn, wieghts: w.pt}"),
         None,
         "{path}: model.wieghts: unknown field 'wieghts'. Did you mean 'weights'? Available: "
-        "builtin, checkpoints, device, factory, input_range, mean, pickle, seed, std, "
-        "torchscript, trust_model, weights\n",
+        "builtin, checkpoints, device, factory, input_range, mean, num_classes, onnx, pickle, "
+        "seed, std, timm, torchscript, torchvision, trust_model, weights\n",
         id="model-unknown-field",
     ),
     pytest.param(
@@ -456,7 +456,8 @@ CASES = [
     pytest.param(
         scenario(data="data: {builtin: digits, npz: data.npz}"),
         None,
-        "{path}: data: give exactly one of builtin, npz, image_folder (got builtin, npz)\n",
+        "{path}: data: give exactly one of builtin, npz, image_folder, cifar10, cifar100, mnist "
+        "(got builtin, npz)\n",
         id="builtin-and-npz",
     ),
     pytest.param(

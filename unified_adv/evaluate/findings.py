@@ -38,7 +38,7 @@ def _probe_positions(prep: Prepared) -> np.ndarray:
 
 
 def model_findings(prep: Prepared) -> list[Finding]:
-    out = []
+    out = [Finding("warning", code, message) for code, message in prep.setup_warnings]
     logits = prep.clean_logits
     if (logits >= 0).all() and np.allclose(logits.sum(1), 1.0, atol=1e-3):
         out.append(

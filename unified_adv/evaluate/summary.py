@@ -285,6 +285,8 @@ def _data(prep: Prepared) -> dict[str, Any]:
         "clean_accuracy_ci": metrics.proportion_ci(int(prep.correct.sum()), len(prep.data.y)),
         "only_correct": prep.scenario.data.only_correct,
         "n_attacked": int(attacked.sum()),
+        # Source, split, limit and its mode, image transform, class order (when given).
+        **prep.data.details,
     }
 
 

@@ -5,12 +5,15 @@ once per unit.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
 from unified_adv.defences.variants import build_variants
 from unified_adv.errors import InputError
 from unified_adv.run.prepared import AttackPlan, Prepared
+from unified_adv.run.sanity import setup_warnings
 from unified_adv.scenario.checks import backends_for
 from unified_adv.scenario.schema import AttackSpec, Scenario
 from unified_adv.sources.data import Dataset, load_data
@@ -67,6 +70,14 @@ def _probe(model: LoadedModel, data: Dataset, scenario: Scenario) -> int:
                 "model.mean",
                 f"{n_mean} values (and as many std), but the images have {channels} channel(s)",
             )
+    expected = model.details.get("input_shape")
+    if expected is not None and list(data.x.shape[1:]) != list(expected):
+        raise InputError.one(
+            file,
+            "data",
+            f"images are {'x'.join(map(str, data.x.shape[1:]))} (channels x height x width), "
+            f"but the model takes {'x'.join(map(str, expected))}",
+        )
     out = _forward(model, data.x[:2], file, "model")
     if not np.isfinite(out).all():
         raise InputError.one(file, "model", "produces NaN or infinite outputs on the data")
@@ -78,6 +89,12 @@ def _probe(model: LoadedModel, data: Dataset, scenario: Scenario) -> int:
             source,
             f"class_names has {len(data.class_names)} names, but the model outputs "
             f"{num_classes} classes",
+        )
+    if scenario.data.classes is not None and len(data.class_names) != num_classes:
+        raise InputError.one(
+            file,
+            "data.classes",
+            f"names {len(data.class_names)} classes, but the model outputs {num_classes}",
         )
     bad = data.y[(data.y < 0) | (data.y >= num_classes)]
     if len(bad):
@@ -192,7 +209,8 @@ def _plan_attack(prep: Prepared, i: int, spec: AttackSpec) -> AttackPlan:
     keep = correct.copy() if scenario.data.only_correct else np.ones_like(correct)
     if spec.target.mode == "class" and spec.target.label is not None:
         keep &= data.y != spec.target.label  # attacking a sample toward its own class is void
-    # limit: the attack evaluates the first `limit` samples (as data.limit does for all).
+    # limit: the attack evaluates the first `limit` samples of the (already limited) data;
+    # a stratified data.limit leaves them interleaved by class, so they stay stratified.
     scope = min(spec.limit, len(keep)) if spec.limit is not None else len(keep)
     keep[scope:] = False
     positions = np.flatnonzero(keep)
@@ -240,6 +258,9 @@ def prepare(scenario: Scenario) -> Prepared:
             f"produces NaN or infinite outputs on the data (first on sample {first})",
         )
     _check_other_models(prep)
+    prep.setup_warnings = setup_warnings(scenario, data.y, prep.clean_logits, data.class_names)
+    for code, message in prep.setup_warnings:
+        print(f"{file}: warning ({code}): {message}", file=sys.stderr)
     correct = prep.correct
     if scenario.data.only_correct and not correct.any():
         raise InputError.one(

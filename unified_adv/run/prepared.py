@@ -77,6 +77,9 @@ class Prepared(CleanScores):
     #: checkpoints by their index J, and analysis A's models by (A, J).
     checkpoint_models: dict[int, LoadedModel] = field(default_factory=dict)
     analysis_models: dict[tuple[int, int], LoadedModel] = field(default_factory=dict)
+    #: Signs the model and data may not fit (unified_adv.run.sanity): (code, message) pairs,
+    #: printed on stderr by ``prepare`` and reported as warning findings.
+    setup_warnings: list[tuple[str, str]] = field(default_factory=list)
 
     def wrapper_for(self, defence: str) -> Any:
         return self.variants[defence].wrapper if defence else self.model.wrapper

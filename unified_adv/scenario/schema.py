@@ -159,20 +159,44 @@ class TargetSpec(_Strict):
         return self.mode
 
 
+#: The units every number about the images is given in (eps, step sizes, mean, std).
+RANGE_UNITS = "in the model's input_range units ([0, 1], [0, 255], ... as the model takes)"
+
+
 class ModelSpec(_Strict):
     builtin: str | None = None
     torchscript: str | None = None
     factory: str | None = None
-    weights: str | None = None
+    #: A torchvision classification architecture by name (torchvision.models.get_model), or
+    #: a timm one (timm.create_model), built untrained; ``weights`` loads a state dict.
+    torchvision: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.]+$")
+    timm: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
+    #: An ONNX file, converted to a torch module by onnx2torch (gradients flow through it).
+    onnx: str | None = None
+    #: Outputs of a torchvision or timm architecture (default: the library's, e.g. 1000).
+    num_classes: int | None = Field(default=None, ge=2, le=MAX_COUNT)
+    weights: str | None = Field(
+        default=None,
+        description="a state dict on disk: torch.save(model.state_dict()) (.pt, .pth) or "
+        ".safetensors; for factory, torchvision or timm",
+    )
     #: A whole pickled ``torch.nn.Module`` (``torch.save(model)``). Unpickling it runs code
     #: named in the file, so it is loaded only with ``trust_model: true``, and the summary
     #: and the report record that code from the file ran.
     pickle: str | None = None
     #: Strict: only a YAML boolean true trusts a pickle, never "yes" or "1" as a string.
     trust_model: bool = Field(default=False, strict=True)
-    input_range: tuple[Exact, Exact] = (0.0, 1.0)
-    mean: tuple[Exact, ...] | None = None
-    std: tuple[Exact, ...] | None = None
+    input_range: tuple[Exact, Exact] = Field(
+        default=(0.0, 1.0),
+        description="[low, high] of the pixel values the model takes; eps, step sizes, mean "
+        "and std are all given in these units",
+    )
+    mean: tuple[Exact, ...] | None = Field(
+        default=None, description=f"per-channel mean subtracted inside the model, {RANGE_UNITS}"
+    )
+    std: tuple[Exact, ...] | None = Field(
+        default=None, description=f"per-channel std divided by inside the model, {RANGE_UNITS}"
+    )
     device: str = "cpu"
     #: Training seed of the builtin line-cnn (Kügler et al.'s CNN, trained on the lines data).
     seed: int | None = Field(default=None, ge=0, lt=2**32)
@@ -203,7 +227,7 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        sources = ("builtin", "torchscript", "factory", "pickle")
+        sources = ("builtin", "torchscript", "factory", "pickle", "torchvision", "timm", "onnx")
         given = [k for k in sources if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
@@ -220,8 +244,11 @@ class ModelSpec(_Strict):
             raise ValueError("trust_model: only used with pickle")
         if self.seed is not None and self.builtin != "line-cnn":
             raise ValueError("seed: only used with builtin: line-cnn")
-        if self.weights is not None and self.factory is None:
-            raise ValueError("weights: only used with factory")
+        built = self.factory or self.torchvision or self.timm
+        if self.weights is not None and built is None:
+            raise ValueError("weights: only used with factory, torchvision or timm")
+        if self.num_classes is not None and not (self.torchvision or self.timm):
+            raise ValueError("num_classes: only used with torchvision or timm")
         lo, hi = self.input_range
         if not lo < hi:
             raise ValueError(f"input_range: low must be below high, got [{lo:g}, {hi:g}]")
@@ -248,10 +275,12 @@ class ModelSpec(_Strict):
                     f"checkpoints: the builtin digits-cnn has epochs "
                     f"{', '.join(map(str, DIGITS_CHECKPOINTS))}; got {bad[0]!r}"
                 )
+        elif self.onnx is not None:
+            raise ValueError("checkpoints: not supported for onnx models")
         elif not all(isinstance(c, str) for c in checkpoints):
             raise ValueError(
-                "checkpoints: give file paths (weights for a factory, TorchScript files, "
-                "pickled models for pickle)"
+                "checkpoints: give file paths (weights for a factory, torchvision or timm, "
+                "TorchScript files, pickled models for pickle)"
             )
 
     def describe(self) -> str:
@@ -261,19 +290,73 @@ class ModelSpec(_Strict):
             return f"TorchScript {self.torchscript}"
         if self.pickle:
             return f"trusted pickle (ran code from {self.pickle})"
+        if self.onnx:
+            return f"ONNX {self.onnx} (onnx2torch)"
+        weights = f" + weights {self.weights}" if self.weights else " (untrained weights)"
+        if self.torchvision or self.timm:
+            lib = "torchvision" if self.torchvision else "timm"
+            classes = f", {self.num_classes} classes" if self.num_classes else ""
+            return f"{lib} {self.torchvision or self.timm}{classes}{weights}"
         return f"factory {self.factory}" + (f" + weights {self.weights}" if self.weights else "")
+
+
+#: The data sources: exactly one is given.
+DATA_SOURCES = ("builtin", "npz", "image_folder", "cifar10", "cifar100", "mnist")
+#: Sources read from files: their ``limit`` is stratified by default (an image folder, the
+#: CIFAR and MNIST files are ordered by class or not at all); the builtin sets are shuffled
+#: held-out splits already, so they keep their first N (and their published numbers).
+_FILE_SOURCES = ("npz", "image_folder", "cifar10", "cifar100", "mnist")
+
+
+def _side_pair(value: Any) -> Any:
+    """``224`` or ``[224, 224]``: a square side given once is both sides."""
+    return [value, value] if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class DataSpec(_Strict):
     builtin: str | None = None
     npz: str | None = None
     image_folder: str | None = None
-    image_size: tuple[int, int] | None = None
+    #: The official python versions of CIFAR-10/100 (cifar-10-batches-py/,
+    #: cifar-100-python/; the folder itself or the one holding it) and MNIST's idx files
+    #: (gzipped or not). Never downloaded.
+    cifar10: str | None = None
+    cifar100: str | None = None
+    mnist: str | None = None
+    split: Literal["train", "test"] | None = Field(
+        default=None, description="cifar10, cifar100, mnist: which split (default: test)"
+    )
+    image_size: tuple[int, int] | None = Field(
+        default=None, description="image_folder: resize every image to exactly [height, width]"
+    )
+    resize: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SIDE,
+        description="image_folder: resize the shorter side to this (aspect kept), then "
+        "center_crop, e.g. resize: 256, center_crop: 224",
+    )
+    center_crop: Annotated[tuple[int, int] | None, BeforeValidator(_side_pair)] = Field(
+        default=None, description="image_folder: after resize, crop the centre to N or [h, w]"
+    )
+    #: The model's class order, by name: label i of the data is the class named classes[i].
+    #: A list, or a text file with one name per line (relative to the scenario).
+    classes: tuple[str, ...] | str | None = Field(
+        default=None,
+        description="the model's class order by name (or a text file, one name per line): "
+        "the data's labels are mapped onto it",
+    )
     grayscale: bool = False
     #: builtin lines (Kügler et al.): image side D and angle grid step in degrees.
     size: int | None = Field(default=None, ge=14, le=128)
     angle_step: Exact | None = None
     limit: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
+    limit_mode: Literal["stratified", "first"] | None = Field(
+        default=None,
+        description="how limit picks samples: stratified (as even over the classes as "
+        "possible, in source order within each class; the default for files) or first (the "
+        "first N; the default for builtin data, shuffled already)",
+    )
     only_correct: bool = True
 
     @field_validator("builtin")
@@ -283,18 +366,37 @@ class DataSpec(_Strict):
             raise ValueError(did_you_mean("builtin data set", v, BUILTIN_DATA))
         return v
 
+    @property
+    def source(self) -> str:
+        """The one source field given (``cifar10``, ``image_folder``, ...)."""
+        return next(k for k in DATA_SOURCES if getattr(self, k) is not None)
+
+    @property
+    def limit_how(self) -> str:
+        """``limit_mode`` as given, else the source's default."""
+        if self.limit_mode is not None:
+            return self.limit_mode
+        return "stratified" if self.source in _FILE_SOURCES else "first"
+
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
-        given = [k for k in ("builtin", "npz", "image_folder") if getattr(self, k) is not None]
+        given = [k for k in DATA_SOURCES if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of builtin, npz, image_folder"
+                f"give exactly one of {', '.join(DATA_SOURCES)}"
                 + (f" (got {', '.join(given)})" if given else "")
             )
-        if self.image_folder is not None and self.image_size is None:
-            raise ValueError("image_folder needs image_size: [height, width]")
-        if self.image_size is not None and self.image_folder is None:
-            raise ValueError("image_size: only used with image_folder")
+        self._check_image_fields()
+        if self.split is not None and self.source not in ("cifar10", "cifar100", "mnist"):
+            raise ValueError("split: only used with cifar10, cifar100 or mnist")
+        if self.limit_mode is not None and self.limit is None:
+            raise ValueError("limit_mode: only used with limit")
+        if isinstance(self.classes, tuple):
+            if len(self.classes) < 2:
+                raise ValueError("classes: give at least two class names")
+            repeated = [c for i, c in enumerate(self.classes) if c in self.classes[:i]]
+            if repeated:
+                raise ValueError(f"classes: '{repeated[0]}' is named twice")
         if self.builtin == "lines":
             if self.size is None or self.angle_step is None:
                 raise ValueError("builtin lines needs size (image side) and angle_step (degrees)")
@@ -302,16 +404,48 @@ class DataSpec(_Strict):
                 raise ValueError(f"angle_step: must be in (0, 90], got {self.angle_step:g}")
         elif self.size is not None or self.angle_step is not None:
             raise ValueError("size and angle_step are only used with builtin: lines")
-        if self.image_size is not None and not all(1 <= v <= MAX_SIDE for v in self.image_size):
-            raise ValueError(
-                f"image_size: both sides must lie in [1, {MAX_SIDE}], "
-                f"got [{', '.join(map(shown, self.image_size))}]"
-            )
         return self
 
+    def _check_image_fields(self) -> None:
+        """image_folder: image_size, or resize with center_crop; nothing else takes them."""
+        if self.image_folder is None:
+            for f in ("image_size", "resize", "center_crop"):
+                if getattr(self, f) is not None:
+                    raise ValueError(f"{f}: only used with image_folder")
+            return
+        if self.image_size is None and (self.resize is None or self.center_crop is None):
+            raise ValueError(
+                "image_folder needs image_size: [height, width], or resize: N with "
+                "center_crop: M (e.g. resize: 256, center_crop: 224)"
+            )
+        if self.image_size is not None and (self.resize or self.center_crop):
+            raise ValueError("give image_size, or resize with center_crop, not both")
+        for f in ("image_size", "center_crop"):
+            sides = getattr(self, f)
+            if sides is not None and not all(1 <= v <= MAX_SIDE for v in sides):
+                raise ValueError(
+                    f"{f}: both sides must lie in [1, {MAX_SIDE}], "
+                    f"got [{', '.join(map(shown, sides))}]"
+                )
+        crop, resize = self.center_crop, self.resize
+        if crop is not None and resize is not None and max(crop) > resize:
+            raise ValueError(
+                f"center_crop: {list(crop)} is larger than the resized shorter side ({resize})"
+            )
+
+    def transform_text(self) -> str:
+        """The image folder's preprocessing, as recorded in the data description."""
+        if self.image_size is not None:
+            return f"resized to {self.image_size[0]}x{self.image_size[1]}"
+        assert self.resize is not None and self.center_crop is not None
+        h, w = self.center_crop
+        return f"shorter side resized to {self.resize}, centre-cropped to {h}x{w}"
+
     def describe(self) -> str:
-        src = self.builtin or self.npz or self.image_folder
-        kind = "builtin" if self.builtin else ("npz" if self.npz else "image folder")
+        src = getattr(self, self.source)
+        kind = {"builtin": "builtin", "npz": "npz", "image_folder": "image folder"}.get(
+            self.source, self.source
+        )
         return f"{kind} {src}"
 
 
@@ -322,7 +456,9 @@ class _AttackCore(_Strict):
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     backends: Annotated[tuple[str, ...], BeforeValidator(_backend_list)] = ("all",)
     norm: Literal["linf", "l2", "l1", "l0"]
-    eps: Annotated[tuple[float, ...] | None, BeforeValidator(_eps_list)] = None
+    eps: Annotated[tuple[float, ...] | None, BeforeValidator(_eps_list)] = Field(
+        default=None, description=f"the perturbation bound (one value or a list), {RANGE_UNITS}"
+    )
     target: TargetSpec = TargetSpec()
     limit: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
 
@@ -330,6 +466,11 @@ class _AttackCore(_Strict):
 #: A parameter's scenario type, by its catalogue kind; its range is the catalogue's
 #: (Param.check, in AttackSpec._fits_attack).
 _PARAM_TYPES: dict[type, Any] = {int: int, float: Exact, str: str}
+
+#: Each parameter's description (the catalogue's), with the units of step sizes stated.
+_PARAM_DOCS = {p.name: p.doc for a in ATTACKS.values() for p in a.params} | {
+    "step_size": f"step per iteration, {RANGE_UNITS}"
+}
 
 # One optional field per canonical parameter, derived from the catalogue: an attack's new
 # parameter needs no field here. Each attack takes a subset (checked in _fits_attack).
@@ -340,7 +481,10 @@ else:
         "_AttackFields",
         __base__=_AttackCore,
         __module__=__name__,
-        **{name: (_PARAM_TYPES[kind] | None, None) for name, kind in PARAM_KINDS.items()},
+        **{
+            name: (_PARAM_TYPES[kind] | None, Field(default=None, description=_PARAM_DOCS.get(name)))
+            for name, kind in PARAM_KINDS.items()
+        },
     )
 
 

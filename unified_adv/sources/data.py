@@ -1,15 +1,18 @@
-"""Data sources: builtin digits (held-out split), .npz arrays, an image folder."""
+"""Data sources: builtin digits (held-out split), .npz arrays, an image folder, CIFAR-10/100
+and MNIST as published (read by :mod:`unified_adv.sources.ondisk`); then the scenario's
+``limit`` (stratified or first N) and ``classes`` (the model's class order)."""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,9 +21,10 @@ from unified_adv.files import atomic_write, cache_dir
 from unified_adv.sources.builtin.digits import digits_split
 from unified_adv.sources.lines import generate_lines
 from unified_adv.sources.models import check_file, error_gist
+from unified_adv.sources.ondisk import read_cifar, read_mnist
 
 if TYPE_CHECKING:
-    from unified_adv.scenario.schema import Scenario
+    from unified_adv.scenario.schema import DataSpec, Scenario
 
 @dataclass
 class Dataset:
@@ -29,6 +33,9 @@ class Dataset:
     index: np.ndarray  # int64 (N,): each sample's position in its source
     class_names: list[str]
     description: str
+    #: How the samples were chosen and preprocessed (source, split, limit, transform, class
+    #: order): recorded in the summary's data block.
+    details: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -227,13 +234,42 @@ def _check_image_folder(scenario: Scenario) -> None:
         )
 
 
-IMAGE_CACHE_FORMAT = 1
+IMAGE_CACHE_FORMAT = 2
+
+
+def select_positions(y: np.ndarray, limit: int | None, how: str) -> np.ndarray:
+    """The positions ``limit`` keeps: the first N, or stratified: every class's first
+    sample (classes in label order), then every class's second, ... until N are taken, so
+    class counts differ by at most one (a class with fewer samples gives what it has).
+    Deterministic, in that interleaved order, so an attack's own ``limit`` (its first N)
+    stays stratified too."""
+    n = len(y)
+    if limit is None or limit >= n:
+        return np.arange(n, dtype=np.int64)
+    if how == "first":
+        return np.arange(limit, dtype=np.int64)
+    rank = np.empty(n, dtype=np.int64)
+    for c in np.unique(y):
+        where = np.flatnonzero(y == c)
+        rank[where] = np.arange(len(where))
+    return np.lexsort((y, rank))[:limit].astype(np.int64)
+
+
+def _limit_text(spec: DataSpec, kept: np.ndarray, y: np.ndarray, total: int) -> str:
+    if spec.limit is None or spec.limit >= total:
+        return ""
+    counts = np.bincount(y[kept])
+    low, high = (int(counts[counts > 0].min()), int(counts.max())) if len(counts) else (0, 0)
+    per_class = str(high) if low == high else f"{low}-{high}"
+    how = spec.limit_how
+    tail = f", {per_class} per class" if how == "stratified" else ""
+    return f"; {how} limit {len(kept)} of {total}{tail}"
 
 
 def _image_cache_key(
     root: Path,
     samples: list[tuple[str, int]],
-    size: tuple[int, int],
+    transform: str,
     grayscale: bool,
     lo: float,
     hi: float,
@@ -247,7 +283,7 @@ def _image_cache_key(
     settings = {
         "format": IMAGE_CACHE_FORMAT,
         "root": str(root.resolve()),
-        "size": list(size),
+        "transform": transform,
         "grayscale": grayscale,
         "range": [lo, hi],
         "torchvision": torchvision.__version__,
@@ -281,51 +317,67 @@ def _cached_images(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     return x
 
 
+def _folder_transform(spec: DataSpec) -> tuple[Any, tuple[int, int]]:
+    """torchvision's transform for the image folder, and the image size it yields."""
+    from torchvision import transforms
+
+    if spec.image_size is not None:
+        size = (int(spec.image_size[0]), int(spec.image_size[1]))
+        steps: list[object] = [transforms.Resize(size)]
+    else:
+        assert spec.resize is not None and spec.center_crop is not None
+        size = (int(spec.center_crop[0]), int(spec.center_crop[1]))
+        steps = [transforms.Resize(spec.resize), transforms.CenterCrop(size)]
+    if spec.grayscale:
+        steps.append(transforms.Grayscale(num_output_channels=1))
+    steps.append(transforms.ToTensor())
+    return transforms.Compose(steps), size
+
+
 def _load_image_folder(scenario: Scenario, lo: float, hi: float) -> Dataset:
     """Decode an image folder once, file by file, into a ``.npy`` in the cache directory,
     and serve it memory-mapped: memory stays bounded by the OS page cache, not the data
     set. The file is keyed by the folder's file list, sizes and mtimes and the decoding
     settings, reused by later runs, and written atomically (temp file, then rename).
-    Only the first ``data.limit`` files are decoded when a limit is given."""
+    Only the files ``data.limit`` keeps are decoded when a limit is given."""
     file = scenario.file
     spec = scenario.data
-    assert spec.image_folder is not None and spec.image_size is not None
+    assert spec.image_folder is not None
     path = scenario.resolve_path(spec.image_folder)
     if not path.is_dir():
         raise InputError.one(file, "data.image_folder", f"folder not found: {path}")
-    from torchvision import datasets, transforms
+    from torchvision import datasets
 
-    steps: list[object] = [transforms.Resize(tuple(spec.image_size))]
-    if spec.grayscale:
-        steps.append(transforms.Grayscale(num_output_channels=1))
-    steps.append(transforms.ToTensor())
+    transform, size = _folder_transform(spec)
     try:
-        folder = datasets.ImageFolder(str(path), transform=transforms.Compose(steps))
+        folder = datasets.ImageFolder(str(path), transform=transform)
     except (FileNotFoundError, RuntimeError) as exc:
         raise InputError.one(file, "data.image_folder", str(exc).splitlines()[0]) from None
-    n = len(folder) if spec.limit is None else min(spec.limit, len(folder))
-    samples = [(str(f), int(label)) for f, label in folder.samples[:n]]
-    y = np.asarray([label for _, label in samples], dtype=np.int64)
+    all_y = np.asarray(folder.targets, dtype=np.int64)
+    keep = select_positions(all_y, spec.limit, spec.limit_how)
+    samples = [(str(folder.samples[p][0]), int(all_y[p])) for p in keep]
 
     def decode(i: int) -> np.ndarray:
         try:
-            img, _ = folder[i]
+            img, _ = folder[int(keep[i])]
         except Exception as exc:  # noqa: BLE001 - PIL raises many kinds
             raise InputError.one(
                 file, "data.image_folder", f"cannot read {samples[i][0]}: {exc}"
             ) from None
         return scale_into(img.numpy(), lo, hi)
 
-    size = (int(spec.image_size[0]), int(spec.image_size[1]))
-    key = _image_cache_key(path, samples, size, spec.grayscale, lo, hi)
+    how = spec.transform_text()
+    key = _image_cache_key(path, samples, how, spec.grayscale, lo, hi)
     cached = cache_dir() / "image-folders" / f"{key}.npy"
     # ImageFolder's loader converts every image to RGB; Grayscale then keeps one channel.
-    shape = (n, 1 if spec.grayscale else 3, *size)
+    shape = (len(keep), 1 if spec.grayscale else 3, *size)
     x = _cached_images(cached, shape)
     if x is None:
         x = _decode_into(cached, shape, decode)
+    description = f"image folder {path.name} ({len(all_y)} images, {how})"
+    description += _limit_text(spec, keep, all_y, len(all_y))
     return Dataset(
-        x, y, np.arange(n, dtype=np.int64), list(folder.classes), f"image folder {path.name}"
+        x, all_y[keep], keep, list(folder.classes), description, {"transform": how}
     )
 
 
@@ -351,14 +403,39 @@ def _decode_into(
     return x
 
 
-def load_data(scenario: Scenario) -> Dataset:
-    """The scenario's samples, before ``only_correct`` (which needs the model)."""
+def _load_ondisk(scenario: Scenario, lo: float, hi: float) -> Dataset:
+    """CIFAR-10/100 or MNIST, one split, limited before any image is scaled."""
     spec = scenario.data
-    lo, hi = scenario.model.input_range
+    source = spec.source
+    given = scenario.resolve_path(getattr(spec, source))
+    split = spec.split or "test"
+    if not given.is_dir():
+        where = "the folder holding cifar-10-batches-py/" if source == "cifar10" else (
+            "the folder holding cifar-100-python/" if source == "cifar100"
+            else "the folder holding MNIST's idx files"
+        )
+        raise InputError.one(
+            scenario.file,
+            f"data.{source}",
+            f"folder not found: {given} (give {where}; nothing is downloaded)",
+        )
+    if source == "mnist":
+        raw = read_mnist(given, split, scenario.file)
+    else:
+        raw = read_cifar(source, given, split, scenario.file)
+    keep = select_positions(raw.y, spec.limit, spec.limit_how)
+    x = scale_into(raw.x[keep].astype(np.float32) / 255.0, lo, hi)
+    description = f"{raw.description}, {len(raw.y)} images"
+    description += _limit_text(spec, keep, raw.y, len(raw.y))
+    return Dataset(x, raw.y[keep], keep, raw.class_names, description, {"split": split})
+
+
+def _builtin(scenario: Scenario, lo: float, hi: float) -> Dataset:
+    spec = scenario.data
     if spec.builtin == "lines":
         assert spec.size is not None and spec.angle_step is not None
         lines = generate_lines(spec.size, spec.angle_step)
-        ds = Dataset(
+        return Dataset(
             scale_into(lines.images, lo, hi),
             lines.labels.copy(),
             np.arange(len(lines), dtype=np.int64),
@@ -366,26 +443,92 @@ def load_data(scenario: Scenario) -> Dataset:
             f"every unique {spec.size}x{spec.size} line image at {spec.angle_step:g}° steps "
             f"({len(lines)} images; Kügler et al.)",
         )
-    elif spec.builtin == "digits":
-        _, _, x, y, _, i_test = digits_split()
-        ds = Dataset(
-            scale_into(x, lo, hi),
-            y.copy(),
-            i_test.astype(np.int64),
-            [str(d) for d in range(10)],
-            f"scikit-learn digits, held-out split ({len(y)} of 1797 images, 8x8 grey)",
+    _, _, x, y, _, i_test = digits_split()
+    return Dataset(
+        scale_into(x, lo, hi),
+        y.copy(),
+        i_test.astype(np.int64),
+        [str(d) for d in range(10)],
+        f"scikit-learn digits, held-out split ({len(y)} of 1797 images, 8x8 grey)",
+    )
+
+
+def _limited(ds: Dataset, spec: DataSpec) -> Dataset:
+    """``limit`` on a data set loaded whole (builtin, npz)."""
+    keep = select_positions(ds.y, spec.limit, spec.limit_how)
+    if len(keep) == len(ds.y):
+        return ds
+    description = ds.description + _limit_text(spec, keep, ds.y, len(ds.y))
+    return Dataset(ds.x[keep], ds.y[keep], ds.index[keep], ds.class_names, description, ds.details)
+
+
+def class_list(scenario: Scenario) -> list[str] | None:
+    """``data.classes``: the list given, or the names in the text file it names."""
+    given = scenario.data.classes
+    if given is None or isinstance(given, tuple):
+        return None if given is None else list(given)
+    path = check_file(scenario.resolve_path(given), scenario.file, "data.classes")
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError.one(scenario.file, "data.classes", f"cannot read {path}: {exc}") from None
+    names = [n for n in names if n]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise InputError.one(
+            scenario.file,
+            "data.classes",
+            f"{path} must name at least two distinct classes, one per line",
         )
+    return names
+
+
+def _reordered(ds: Dataset, scenario: Scenario) -> Dataset:
+    """Labels mapped onto ``data.classes`` (the model's order), by class name."""
+    wanted = class_list(scenario)
+    if wanted is None:
+        return ds
+    file = scenario.file
+    if not ds.class_names:
+        raise InputError.one(
+            file,
+            "data.classes",
+            "the data names no classes (an .npz needs a class_names array) to map by name",
+        )
+    present = [ds.class_names[c] for c in np.unique(ds.y) if c < len(ds.class_names)]
+    missing = [n for n in present if n not in wanted]
+    if missing:
+        close = difflib.get_close_matches(missing[0], wanted, n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise InputError.one(
+            file,
+            "data.classes",
+            f"the data's class '{missing[0]}'{more} is not among the {len(wanted)} names "
+            f"given{hint}; name every class the data holds, in the model's order",
+        )
+    mapping = np.array([wanted.index(n) if n in wanted else -1 for n in ds.class_names])
+    moved = int((mapping != np.arange(len(mapping))).sum())
+    description = ds.description + f"; labels mapped onto data.classes ({moved} moved)"
+    details = {**ds.details, "classes": wanted}
+    return Dataset(ds.x, mapping[ds.y].astype(np.int64), ds.index, wanted, description, details)
+
+
+def load_data(scenario: Scenario) -> Dataset:
+    """The scenario's samples, before ``only_correct`` (which needs the model): loaded,
+    limited (stratified or first N), labels mapped onto ``data.classes`` when given."""
+    spec = scenario.data
+    lo, hi = scenario.model.input_range
+    if spec.builtin is not None:
+        ds = _limited(_builtin(scenario, lo, hi), spec)
     elif spec.npz is not None:
-        ds = _load_npz(scenario, lo, hi)
-    else:
+        ds = _limited(_load_npz(scenario, lo, hi), spec)
+    elif spec.image_folder is not None:
         _check_image_folder(scenario)
         ds = _load_image_folder(scenario, lo, hi)
+    else:
+        ds = _load_ondisk(scenario, lo, hi)
+    details = {"source": spec.source, **ds.details}
     if spec.limit is not None:
-        ds = Dataset(
-            ds.x[: spec.limit],
-            ds.y[: spec.limit],
-            ds.index[: spec.limit],
-            ds.class_names,
-            ds.description,
-        )
-    return ds
+        details.update(limit=spec.limit, limit_mode=spec.limit_how)
+    ds.details = details
+    return _reordered(ds, scenario)

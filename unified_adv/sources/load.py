@@ -12,6 +12,7 @@ from torch import nn
 from unified_adv.errors import InputError
 from unified_adv.sources.builtin.digits import builtin_digits
 from unified_adv.sources.builtin.line_cnn import builtin_line_cnn
+from unified_adv.sources.libraries import build_library_model, load_onnx
 from unified_adv.sources.models import (
     LoadedModel,
     ModelWrapper,
@@ -63,6 +64,19 @@ def load_model_spec(
         details = {}
     elif spec.pickle:
         net, fingerprint, details = _pickled(spec, scenario, checkpoint, field or f"{where}.pickle")
+    elif spec.onnx:
+        onnx_path = scenario.resolve_path(spec.onnx)
+        net, fingerprint, details = load_onnx(onnx_path, scenario.file, f"{where}.onnx")
+    elif spec.torchvision or spec.timm:
+        weights = str(checkpoint) if checkpoint is not None else spec.weights
+        net, fingerprint, details = build_library_model(
+            spec,
+            scenario.resolve_path(weights) if weights else None,
+            scenario.seed,
+            scenario.file,
+            where,
+            field,
+        )
     else:
         net, fingerprint, details = _from_factory(spec, scenario, checkpoint, where, field)
     #: Whether loading ran code from a model file (a trusted pickle); recorded in the

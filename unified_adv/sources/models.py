@@ -276,8 +276,23 @@ def _is_torch_save_archive(raw: bytes) -> bool:
     return "data.pkl" in names and "constants.pkl" not in names
 
 
+def _read_safetensors(path: Path, file: str, field: str) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file: tensors only, no code (the format cannot name any)."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own kinds
+        raise InputError.one(file, field, f"not a readable safetensors file ({error_gist(exc)})") from None
+
+
 def load_weights(net: nn.Module, path: Path, file: str, field: str = "model.weights") -> None:
+    """A state dict (``torch.save(model.state_dict())``, read with ``weights_only``, or a
+    ``.safetensors`` file) loaded into ``net``; every misfit said in one line."""
     check_file(path, file, field)
+    if path.suffix == ".safetensors":
+        _fit_state(net, _read_safetensors(path, file, field), file, field)
+        return
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds here
@@ -307,6 +322,10 @@ def load_weights(net: nn.Module, path: Path, file: str, field: str = "model.weig
         raise InputError.one(
             file, field, f"not a state dict of tensors (got {type(blob).__name__})"
         )
+    _fit_state(net, blob, file, field)
+
+
+def _fit_state(net: nn.Module, blob: dict[str, torch.Tensor], file: str, field: str) -> None:
     try:
         net.load_state_dict(blob)
     except RuntimeError as exc:
