@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,11 @@ from unified_adv.run.outdir import check_out_dir, make_out_dir, storage_errors
 from unified_adv.run.plan import plan_units
 from unified_adv.run.prepare import prepare
 from unified_adv.run.prepared import Prepared, Unit
+from unified_adv.scenario.loading import load_scenario, scenario_from_text
 from unified_adv.scenario.schema import Scenario
+from unified_adv.sources.memory import infer_input_range
 
-__all__ = ["RunResult", "default_out_dir", "run", "strict_json", "versions"]
+__all__ = ["RunResult", "as_scenario", "default_out_dir", "run", "strict_json", "versions"]
 
 
 @dataclass
@@ -71,10 +74,47 @@ def default_out_dir(scenario: Scenario) -> Path:
     return Path("reports") / scenario.name
 
 
+def as_scenario(
+    scenario: Scenario | str | Path | Mapping[str, Any], *, model: Any = None, data: Any = None
+) -> Scenario:
+    """A scenario from a :class:`Scenario`, a path, YAML text (a string holding a newline or
+    starting with ``{``) or a dict. With in-memory ``model``/``data`` (the notebook API)
+    those sections name no source, and a missing ``model.input_range`` is read off ``data``
+    ([0, 1] or [0, 255]; :func:`~unified_adv.sources.memory.infer_input_range`)."""
+    in_memory = frozenset(k for k, v in (("model", model), ("data", data)) if v is not None)
+    file = scenario.file if isinstance(scenario, Scenario) else "<scenario>"
+    found = infer_input_range(data, file) if data is not None else None
+    defaults = {"input_range": list(found)} if found is not None else None
+    options: dict[str, Any] = {"in_memory": in_memory, "model_defaults": defaults}
+    if isinstance(scenario, Scenario):
+        if not in_memory or not scenario.text:
+            return scenario
+        return scenario_from_text(scenario.text, scenario.file, scenario.base_dir, **options)
+    if isinstance(scenario, Mapping):
+        text = json.dumps(dict(scenario), default=_plain)  # JSON is YAML; tuples become lists
+        return scenario_from_text(text, "<scenario>", Path.cwd(), **options)
+    if isinstance(scenario, str) and ("\n" in scenario or scenario.lstrip().startswith("{")):
+        return scenario_from_text(scenario, "<scenario>", Path.cwd(), **options)
+    if isinstance(scenario, str | Path):
+        return load_scenario(scenario, **options)
+    raise TypeError(
+        f"scenario: expected a Scenario, a path, YAML text or a dict, got {type(scenario).__name__}"
+    )
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays in a scenario dict, as JSON numbers and lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"scenario: {type(value).__name__} is not a YAML value")
+
+
 def run(
-    scenario: Scenario,
+    scenario: Scenario | str | Path | Mapping[str, Any],
     out: str | Path | None = None,
     *,
+    model: Any = None,
+    data: Any = None,
     resume: bool = False,
     strict: bool = False,
     progress: bool | None = None,
@@ -84,6 +124,14 @@ def run(
     force: bool = False,
 ) -> RunResult:
     """Run every unit of ``scenario`` and write the report, summary and per-sample table.
+
+    ``scenario``: a :class:`Scenario`, a path, YAML text or a dict (:func:`as_scenario`).
+    ``model``: a ``torch.nn.Module`` returning logits, instead of the scenario's model source
+    (the scenario's ``model:`` section then gives only ``input_range``, ``mean``/``std``,
+    ``device``, or nothing). ``data``: ``(x, y)``, ``(x, y, class_names)`` or a mapping, of
+    numpy arrays or torch tensors, ``x`` (N, C, H, W) in the model's input range (uint8 is
+    scaled from [0, 255]). Both run with the local executor only (a Dask worker gets the
+    scenario's text, never a pickled model).
 
     ``resume``: reuse the units an earlier run of the same scenario finished in ``out``.
     ``strict``: the first unit that raises stops the run with
@@ -101,10 +149,20 @@ def run(
     """
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
+    scenario = as_scenario(scenario, model=model, data=data)
     out_dir = check_out_dir(out if out is not None else default_out_dir(scenario), force=force)
-    prep = prepare(scenario)
+    prep = prepare(scenario, model=model, data=data)
     units = plan_units(prep)
     ex, owned = _executor(scenario, executor, scheduler, workers)
+    if (model is not None or data is not None) and ex.name != "local":
+        if owned:
+            ex.close()
+        raise InputError.one(
+            scenario.file,
+            "execution.executor",
+            "a model or data given in memory (model=, data=) runs with the local executor "
+            "only: a Dask worker rebuilds the scenario from its text",
+        )
     make_out_dir(out_dir, scenario.name)
     with storage_errors(out_dir):
         try:
