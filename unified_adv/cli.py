@@ -188,6 +188,14 @@ def validate(
     )
 
 
+@app.command()
+def schema() -> None:
+    """Print the scenario's JSON schema (for editor completion; see the README)."""
+    from unified_adv.scenario.json_schema import schema_text
+
+    sys.stdout.write(schema_text())
+
+
 @app.command("list")
 def list_capabilities() -> None:
     """Print which backend runs which attack, with which norms and targeting modes."""
