@@ -8,16 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import sys
+import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from unified_adv.analyses.driver import run_analyses
 from unified_adv.errors import InputError
@@ -25,12 +23,14 @@ from unified_adv.evaluate.summary import Outcomes, build_summary, strict_json, v
 from unified_adv.files import atomic_write_bytes, atomic_write_text
 from unified_adv.report import render
 from unified_adv.report.context import report_context
+from unified_adv.run.estimate import estimate_run
 from unified_adv.run.execute import run_units
 from unified_adv.run.executors import make_executor
 from unified_adv.run.outdir import check_out_dir, make_out_dir, storage_errors
 from unified_adv.run.plan import plan_units
 from unified_adv.run.prepare import prepare
 from unified_adv.run.prepared import Prepared, Unit
+from unified_adv.run.progress import LOG, configure_logging, progress_mode, run_progress
 from unified_adv.scenario.loading import load_scenario, scenario_from_text
 from unified_adv.scenario.schema import Scenario
 from unified_adv.sources.memory import infer_input_range
@@ -117,7 +117,8 @@ def run(
     data: Any = None,
     resume: bool = False,
     strict: bool = False,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
+    log_level: str | int | None = None,
     executor: Any = None,
     scheduler: str | None = None,
     workers: int | None = None,
@@ -139,7 +140,12 @@ def run(
     written; the units finished so far stay in ``out/units`` for a later ``resume``.
     Without it a failing unit is recorded (status ``error`` in ``summary.json`` and the
     report) and the other units go on.
-    ``progress``: a progress bar on stderr; default on when stderr is a terminal.
+    ``progress``: on stderr: bars on a terminal or in a notebook, plain lines with the time
+    left otherwise (a CI log); ``False``: none; also ``"bar"`` or ``"lines"``
+    (:mod:`unified_adv.run.progress`). Before a run expected to take a minute or more, its
+    units and expected time are logged (:mod:`unified_adv.run.estimate`).
+    ``log_level``: of the ``unified_adv`` logger (default ``$UNIFIED_ADV_LOG_LEVEL``, else
+    INFO); WARNING and above also turn the default progress off.
     ``executor``: where the units run: ``"local"`` (in this process), ``"dask"`` (with
     ``scheduler`` or ``workers``), or an executor object (e.g.
     ``unified_adv.run.executors.DaskExecutor(client=...)``), which is left open. Default: the
@@ -149,6 +155,7 @@ def run(
     """
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
+    _log_level(log_level)
     scenario = as_scenario(scenario, model=model, data=data)
     out_dir = check_out_dir(out if out is not None else default_out_dir(scenario), force=force)
     prep = prepare(scenario, model=model, data=data)
@@ -163,10 +170,11 @@ def run(
             "a model or data given in memory (model=, data=) runs with the local executor "
             "only: a Dask worker rebuilds the scenario from its text",
         )
+    _announce(prep, units)
     make_out_dir(out_dir, scenario.name)
     with storage_errors(out_dir):
         try:
-            with _progress_bar(len(units), progress) as tick:
+            with run_progress(units, progress_mode(progress)) as shown:
                 outcomes = run_units(
                     prep,
                     units,
@@ -174,7 +182,7 @@ def run(
                     executor=ex,
                     resume=resume,
                     strict=strict,
-                    progress=tick,
+                    progress=shown.unit_done,
                 )
                 # The one-pixel study's sweeps go through the executor too; the rest runs here.
                 analysis = run_analyses(prep, out_dir / "units", resume=resume, executor=ex)
@@ -187,17 +195,19 @@ def run(
         )
 
 
-@contextmanager
-def _progress_bar(total: int, show: bool | None) -> Iterator[Callable[[Unit], None]]:
-    """A progress bar over the units on stderr (default: when stderr is a terminal)."""
-    show = sys.stderr.isatty() if show is None else show
-    with tqdm(total=total, desc="units", unit="unit", disable=not show, file=sys.stderr) as bar:
+def _log_level(level: str | int | None) -> None:
+    try:
+        configure_logging(level)
+    except ValueError as exc:
+        raise InputError.one("", "log level", str(exc)) from None
 
-        def tick(unit: Unit) -> None:
-            bar.set_postfix_str(unit.name, refresh=False)
-            bar.update(1)
 
-        yield tick
+def _announce(prep: Prepared, units: list[Unit]) -> None:
+    """The run's units and expected time, before it starts (INFO for a long run)."""
+    if not LOG.isEnabledFor(logging.INFO):
+        return
+    guess = estimate_run(prep, units)
+    LOG.log(logging.INFO if guess.long else logging.DEBUG, "%s", guess.line())
 
 
 def _evaluate_and_report(

@@ -28,6 +28,7 @@ from unified_adv import __version__, api
 from unified_adv.adapters import adapter_class, backend_names
 from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.errors import EXIT_FAILURE, EXIT_INPUT, InputError
+from unified_adv.run.estimate import estimate_run
 from unified_adv.run.plan import plan_units
 from unified_adv.run.prepare import prepare
 from unified_adv.run.prepared import UnitFailed
@@ -127,8 +128,18 @@ def run(
         int | None,
         typer.Option("--workers", min=1, help="Start a local Dask cluster of N worker processes."),
     ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Warnings and errors only: no estimate, no progress."),
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug messages too (log level DEBUG).")
+    ] = False,
 ) -> None:
-    """Run a scenario; write index.html, summary.json and the per-sample table."""
+    """Run a scenario; write index.html, summary.json and the per-sample table.
+
+    Progress goes to stderr: bars on a terminal, plain lines with the time left otherwise
+    (CI logs). Log level: --quiet, --verbose, else $UNIFIED_ADV_LOG_LEVEL, else INFO."""
     result = _run_stopping_cleanly(
         scenario,
         out,
@@ -138,6 +149,7 @@ def run(
         executor=executor,
         scheduler=scheduler,
         workers=workers,
+        log_level="WARNING" if quiet else "DEBUG" if verbose else None,
     )
     ok = [a for a in result.summary["attacks"] if a["status"] == "ok"]
     print(f"{len(ok)} of {len(result.summary['attacks'])} attack × backend results complete.")
@@ -182,9 +194,11 @@ def validate(
     loaded = load_scenario(scenario)
     prep = prepare(loaded)
     units = plan_units(prep)
+    guess = estimate_run(prep, units)
     print(
         f"{scenario}: valid — {len(loaded.attacks)} attack(s), {len(units)} unit(s), "
-        f"{len(prep.data.y)} samples, clean accuracy {prep.correct.mean():.1%}"
+        f"{len(prep.data.y)} samples, clean accuracy {prep.correct.mean():.1%}; "
+        f"expected time {guess.time_text()}"
     )
 
 

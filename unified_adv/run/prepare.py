@@ -5,6 +5,7 @@ once per unit.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -223,12 +224,25 @@ def _plan_attack(prep: Prepared, i: int, spec: AttackSpec) -> AttackPlan:
     return AttackPlan(spec, i, positions, targets, backends_for(scenario, spec), scope)
 
 
+def deterministic_gpu(device: str) -> None:
+    """On a GPU, cuDNN's deterministic kernels and torch's deterministic algorithms where
+    they exist (``warn_only``: an op without one warns instead of failing); the flags are
+    recorded in the summary's provenance. On the CPU torch is deterministic already."""
+    if not device.startswith("cuda"):
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def prepare(scenario: Scenario, *, model: Any = None, data: Any = None) -> Prepared:
     """Load model and data, check they fit, predict once, plan each attack's samples.
 
     ``model``, ``data``: in-memory objects instead of the scenario's sources (the notebook
     API; :mod:`unified_adv.sources.memory`)."""
     file = scenario.file
+    deterministic_gpu(scenario.model.device)
     loaded = load_model(scenario) if model is None else memory_model(model, scenario)
     dataset = load_data(scenario) if data is None else memory_data(data, scenario)
     if len(dataset.y) == 0:

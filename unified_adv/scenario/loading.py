@@ -171,9 +171,14 @@ def _validated(
     return scenario
 
 
-def load_scenario(path: str | Path, *, in_memory: frozenset[str] = frozenset()) -> Scenario:
+def load_scenario(
+    path: str | Path,
+    *,
+    in_memory: frozenset[str] = frozenset(),
+    model_defaults: dict[str, Any] | None = None,
+) -> Scenario:
     """Read a scenario file. Relative paths inside it resolve against its folder.
-    ``in_memory``: as for :func:`scenario_from_text`."""
+    ``in_memory``, ``model_defaults``: as for :func:`scenario_from_text`."""
     p = Path(path)
     try:
         text = _read_scenario(p)
@@ -196,7 +201,11 @@ def load_scenario(path: str | Path, *, in_memory: frozenset[str] = frozenset()) 
             str(path), "", f"cannot read scenario: {exc.strerror or exc}"
         ) from None
     return scenario_from_text(
-        text, file=str(path), base_dir=p.resolve().parent, in_memory=in_memory
+        text,
+        file=str(path),
+        base_dir=p.resolve().parent,
+        in_memory=in_memory,
+        model_defaults=model_defaults,
     )
 
 
