@@ -54,16 +54,29 @@ class RunResult:
 
 
 def _executor(
-    scenario: Scenario, given: Any, scheduler: str | None, workers: int | None
+    scenario: Scenario,
+    given: Any,
+    scheduler: str | None,
+    workers: int | None,
+    *,
+    in_memory: bool = False,
 ) -> tuple[Any, bool]:
     """The executor to use and whether this run owns (and closes) it. Arguments win over the
-    scenario's ``execution`` fields; a scheduler or worker count alone means dask."""
-    if given is not None and not isinstance(given, str):
-        return given, False
+    scenario's ``execution`` fields; a scheduler or worker count alone means dask. In-memory
+    objects (the notebook API) run locally only."""
     e = scenario.execution
-    kind: str = given or "dask"
+    kind: str = (given or "dask") if given is None or isinstance(given, str) else given.name
     if given is None and scheduler is None and workers is None:
         kind, scheduler, workers = e.executor, e.scheduler, e.workers
+    if in_memory and kind != "local":
+        raise InputError.one(
+            scenario.file,
+            "execution.executor",
+            "a model or data given in memory (model=, data=) runs with the local executor "
+            "only: a Dask worker rebuilds the scenario from its text",
+        )
+    if given is not None and not isinstance(given, str):
+        return given, False
     try:
         return make_executor(kind, scheduler=scheduler, workers=workers), True
     except (ValueError, ImportError) as exc:
@@ -160,16 +173,8 @@ def run(
     out_dir = check_out_dir(out if out is not None else default_out_dir(scenario), force=force)
     prep = prepare(scenario, model=model, data=data)
     units = plan_units(prep)
-    ex, owned = _executor(scenario, executor, scheduler, workers)
-    if (model is not None or data is not None) and ex.name != "local":
-        if owned:
-            ex.close()
-        raise InputError.one(
-            scenario.file,
-            "execution.executor",
-            "a model or data given in memory (model=, data=) runs with the local executor "
-            "only: a Dask worker rebuilds the scenario from its text",
-        )
+    in_memory = model is not None or data is not None
+    ex, owned = _executor(scenario, executor, scheduler, workers, in_memory=in_memory)
     _announce(prep, units)
     make_out_dir(out_dir, scenario.name)
     with storage_errors(out_dir):
