@@ -36,7 +36,8 @@ LONG_RUN_S = 60.0
 class Estimate:
     units: int
     seconds: float
-    #: Units whose attack has no row in the speed table (not counted in ``seconds``).
+    #: Units whose attack has no row in the speed table and no ``steps`` to time it as PGD
+    #: (not counted in ``seconds``).
     unmeasured: int
     #: Time of one gradient on this model over one on the digits CNN.
     model_factor: float
@@ -94,8 +95,14 @@ def model_factor(prep: Prepared) -> float:
     return max(ours / ref, 1e-3) if ref > 0 else 1.0
 
 
+#: An attack missing from the table that takes ``steps`` is timed as this one (a gradient
+#: step each), scaled by its steps.
+STAND_IN = "pgd"
+
+
 def _unit_seconds(unit: Unit, table: dict[str, Any], factor: float) -> float | None:
-    rows = table.get(unit.attack, {})
+    stand_in = STAND_IN if "steps" in unit.param_dict else None
+    rows = table.get(unit.attack) or table.get(stand_in or "", {})
     row = rows.get(unit.backend) or next(iter(rows.values()), None)
     if row is None or row.get("seconds_per_sample") is None:
         return None
