@@ -34,6 +34,7 @@ from unified_adv.compare.gate import Requirement, check_run, write_junit
 from unified_adv.compare.html import write_comparison
 from unified_adv.compare.runs import load_run
 from unified_adv.errors import EXIT_FAILURE, EXIT_INPUT, InputError
+from unified_adv.run.estimate import estimate_run
 from unified_adv.run.plan import plan_units
 from unified_adv.run.prepare import prepare
 from unified_adv.run.prepared import UnitFailed
@@ -143,8 +144,18 @@ def run(
             "scenario's tracking.mlflow.uri.",
         ),
     ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Warnings and errors only: no estimate, no progress."),
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug messages too (log level DEBUG).")
+    ] = False,
 ) -> None:
-    """Run a scenario; write index.html, summary.json and the per-sample table."""
+    """Run a scenario; write index.html, summary.json and the per-sample table.
+
+    Progress goes to stderr: bars on a terminal, plain lines with the time left otherwise
+    (CI logs). Log level: --quiet, --verbose, else $UNIFIED_ADV_LOG_LEVEL, else INFO."""
     result = _run_stopping_cleanly(
         scenario,
         out,
@@ -155,6 +166,7 @@ def run(
         scheduler=scheduler,
         workers=workers,
         mlflow_uri=mlflow_uri,
+        log_level="WARNING" if quiet else "DEBUG" if verbose else None,
     )
     ok = [a for a in result.summary["attacks"] if a["status"] == "ok"]
     print(f"{len(ok)} of {len(result.summary['attacks'])} attack × backend results complete.")
@@ -199,9 +211,11 @@ def validate(
     loaded = load_scenario(scenario)
     prep = prepare(loaded)
     units = plan_units(prep)
+    guess = estimate_run(prep, units)
     print(
         f"{scenario}: valid — {len(loaded.attacks)} attack(s), {len(units)} unit(s), "
-        f"{len(prep.data.y)} samples, clean accuracy {prep.correct.mean():.1%}"
+        f"{len(prep.data.y)} samples, clean accuracy {prep.correct.mean():.1%}; "
+        f"expected time {guess.time_text()}"
     )
 
 
@@ -275,6 +289,14 @@ def check(
     print(f"{run.name}: {len(outcomes) - len(failed)} of {len(outcomes)} checks passed")
     if failed:
         raise typer.Exit(EXIT_GATE)
+
+
+@app.command()
+def schema() -> None:
+    """Print the scenario's JSON schema (for editor completion; see the README)."""
+    from unified_adv.scenario.json_schema import schema_text
+
+    sys.stdout.write(schema_text())
 
 
 @app.command("list")

@@ -236,12 +236,30 @@ def _analyses(
     return out
 
 
+def determinism() -> dict[str, Any]:
+    """The seeds' and determinism flags' state as the run ended (for the provenance): the
+    scenario's seed is in the scenario block; each unit's seed derives from it."""
+    cuda = torch.cuda.is_available()
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_algorithms_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "cuda_device": torch.cuda.get_device_name() if cuda else None,
+        "unit_seeds": "SeedSequence([scenario seed, attack, eps, shard]), shared by the "
+        "backends; batch b > 0 of a unit: SeedSequence([unit seed, b])",
+    }
+
+
 def _provenance(executor: dict[str, Any], started: dt.datetime, duration: float) -> dict[str, Any]:
     machine = platform.processor() or platform.machine()
     return {
         "versions": versions(),
         # How unified-adv's own forward passes ran (see models.SCORE_BATCH).
         "scoring": {"batch_size": SCORE_BATCH, "torch_threads": SCORE_THREADS},
+        "determinism": determinism(),
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, {machine}",
         "started": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -21,6 +21,7 @@ from unified_adv.errors import InputError
 from unified_adv.files import STORAGE_ERRNOS, remove_stale_temp_files
 from unified_adv.run.plan import storage_unit, stored_unit_check, unit_batch_size
 from unified_adv.run.prepared import Prepared, UnitFailed, UnitOutcome, error_outcome
+from unified_adv.run.progress import batch_done
 from unified_adv.run.units import Unit, load_unit, save_unit
 
 __all__ = ["Executor", "LocalExecutor", "batch_seed", "execute_unit", "run_units"]
@@ -58,6 +59,7 @@ def _run_attack(
     step = batch or max(len(positions), 1)
     x_parts, failed_parts, calls = [], [], []
     elapsed = 0.0
+    batches = -(-len(positions) // step)
     for b, lo in enumerate(range(0, len(positions), step)):
         hi = lo + step
         # Fancy indexing copies only this batch, also from a memory-mapped data set.
@@ -71,6 +73,7 @@ def _run_attack(
             out.backend_failed if out.backend_failed is not None else np.zeros(len(xb), bool)
         )
         calls.append(out.library_call)
+        batch_done(unit, b + 1, batches, elapsed)  # progress inside the unit, when shown
     x_adv = np.concatenate(x_parts) if len(x_parts) > 1 else x_parts[0]
     # unified-adv decides success itself, from the model's prediction on what came back.
     if unit.defence:

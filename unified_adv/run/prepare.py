@@ -5,7 +5,9 @@ once per unit.
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from unified_adv.scenario.checks import backends_for
 from unified_adv.scenario.schema import AttackSpec, Scenario
 from unified_adv.sources.data import Dataset, load_data
 from unified_adv.sources.load import load_model, load_model_spec
+from unified_adv.sources.memory import check_memory_classes, memory_data, memory_model
 from unified_adv.sources.models import LoadedModel, error_gist
 
 __all__ = ["prepare"]
@@ -238,15 +241,39 @@ def _plan_attack(prep: Prepared, i: int, spec: AttackSpec) -> AttackPlan:
     return AttackPlan(spec, i, positions, targets, backends_for(scenario, spec), scope)
 
 
-def prepare(scenario: Scenario) -> Prepared:
-    """Load model and data, check they fit, predict once, plan each attack's samples."""
+def deterministic_gpu(device: str) -> None:
+    """On a GPU, cuDNN's deterministic kernels and torch's deterministic algorithms where
+    they exist (``warn_only``: an op without one warns instead of failing); the flags are
+    recorded in the summary's provenance. On the CPU torch is deterministic already."""
+    if not device.startswith("cuda"):
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def prepare(scenario: Scenario, *, model: Any = None, data: Any = None) -> Prepared:
+    """Load model and data, check they fit, predict once, plan each attack's samples.
+
+    ``model``, ``data``: in-memory objects instead of the scenario's sources (the notebook
+    API; :mod:`unified_adv.sources.memory`)."""
     file = scenario.file
-    model = load_model(scenario)
-    data = load_data(scenario)
-    if len(data.y) == 0:
+    deterministic_gpu(scenario.model.device)
+    loaded = load_model(scenario) if model is None else memory_model(model, scenario)
+    dataset = load_data(scenario) if data is None else memory_data(data, scenario)
+    if len(dataset.y) == 0:
         raise InputError.one(file, "data", "holds no samples")
     torch.manual_seed(scenario.seed)
-    num_classes = _probe(model, data, scenario)
+    num_classes = _probe(loaded, dataset, scenario)
+    if data is not None:
+        check_memory_classes(dataset, num_classes, file)
+    return _prepared(scenario, loaded, dataset, num_classes)
+
+
+def _prepared(scenario: Scenario, model: LoadedModel, data: Dataset, num_classes: int) -> Prepared:
+    """Clean predictions once, the other models checked, each attack's samples planned."""
+    file = scenario.file
     _check_l2_eps(scenario, data)
     prep = Prepared(scenario, model, data, model.wrapper.logits(data.x), num_classes)
     finite = np.isfinite(prep.clean_logits).all(axis=1)

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from unified_adv.errors import InputError
 from unified_adv.scenario.checks import scenario_problems
 from unified_adv.scenario.problems import joined, message_problems, problems_from
-from unified_adv.scenario.schema import Scenario
+from unified_adv.scenario.schema import IN_MEMORY, Scenario
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -102,9 +102,19 @@ class _SafeScenarioLoader(_UniqueKeyLoader):
 
 
 def scenario_from_text(
-    text: str, file: str = "<scenario>", base_dir: Path | None = None
+    text: str,
+    file: str = "<scenario>",
+    base_dir: Path | None = None,
+    *,
+    in_memory: frozenset[str] = frozenset(),
+    model_defaults: dict[str, Any] | None = None,
 ) -> Scenario:
-    """Parse and validate scenario YAML; raises InputError listing every problem."""
+    """Parse and validate scenario YAML; raises InputError listing every problem.
+
+    ``in_memory``: the sections (``"model"``, ``"data"``) whose source the caller holds as
+    an object (the notebook API): they name no file or builtin, and may be left out.
+    ``model_defaults``: values for ``model`` fields the text leaves out (the notebook API's
+    input range read off in-memory data), validated as if written."""
     if len(text) > MAX_SCENARIO_BYTES:
         raise InputError.one(
             file, "", f"is {len(text)} characters long; a scenario is at most {MAX_SCENARIO_BYTES}"
@@ -137,15 +147,22 @@ def scenario_from_text(
         raise InputError.one(
             file, "", f"top level must be a mapping with name, model, data, attacks; got {got}"
         )
-    return _validated(data, file).record_source(
+    for section in in_memory:
+        if data.get(section) is None:
+            data[section] = {}
+    if model_defaults and isinstance(data.get("model"), dict):
+        data["model"] = {**model_defaults, **data["model"]}
+    return _validated(data, file, in_memory).record_source(
         file, text, base_dir if base_dir is not None else Path.cwd()
     )
 
 
-def _validated(data: dict[Any, Any], file: str) -> Scenario:
+def _validated(
+    data: dict[Any, Any], file: str, in_memory: frozenset[str] = frozenset()
+) -> Scenario:
     """Each section against the schema, then the checks across sections."""
     try:
-        scenario = Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data, context={IN_MEMORY: in_memory})
     except ValidationError as exc:
         raise InputError(problems_from(exc, file, Scenario)) from None
     problems = scenario_problems(scenario)
@@ -154,8 +171,14 @@ def _validated(data: dict[Any, Any], file: str) -> Scenario:
     return scenario
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read a scenario file. Relative paths inside it resolve against its folder."""
+def load_scenario(
+    path: str | Path,
+    *,
+    in_memory: frozenset[str] = frozenset(),
+    model_defaults: dict[str, Any] | None = None,
+) -> Scenario:
+    """Read a scenario file. Relative paths inside it resolve against its folder.
+    ``in_memory``, ``model_defaults``: as for :func:`scenario_from_text`."""
     p = Path(path)
     try:
         text = _read_scenario(p)
@@ -177,7 +200,13 @@ def load_scenario(path: str | Path) -> Scenario:
         raise InputError.one(
             str(path), "", f"cannot read scenario: {exc.strerror or exc}"
         ) from None
-    return scenario_from_text(text, file=str(path), base_dir=p.resolve().parent)
+    return scenario_from_text(
+        text,
+        file=str(path),
+        base_dir=p.resolve().parent,
+        in_memory=in_memory,
+        model_defaults=model_defaults,
+    )
 
 
 def _read_scenario(p: Path) -> str:

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -38,6 +39,16 @@ BUILTIN_DATA = ("digits", "lines")
 #: The training epochs of the builtin digits nets whose weights ship (``model.checkpoints``);
 #: the last, 40, is the net itself.
 DIGITS_CHECKPOINTS = (1, 2, 3, 5, 10, 20, 40)
+
+
+#: The validation context key naming the sections whose source is given as an in-memory
+#: object (the notebook API, ``unified_adv.run(scenario, model=net, data=(x, y))``): such a
+#: section names no file or builtin.
+IN_MEMORY = "in_memory"
+
+
+def _given_in_memory(info: ValidationInfo, section: str) -> bool:
+    return section in ((info.context or {}).get(IN_MEMORY) or ())
 
 
 # --------------------------------------------------------------------------- numbers
@@ -226,10 +237,15 @@ class ModelSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _one_source(self) -> ModelSpec:
+    def _one_source(self, info: ValidationInfo) -> ModelSpec:
         sources = ("builtin", "torchscript", "factory", "pickle", "torchvision", "timm", "onnx")
         given = [k for k in sources if getattr(self, k) is not None]
-        if len(given) != 1:
+        memory = type(self) is ModelSpec and _given_in_memory(info, "model")
+        if memory and given:
+            raise ValueError(f"the model is given in memory (model=); drop {', '.join(given)}")
+        if memory and self.checkpoints is not None:
+            raise ValueError("checkpoints: not available for a model given in memory (model=)")
+        if len(given) != 1 and not memory:
             raise ValueError(
                 f"give exactly one of {', '.join(sources)}"
                 + (f" (got {', '.join(given)})" if given else "")
@@ -368,8 +384,9 @@ class DataSpec(_Strict):
 
     @property
     def source(self) -> str:
-        """The one source field given (``cifar10``, ``image_folder``, ...)."""
-        return next(k for k in DATA_SOURCES if getattr(self, k) is not None)
+        """The one source field given (``cifar10``, ``image_folder``, ...); ``memory`` for
+        data given in memory (``unified_adv.run(..., data=(x, y))``)."""
+        return next((k for k in DATA_SOURCES if getattr(self, k) is not None), "memory")
 
     @property
     def limit_how(self) -> str:
@@ -379,9 +396,12 @@ class DataSpec(_Strict):
         return "stratified" if self.source in _FILE_SOURCES else "first"
 
     @model_validator(mode="after")
-    def _one_source(self) -> DataSpec:
+    def _one_source(self, info: ValidationInfo) -> DataSpec:
         given = [k for k in DATA_SOURCES if getattr(self, k) is not None]
-        if len(given) != 1:
+        memory = _given_in_memory(info, "data")
+        if memory and given:
+            raise ValueError(f"the data is given in memory (data=); drop {', '.join(given)}")
+        if len(given) != 1 and not memory:
             raise ValueError(
                 f"give exactly one of {', '.join(DATA_SOURCES)}"
                 + (f" (got {', '.join(given)})" if given else "")
