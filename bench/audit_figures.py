@@ -6,7 +6,9 @@ them once, some on more iterations or digits than the tests can afford, and writ
 bench/results_audit.json. `make readme-numbers` formats that file into README.md's
 ``<!-- bench:audit-* -->`` blocks, never re-running it (like `make bench`'s results).
 
-Usage: python bench/audit_figures.py        (about 2 min on 2 cores)
+Usage:
+    python bench/audit_figures.py                       # every experiment (minutes on 2 cores)
+    python bench/audit_figures.py --only lbfgs retrain  # these; the file keeps the others
 """
 
 from __future__ import annotations
@@ -377,12 +379,12 @@ def lbfgs_targets(model: ModelWrapper, x: np.ndarray, y: np.ndarray) -> Figures:
     target = ((y + 1) % 10).astype(np.int64)
     params = ATTACKS["lbfgs"].resolve(None, {})
     req = AttackRequest(attack="lbfgs", norm="l2", eps=None, params=params, targeted=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = adapter_class("unified-adv")(model=model).generate(req, x, y, target, seed=0)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     reached = model.logits(out.x_adv).argmax(1) == target
     return {
-        "n": len(x), "reached": int(reached.sum()), "seconds": seconds,
+        "n": len(x), "reached": int(reached.sum()), "seconds": seconds, "cpu_seconds": cpu,
         "median_l2": float(np.median(l2(out.x_adv, x)[reached])),
     }
 
@@ -456,25 +458,40 @@ def scoring_spread(model: ModelWrapper) -> Figures:
     return {"max_abs_diff": float(max(np.abs(r - runs[0]).max() for r in runs))}
 
 
-def figures() -> Figures:
-    """Every experiment, each timed; arrays reduced to the figures the README quotes."""
+def _steps(model: ModelWrapper, x: np.ndarray, y: np.ndarray) -> dict[str, Callable[[], Figures]]:
+    """Each experiment as a step returning JSON-ready figures (arrays reduced to medians)."""
     from noise_scale import measure  # bench/ is the script's folder
 
-    model = digits_model()
-    x, y = digits_batch(model)
     med = lambda a: float(np.median(a))  # noqa: E731
-    steps: dict[str, Callable[[], Any]] = {
+
+    def cw() -> Figures:
+        r = cw_stall(model, x, y, (2, 30, 100, 400), (30, 100, 400), (5, 100))
+        meds = {k: {str(s): med(v) for s, v in r[k].items()} for k in ("art", "hinge", "foolbox")}
+        return {"n": r["n"], "gap_before": r["gap_before"], "gap_after": r["gap_after"], **meds}
+
+    def rule() -> Figures:
+        runs = {f: cw_search_rule(model, x, y, f) for f in (10.0, 2.0)}
+        return {
+            f"x{f:g}": {"n": len(x), "fooled": int(r["found"].sum()), "c_max": float(r["schedule"].max())}
+            for f, r in runs.items()
+        }
+
+    def boundary() -> Figures:
+        runs = {f"{t}x{s}": boundary_proposals(model, x[:4], y[:4], t, s) for t, s in ((25, 20), (25, 1), (1, 1))}
+        return {k: {"n": 4, "median_l2": med(v[0]), "queries": v[1]} for k, v in runs.items()}
+
+    def dfrange() -> Figures:
+        r = deepfool_range(model, x, y)
+        return {k: med(v) if isinstance(v, np.ndarray) else v for k, v in r.items()}
+
+    return {
         "deepfool_candidates": lambda: deepfool_candidates(model, x, y),
-        "deepfool_range": lambda: deepfool_range(model, x, y),
+        "deepfool_range": dfrange,
         "deepfool_clipping": lambda: deepfool_clipping_gaps(model, x, y),
         "deepfool_ties": lambda: deepfool_ties(model),
-        "cw_stall": lambda: cw_stall(model, x, y, (2, 30, 100, 400), (30, 100, 400), (5, 100)),
-        "cw_search_rule": lambda: {
-            f: cw_search_rule(model, x, y, f) for f in (10.0, 2.0)
-        },
-        "boundary": lambda: {
-            f"{t}x{s}": boundary_proposals(model, x[:4], y[:4], t, s) for t, s in ((25, 20), (25, 1), (1, 1))
-        },
+        "cw_stall": cw,
+        "cw_search_rule": rule,
+        "boundary": boundary,
         "pgd_l2": lambda: pgd_l2_gaps(model, x, y),
         "mifgsm": lambda: mifgsm_gap(model, x, y),
         "lbfgs": lambda: lbfgs_targets(model, x[:20], y[:20]),
@@ -483,40 +500,41 @@ def figures() -> Figures:
         "scoring_spread": lambda: scoring_spread(model),
         "noise_scale": measure,
     }
-    out: Figures = {"seconds": {}}
-    for name, fn in steps.items():
-        start = time.perf_counter()
-        out[name] = fn()
-        out["seconds"][name] = round(time.perf_counter() - start, 1)
-        print(f"{name}: {out['seconds'][name]} s", flush=True)
-    cw = out["cw_stall"]
-    out["cw_stall"] = {
-        "n": cw["n"], "gap_before": cw["gap_before"], "gap_after": cw["gap_after"],
-        **{k: {str(s): med(v) for s, v in cw[k].items()} for k in ("art", "hinge", "foolbox")},
-    }
-    out["cw_search_rule"] = {
-        f"x{f:g}": {"n": len(x), "fooled": int(r["found"].sum()), "c_max": float(r["schedule"].max())}
-        for f, r in out["cw_search_rule"].items()
-    }
-    out["boundary"] = {k: {"n": 4, "median_l2": med(v[0]), "queries": v[1]} for k, v in out["boundary"].items()}
-    dr = out["deepfool_range"]
-    for k in ("art_l2_01", "art_l2_255", "foolbox_l2_01", "foolbox_l2_255"):
-        dr[k] = med(dr[k])
-    return out
 
 
-def main() -> None:
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    out = figures()
-    out["total_seconds"] = round(time.perf_counter() - start, 1)
-    out["cpu_seconds"] = round(time.process_time(), 1)  # all threads: the machine may be shared
-    out["machine"] = {
-        "machine": platform.machine(), "cpu_count": os.cpu_count(),
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-    }
-    RESULTS.write_text(json.dumps(out, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {RESULTS.name} in {out['total_seconds']} s ({out['cpu_seconds']} s of CPU)")
+def _store(name: str, figures: Figures, seconds: float, cpu: float) -> None:
+    """Merge one step's figures into RESULTS (under a lock: steps may run in several processes)."""
+    import fcntl
+
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
+        out[name] = figures
+        out.setdefault("seconds", {})[name] = round(seconds, 1)
+        out.setdefault("cpu_seconds", {})[name] = round(cpu, 1)
+        out["total_seconds"] = round(sum(out["seconds"].values()), 1)
+        out["total_cpu_seconds"] = round(sum(out["cpu_seconds"].values()), 1)
+        out["machine"] = {
+            "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        }
+        RESULTS.write_text(json.dumps(out, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    model = digits_model()
+    x, y = digits_batch(model)
+    steps = _steps(model, x, y)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="*", choices=sorted(steps), help="run these steps (the rest is kept)")
+    for name in p.parse_args(argv).only or steps:
+        torch.manual_seed(0)
+        start, cpu = time.perf_counter(), time.process_time()
+        figures = steps[name]()
+        _store(name, figures, time.perf_counter() - start, time.process_time() - cpu)
+        print(f"{name}: {time.perf_counter() - start:.1f} s ({time.process_time() - cpu:.1f} s of CPU)", flush=True)
 
 
 if __name__ == "__main__":
