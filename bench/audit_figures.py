@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -506,7 +507,7 @@ def _store(name: str, figures: Figures, seconds: float, cpu: float) -> None:
     """Merge one step's figures into RESULTS (under a lock: steps may run in several processes)."""
     import fcntl
 
-    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+    with open(Path(tempfile.gettempdir()) / "unified-adv-audit-figures.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         out = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
         out[name] = figures
