@@ -406,8 +406,6 @@ def scoring_before_after() -> Figures:
     """Foolbox's C&W (its failures come back as zero images) and torchattacks' Square (its
     failures come back unchanged), scored as now (from the success column, distances over the
     fooled samples) and as before (predictions on the returned arrays, distances over all)."""
-    import tempfile
-
     import unified_adv
 
     with tempfile.TemporaryDirectory() as tmp:
