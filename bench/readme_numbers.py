@@ -520,6 +520,181 @@ def autoattack_table(res: Summary) -> str:
     )
 
 
+# --- README prose figures (bench/results_audit.json, written by bench/audit_figures.py) -----
+
+
+def _g(x: float | None, digits: int = 2) -> str:
+    """A small measured quantity: 2 significant digits, below 0.01 as 4.2e-3."""
+    if x is None:
+        return "—"
+    if x != 0 and abs(x) < 0.01:
+        return f"{x:.1e}".replace("e-0", "e-")
+    return f"{x:.{digits}g}"
+
+
+def _audit_note(res: Summary) -> str:
+    return (
+        f"*`bench/audit_figures.py` (its steps: {res['total_seconds'] / 60:.1f} min wall on a shared machine, "
+        f"{res['total_cpu_seconds'] / 60:.1f} min of CPU), {_machine(res)[1:]}"
+    )
+
+
+def audit_lbfgs_line(res: Summary) -> str:
+    r = res["lbfgs"]
+    return (
+        f"On {r['n']} digits it reaches {r['reached']}/{r['n']} targets (median L2 {r['median_l2']:.2f} "
+        f"for target (y+1) mod 10) in {r['seconds']:.0f} s ({r['cpu_seconds']:.0f} s of CPU). {_audit_note(res)}"
+    )
+
+
+def audit_scoring_line(res: Summary) -> str:
+    cw, sq = res["scoring"]["cw_l2"], res["scoring"]["square"]
+    return (
+        f"On {res['scoring']['n']} digits (C&W, 10 steps; `only_correct`) Foolbox's robust accuracy "
+        f"computed on its returned images would be {cw['robust_accuracy_on_returned']:.3f}; it is "
+        f"{cw['robust_accuracy']:.3f}, as its own per-sample successes ({pct(cw['success_rate'])}) say, "
+        f"and its median L2 is {cw['median_l2_fooled']:.3f} over the fooled samples instead of "
+        f"{cw['median_l2_all']:.3f} (zero images included). torchattacks' Square (L∞ ε 0.1, 100 queries, "
+        f"{pct(sq['success_rate'])} success) has a median L∞ of {_g(sq['median_linf_all'])} over all samples "
+        f"(the unchanged failed ones included) and {_g(sq['median_linf_fooled'])} over the fooled ones."
+    )
+
+
+def audit_ties_line(res: Summary) -> str:
+    t = res["deepfool_ties"]
+    closest = ", ".join(
+        f"{NAMES[b]}'s {_g(t[b]['closest_success_above_margin'])}" for b in ("foolbox", "art")
+    )
+    return (
+        f"Measured on the quickstart's {t['n']} DeepFool digits: torchattacks' DeepFool leaves "
+        f"{t['torchattacks']['ties']} samples below the margin (ART {t['art']['ties']}, Foolbox "
+        f"{t['foolbox']['ties']}); the closest success above it: {closest}."
+    )
+
+
+def audit_noise_line(res: Summary) -> str:
+    n = res["noise_scale"]
+    pooled, q = n["pooled_std"], n["per_image_std"]
+    share = lambda std, of: f"{100 * std / of:.0f} %"  # noqa: E731
+    return (
+        f"On the {n['images']} held-out digits in [0, 1] the std 0.1 is {share(0.1, pooled)} of the pooled "
+        f"pixel std ({pooled:.3f}), {share(0.1, q['q95'])[:-2]}–{share(0.1, q['q05'])} of the per-image std "
+        f"(5–95 % of images), {share(0.1, n['per_position_std_median'])} of the per-position std of the "
+        f"{n['inked_positions']} inked positions; the std 0.3 is {share(0.3, pooled)} of the pooled std."
+    )
+
+
+def audit_builtin_line(res: Summary) -> str:
+    r, s = res["retrain"], res["scoring_spread"]
+    return (
+        f"`digits-mlp` retrained on seeds {r['seeds'][0]}–{r['seeds'][-1]} reaches "
+        f"{100 * min(r['accuracy']):.1f}–{pct(max(r['accuracy']))} held-out accuracy (the shipped seed 0: "
+        f"{pct(r['shipped'])}). The same 10 digits scored in a batch of 10 or 120, on 1 or 2 threads, give "
+        f"logits differing by up to {_g(s['max_abs_diff'])}. {_audit_note(res)}"
+    )
+
+
+def _df_range(r: Summary) -> str:
+    return (
+        f"**DeepFool at [0, 255]** ({r['n']} digits): plain ART median L2 {r['plain_255_median_l2']:,.0f}, "
+        f"{r['plain_inflation']:.1f} times 255 × its {r['plain_01_median_l2']:.3f} at [0, 1]; through the "
+        f"adapters, [0, 255] vs [0, 1]: ART {r['art_l2_255']:.2f} vs {r['art_l2_01']:.4f}, Foolbox "
+        f"{r['foolbox_l2_255']:.2f} vs {r['foolbox_l2_01']:.4f}."
+    )
+
+
+def _df_candidates(c: Summary) -> str:
+    return (
+        f"**DeepFool, 3 candidates**: plain ART leaves {c['plain_unattacked']} of {c['n']} digits "
+        f"unattacked, median L2 {c['plain_median_l2']:.2f} vs Foolbox's {c['foolbox_median_l2']:.2f}; "
+        f"through the adapter {c['art_median_l2']:.3f}."
+    )
+
+
+def _df_clipping(g: Summary) -> str:
+    return (
+        f"**DeepFool, clipping and offset**: median per-sample L2 gap ART–Foolbox {_g(g['clipped'])}, "
+        f"{_g(g['unclipped'])} without the clipping, {_g(g['no_offset'])} without Foolbox's offset too."
+    )
+
+
+def _cw_stall(c: Summary) -> str:
+    cols = lambda d: " / ".join(f"{v:.3f}" for v in d.values())  # noqa: E731
+    its = lambda d: " / ".join(d)  # noqa: E731
+    return (
+        f"**C&W** ({c['n']} digits, lr 0.05, c 1): ART median L2 {cols(c['art'])} at "
+        f"{its(c['art'])} iterations, Foolbox {cols(c['foolbox'])} at {its(c['foolbox'])}; ART with the "
+        f"hinge gradient {cols(c['hinge'])} at {its(c['hinge'])}; median per-sample L2 gap to Foolbox at "
+        f"100 iterations {c['gap_before']:.3f}, {c['gap_after']:.3f} with the hinge gradient."
+    )
+
+
+def _cw_rule(rule: Summary) -> str:
+    return (
+        f"**C&W binary search** (from c = 0.01, 4 search steps of 20 iterations): Foolbox fools "
+        f"{rule['x10']['fooled']} of {rule['x10']['n']} digits with its ×10 (c up to "
+        f"{rule['x10']['c_max']:g}), {rule['x2']['fooled']} with ×2 (c up to {rule['x2']['c_max']:g})."
+    )
+
+
+def _boundary(b: Summary) -> str:
+    runs = ", ".join(
+        f"{v['median_l2']:.2f} with {k.replace('x', ' × ')} ({v['queries']:,} queries)" for k, v in b.items()
+    )
+    return f"**Boundary** (ART alone, 20 steps, {next(iter(b.values()))['n']} digits): median L2 {runs}."
+
+
+def _mifgsm(m: Summary) -> str:
+    return (
+        f"**MI-FGSM** (L∞ ε 0.2, 10 steps, {m['n']} digits): largest pixel difference ART–Foolbox "
+        f"{m['art_foolbox']:.2f}, ART–torchattacks {_g(m['art_torchattacks'])}."
+    )
+
+
+def _pgd_l2(p: Summary) -> str:
+    return (
+        f"**L2 PGD** (ε 1, 20 steps of 1/8, {p['n']} digits): largest pixel difference ART–Foolbox "
+        f"{_g(p['order_gap'])}, {_g(p['order_gone'])} on a range the attack never reaches; torchattacks–Foolbox "
+        f"{p['batch_gap']:.3f} in a batch of {p['batch']} copies, {p['single_gap']:.3f} one digit per call."
+    )
+
+
+#: The experiments of bench/audit_figures.py behind "Known differences between the backends".
+DIFFERENCES: dict[str, Callable[[Summary], str]] = {
+    "mifgsm": _mifgsm, "deepfool_range": _df_range, "deepfool_candidates": _df_candidates,
+    "deepfool_clipping": _df_clipping, "cw_stall": _cw_stall, "cw_search_rule": _cw_rule,
+    "boundary": _boundary, "pgd_l2": _pgd_l2,
+}
+
+
+def audit_differences(res: Summary) -> str:
+    """The figures of "Known differences between the backends", one bullet per experiment; an
+    experiment missing from the results file is named, not guessed."""
+    bullets = [fmt(res[k]) for k, fmt in DIFFERENCES.items() if k in res]
+    missing = [k for k in DIFFERENCES if k not in res]
+    if missing:
+        bullets.append(f"Not measured yet: {', '.join(missing)} (`python bench/audit_figures.py --only "
+                       f"{' '.join(missing)}`).")
+    return "\n".join(f"- {x}" for x in bullets) + "\n\n" + _audit_note(res)
+
+
+def lim_eot_line(summary: Summary) -> str:
+    """Success of the adaptive (EOT) FGSM on the randomization defence per backend, and the pairs' verdicts."""
+    d = summary["defences"]
+    adaptive = [e for e in d["entries"] if e["defence"] == "randomization" and e["evaluation"] == "adaptive"]
+    parts = []
+    for eps in dict.fromkeys(e["eps_text"] for e in adaptive):
+        rates = ", ".join(f"{NAMES[e['backend']]} {pct(e['success_rate'])}" for e in adaptive if e["eps_text"] == eps)
+        verdicts = "; ".join(
+            f"{NAMES[p['backends'][0]]}–{NAMES[p['backends'][1]]} `{p['verdict']}`"
+            + ("" if p["explained"] is None else " (explained)" if p["explained"] else " (unexplained)")
+            for p in d["crosscheck"] if p["defence"] == "randomization" and p["eps_text"] == eps
+        )
+        parts.append(f"ε {eps}: success {rates}; {verdicts}")
+    eot = adaptive[0]["eot_samples"]
+    return f"`lim.yaml`, randomization, FGSM with EOT {eot}, {summary['data']['n_evaluated']} images — " + ". ".join(parts) + "."
+
+
 #: Every generated block: its source (a scenario that is run, or a `make bench` results file
 #: that is read) and its formatter. Blocks of one scenario share one run.
 TABLES: dict[str, tuple[str, Callable[[Summary], str]]] = {
@@ -536,13 +711,27 @@ TABLES: dict[str, tuple[str, Callable[[Summary], str]]] = {
     "bench:pixelflip": ("bench/results_pixelflip.json", pixelflip_table),
     "bench:engines": ("bench/results.json", engines_table),
     "bench:scaleout": ("bench/results_scaleout.json", scaleout_table),
+<<<<<<< HEAD
     "bench:autoattack": ("bench/results_autoattack.json", autoattack_table),
+=======
+    "lim-eot": ("scenarios/lim.yaml", lim_eot_line),
+    "bench:audit-lbfgs": ("bench/results_audit.json", audit_lbfgs_line),
+    "bench:audit-scoring": ("bench/results_audit.json", audit_scoring_line),
+    "bench:audit-ties": ("bench/results_audit.json", audit_ties_line),
+    "bench:audit-noise": ("bench/results_audit.json", audit_noise_line),
+    "bench:audit-differences": ("bench/results_audit.json", audit_differences),
+    "bench:audit-builtin": ("bench/results_audit.json", audit_builtin_line),
+>>>>>>> wt-i14
 }
 
 #: Blocks whose formatter exists but whose README section still holds the hand-typed figures:
 #: their scenario run had not finished when the block was added (issue 14). A plain run skips
 #: them; `--only NAME` after putting the markers in README.md generates one.
+<<<<<<< HEAD
 PENDING: frozenset[str] = frozenset({"bench:autoattack"})
+=======
+PENDING: frozenset[str] = frozenset({"bench:audit-ties", "bench:audit-differences"})
+>>>>>>> wt-i14
 
 #: Where `make readme-numbers` keeps each scenario's summary.json, so that CI checks the README
 #: against them without re-running (tests/test_readme_numbers.py).

@@ -4,6 +4,10 @@ removes it, the verdict rules and the invariance of every attack under [0, 1] ->
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -11,43 +15,32 @@ import pytest
 import torch
 
 from unified_adv.adapters import AttackRequest, adapter_class
-from unified_adv.catalogue.attacks import ATTACKS
-from unified_adv.sources.builtin.digits import digits_split
 from unified_adv.sources.models import ModelWrapper
+
+
+def _experiments() -> ModuleType:
+    """bench/audit_figures.py: the experiments below, which also write the README's figures."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "audit_figures.py"
+    spec = importlib.util.spec_from_file_location("audit_figures", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+AUDIT = _experiments()
+_l2, _art_estimator, _range_255 = AUDIT.l2, AUDIT.art_estimator, AUDIT.range_255
 
 
 @pytest.fixture(scope="module")
 def batch(model: ModelWrapper) -> tuple[np.ndarray, np.ndarray]:
     """24 held-out digits the model classifies correctly (the quickstart attacks only those)."""
-    _, _, x, y, _, _ = digits_split()
-    right = model.logits(x[:40]).argmax(1) == y[:40]
-    return x[:40][right][:24].copy(), y[:40][right][:24].copy()
+    return AUDIT.digits_batch(model)
 
 
 def _req(attack: str, norm: str, eps: float | None = None, **given: object) -> AttackRequest:
-    params = ATTACKS[attack].resolve(eps, given)
-    return AttackRequest(attack=attack, norm=norm, eps=eps, params=params, targeted=False)
-
-
-def _l2(x_adv: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return np.linalg.norm((x_adv - x).reshape(len(x), -1).astype(np.float64), axis=1)
-
-
-def _art_estimator(model: torch.nn.Module, clip: Any = (0.0, 1.0)) -> Any:
-    from art.estimators.classification import PyTorchClassifier
-
-    return PyTorchClassifier(
-        model=model,
-        loss=torch.nn.CrossEntropyLoss(),
-        input_shape=(1, 8, 8),
-        nb_classes=10,
-        clip_values=clip,
-    )
-
-
-def _range_255(model: ModelWrapper) -> ModelWrapper:
-    """The same function on [0, 255] inputs: mean 0, std 255 inside the wrapper."""
-    return ModelWrapper(model.net, input_range=(0.0, 255.0), mean=[0.0], std=[255.0])
+    return AUDIT.request(attack, norm, eps, **given)
 
 
 # --- 1. ART DeepFool: candidates per sample ------------------------------------------------
@@ -58,30 +51,13 @@ def test_art_deepfool_candidates_are_each_samples_own_top_k(model: ModelWrapper,
     it means the predicted class; called plainly (even one sample at a time) it stops short or
     crosses to the wrong class. Through the adapter (one call per class set, outputs reordered)
     each sample is attacked over its own top 3, like Foolbox."""
-    from art.attacks.evasion import DeepFool
-
-    x, y = batch
-    est = _art_estimator(model)
-    plain = np.concatenate(
-        [
-            DeepFool(est, max_iter=50, nb_grads=3, verbose=False).generate(x[i : i + 1])
-            for i in range(len(x))
-        ]
-    )
-    top3 = np.argsort(-model.logits(x), axis=1)[:, :3]
-    plain_pred = model.logits(plain).argmax(1)
-    assert (plain_pred == y).sum() >= 2, "the bug is real: plain ART leaves samples unattacked"
-
-    req = _req("deepfool", "l2", steps=50, candidates=3)
-    out = adapter_class("art")(model=model).generate(req, x, y, None, seed=0)
-    pred = model.logits(out.x_adv).argmax(1)
-    assert (pred != y).all()
-    assert all(pred[i] in top3[i] for i in range(len(x)))  # each sample's own candidates
-    assert "one ART call per top-3 class set" in out.library_call["translation"]
-    fb = adapter_class("foolbox")(model=model).generate(req, x, y, None, seed=0)
+    r = AUDIT.deepfool_candidates(model, *batch)
+    print(r)
+    assert r["plain_unattacked"] >= 2, "the bug is real: plain ART leaves samples unattacked"
+    assert r["art_all_fooled"] and r["art_in_own_top3"]  # each sample's own candidates
+    assert "one ART call per top-3 class set" in r["translation"]
     # Measured: median L2 0.473 (ART) vs 0.464 (Foolbox), plain ART per sample 0.75.
-    ratio = np.median(_l2(out.x_adv, x)) / np.median(_l2(fb.x_adv, x))
-    assert 0.95 < ratio < 1.1
+    assert 0.95 < r["art_median_l2"] / r["foolbox_median_l2"] < 1.1
 
 
 # --- 2. ART DeepFool: steps multiplied by the range's width ---------------------------------
@@ -91,25 +67,13 @@ def test_art_deepfool_range_width_is_compensated(model: ModelWrapper, batch) -> 
     """ART multiplies every DeepFool step by clip_values' width: at [0, 255] its steps are 255
     times too long and it returns saturated noise. The adapter runs it on the model seen through
     [0, 1], so the same digits at [0, 255] give distances exactly 255 times the [0, 1] ones."""
-    from art.attacks.evasion import DeepFool
-
-    x, y = batch
-    m255 = _range_255(model)
-    x255 = (x * 255).astype(np.float32)
-    kw = {"max_iter": 50, "epsilon": 0.02, "nb_grads": 10, "batch_size": len(x), "verbose": False}
-    raw01 = DeepFool(_art_estimator(model), **kw).generate(x)
-    raw255 = DeepFool(_art_estimator(m255, (0.0, 255.0)), **kw).generate(x255)
-    inflation = np.median(_l2(raw255, x255)) / 255 / np.median(_l2(raw01, x))
-    print(f"plain ART DeepFool at [0, 255]: median L2 {inflation:.2f} times the [0, 1] one")
+    r = AUDIT.deepfool_range(model, *batch)
+    print(f"plain ART DeepFool at [0, 255]: median L2 {r['plain_inflation']:.2f} times the [0, 1] one")
     # Measured 10.3 on these 24 digits, 11.3 on 39 (|δ| saturates at 255).
-    assert inflation > 3, f"the bug is real: plain ART at [0, 255] is {inflation:.1f}x too far"
-
-    req = _req("deepfool", "l2", steps=50)
-    a01 = adapter_class("art")(model=model).generate(req, x, y, None, seed=0)
-    a255 = adapter_class("art")(model=m255).generate(req, x255, y, None, seed=0)
-    assert np.array_equal(a01.x_adv, raw01)  # [0, 1] is untouched
-    np.testing.assert_allclose(_l2(a255.x_adv, x255) / 255, _l2(a01.x_adv, x), rtol=1e-3)
-    assert "ART multiplies each step by the clip width" in a255.library_call["translation"]
+    assert r["plain_inflation"] > 3, "the bug is real: plain ART at [0, 255] is too far"
+    assert r["adapter_01_unchanged"]  # [0, 1] is untouched
+    np.testing.assert_allclose(r["art_l2_255"] / 255, r["art_l2_01"], rtol=1e-3)
+    assert "ART multiplies each step by the clip width" in r["translation"]
 
 
 # --- 3. Foolbox MI-FGSM accumulates sign(gradient) -------------------------------------------
@@ -151,40 +115,11 @@ def test_deepfool_art_vs_foolbox_is_clipping_then_the_offset_not_labels(
     """ART clips every step; Foolbox clips only the overshot running total, and adds 1e-4 to
     each step's distance. Remove the clipping on both (a range the attack never reaches), then
     Foolbox's offset: the per-sample gap in L2 shrinks each time. Labels change nothing in ART."""
-    import foolbox as fb
-    from art.attacks.evasion import DeepFool
-
-    x, y = batch
-
-    class NoOffset(fb.attacks.L2DeepFoolAttack):
-        def get_perturbations(self, distances: Any, grads: Any) -> Any:
-            return super().get_perturbations(distances - 1e-4, grads)
-
-    def foolbox_l2(cls: type, bounds: tuple[float, float]) -> np.ndarray:
-        fmodel = fb.PyTorchModel(model.net, bounds=bounds)
-        attack = cls(steps=50, candidates=10, overshoot=0.02, loss="logits")
-        _, adv, _ = attack(fmodel, torch.from_numpy(x), torch.from_numpy(y), epsilons=None)
-        return _l2(adv.numpy(), x)
-
-    def art_l2(clip: Any) -> np.ndarray:
-        return _l2(
-            DeepFool(
-                _art_estimator(model.net, clip), max_iter=50, epsilon=0.02, verbose=False
-            ).generate(x),
-            x,
-        )
-
-    gap = lambda a, b: float(np.median(np.abs(a - b)))  # noqa: E731
-    clipped = gap(art_l2((0.0, 1.0)), foolbox_l2(fb.attacks.L2DeepFoolAttack, (0.0, 1.0)))
-    unclipped = gap(art_l2(None), foolbox_l2(fb.attacks.L2DeepFoolAttack, (-10.0, 11.0)))
-    no_offset = gap(art_l2(None), foolbox_l2(NoOffset, (-10.0, 11.0)))
-    print(f"median |L2 gap|: {clipped:.3g} -> {unclipped:.3g} -> {no_offset:.3g}")
-    assert unclipped < clipped / 5
-    assert no_offset < unclipped / 5
-
-    est = _art_estimator(model.net)
-    with_labels = DeepFool(est, max_iter=50, verbose=False).generate(x, y=np.eye(10)[(y + 1) % 10])
-    assert np.array_equal(with_labels, DeepFool(est, max_iter=50, verbose=False).generate(x))
+    r = AUDIT.deepfool_clipping_gaps(model, *batch)
+    print(f"median |L2 gap|: {r['clipped']:.3g} -> {r['unclipped']:.3g} -> {r['no_offset']:.3g}")
+    assert r["unclipped"] < r["clipped"] / 5
+    assert r["no_offset"] < r["unclipped"] / 5
+    assert r["labels_change_nothing"]
 
 
 def test_torchattacks_deepfool_fails_on_the_boundary_because_of_its_clamp(
@@ -260,54 +195,10 @@ def test_cw_art_vs_foolbox_is_arts_stalled_line_search_and_hinge_gradient(
     hinge's kink (0.790 at 5 and at 100): the median per-sample L2 gap to Foolbox at 100 steps falls from
     0.251 to 0.116 on 24 digits (ART median 1.006 -> 0.790), 0.251 -> 0.117 on the 12 here
     (printed); the rest is the stall."""
-    import foolbox as fb
-    from art.attacks.evasion import CarliniL2Method
-
-    x, y = batch[0][:12], batch[1][:12]
-
-    class HingeGradient(CarliniL2Method):
-        def _loss_gradient(self, z, target, xs, x_adv, x_tanh, c, lo, hi):  # type: ignore[no-untyped-def]
-            own = (z * target).sum(1)
-            other = np.max(z * (1 - target) + (z.min(1) - 1)[:, None] * target, axis=1)
-            c = np.where(own - other + self.confidence > 0, c, 0.0)
-            return super()._loss_gradient(z, target, xs, x_adv, x_tanh, c, lo, hi)
-
-    def art_l2(cls: type, steps: int) -> np.ndarray:
-        attack = cls(
-            _art_estimator(model.net),
-            confidence=0.0,
-            learning_rate=0.05,
-            binary_search_steps=1,
-            max_iter=steps,
-            initial_const=1.0,
-            max_halving=5,
-            max_doubling=5,
-            batch_size=len(x),
-            verbose=False,
-        )  # the adapter's arguments
-        return _l2(attack.generate(x, y=np.eye(10)[y]), x)
-
-    def foolbox_l2(steps: int) -> np.ndarray:
-        attack = fb.attacks.L2CarliniWagnerAttack(
-            binary_search_steps=1,
-            steps=steps,
-            stepsize=0.05,
-            confidence=0,
-            initial_const=1.0,
-            abort_early=False,
-        )
-        fmodel = fb.PyTorchModel(model.net, bounds=(0.0, 1.0))
-        _, adv, _ = attack(fmodel, torch.from_numpy(x), torch.from_numpy(y), epsilons=None)
-        return _l2(adv.numpy(), x)
-
-    art_2, art_100 = art_l2(CarliniL2Method, 2), art_l2(CarliniL2Method, 100)
-    fb_30, fb_100 = foolbox_l2(30), foolbox_l2(100)
-    assert np.array_equal(art_2, art_100)  # stalled: 98 more iterations change nothing
-    assert np.median(fb_100) < 0.9 * np.median(fb_30)  # Adam keeps improving
-
-    gap = lambda a, b: float(np.median(np.abs(a - b)))  # noqa: E731
-    before = gap(art_100, fb_100)
-    after = gap(art_l2(HingeGradient, 100), fb_100)
+    r = AUDIT.cw_stall(model, batch[0][:12], batch[1][:12])
+    assert np.array_equal(r["art"][2], r["art"][100])  # stalled: 98 more iterations change nothing
+    assert np.median(r["foolbox"][100]) < 0.9 * np.median(r["foolbox"][30])  # Adam keeps improving
+    before, after = r["gap_before"], r["gap_after"]
     print(f"C&W median |L2 gap| ART vs Foolbox: {before:.3g} -> {after:.3g} (hinge gradient)")
     # 24 digits: 0.251 -> 0.116; the factor 2 is the measured halving, asserted at 1.5.
     assert after < before / 1.5
@@ -318,32 +209,16 @@ def test_pgd_l2_divergence_is_update_order_and_l2_step(model: ModelWrapper, batc
     attack never reaches (no clipping), ART's step -> clip -> project equals Foolbox's
     step -> project -> clip; one sample per call (batch-mean loss = the sample's loss),
     torchattacks' ||g|| + 1e-10 equals Foolbox's normalisation."""
-    x, y = batch
-    req = _req("pgd", "l2", 1.0, steps=20, step_size=1 / 8, random_starts=0)
-    gap = lambda a, b: float(np.abs(a - b).max())  # noqa: E731
-
-    def run(backend: str, m: ModelWrapper, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        return adapter_class(backend)(model=m).generate(req, xs, ys, None, seed=0).x_adv
-
-    wide = ModelWrapper(model.net, input_range=(-2.0, 3.0))
-    order_gap = gap(run("art", model, x, y), run("foolbox", model, x, y))
-    order_gone = gap(run("art", wide, x, y), run("foolbox", wide, x, y))
-    assert order_gone < 1e-4 < order_gap
-
+    r = AUDIT.pgd_l2_gaps(model, *batch)
+    assert r["order_gone"] < 1e-4 < r["order_gap"]
     # In a batch of 528 (each digit 22 times) the batch-mean loss divides every gradient by
     # 528; one digit per call it is the digit's own loss.
-    copies = 22
-    ta_batch = run("torchattacks", model, np.repeat(x, copies, 0), np.repeat(y, copies))[::copies]
-    ta_single = np.concatenate(
-        [run("torchattacks", model, x[i : i + 1], y[i : i + 1]) for i in range(len(x))]
-    )
-    fb_out = run("foolbox", model, x, y)
     print(
-        f"PGD L2 gaps: update order {order_gap:.3g} -> {order_gone:.3g}; "
-        f"l2 step {gap(ta_batch, fb_out):.3g} -> {gap(ta_single, fb_out):.3g}"
+        f"PGD L2 gaps: update order {r['order_gap']:.3g} -> {r['order_gone']:.3g}; "
+        f"l2 step {r['batch_gap']:.3g} -> {r['single_gap']:.3g}"
     )
-    # README (531 samples): 0.5 -> 0.016.
-    assert gap(ta_single, fb_out) < gap(ta_batch, fb_out) / 3
+    # Measured 0.526 -> 0.014 on these 24 digits.
+    assert r["single_gap"] < r["batch_gap"] / 3
 
 
 def test_candidates_is_not_a_difference_when_it_covers_every_class(
@@ -407,7 +282,7 @@ def test_pgd_linf_divergence_is_the_batch_mean_loss_underflowing(batch) -> None:
 
 
 def test_cw_binary_search_rule_x10_against_x2_and_arts_frozen_constant(
-    model: ModelWrapper, batch, monkeypatch: pytest.MonkeyPatch
+    model: ModelWrapper, batch
 ) -> None:
     """Foolbox multiplies c by 10 until the first success, then bisects between its bounds.
     Changing only that factor to ART's 2 (4 search steps of 20 iterations from c = 0.01):
@@ -415,62 +290,22 @@ def test_cw_binary_search_rule_x10_against_x2_and_arts_frozen_constant(
     c until the first success and then keeps it: its lower bound is set after the update
     (``c_old = c_current`` aliases the array), so (lower + c) / 2 = c and no bisection follows
     (an ART bug; recorded in its adapter)."""
-    import foolbox as fb
-    import foolbox.attacks.carlini_wagner as fbcw
     from art.attacks.evasion import CarliniL2Method
 
     x, y = batch[0][:8], batch[1][:8]
     c0, searches = 0.01, 4
-
-    class Rule:
-        """Foolbox's module-level ``np``, except the update of the constants (the np.where
-        that follows np.isinf(upper_bounds)): its x10 becomes ``factor``; records each c."""
-
-        def __init__(self, factor: float) -> None:
-            self.factor, self.pending, self.schedule = factor, False, [np.full(len(x), c0)]
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(np, name)
-
-        def isinf(self, a: np.ndarray) -> np.ndarray:
-            self.pending = True
-            return np.isinf(a)
-
-        def where(self, cond: Any, a: Any, b: Any) -> Any:
-            if not self.pending:
-                return np.where(cond, a, b)
-            self.pending = False  # a = consts * 10, b = the bisection
-            self.schedule.append(np.where(cond, a / 10 * self.factor, b))
-            return self.schedule[-1]
-
-    def foolbox_run(factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rule = Rule(factor)
-        monkeypatch.setattr(fbcw, "np", rule)
-        attack = fb.attacks.L2CarliniWagnerAttack(
-            binary_search_steps=searches,
-            steps=20,
-            stepsize=0.05,
-            confidence=0,
-            initial_const=c0,
-            abort_early=False,
-        )
-        fmodel = fb.PyTorchModel(model.net, bounds=(0.0, 1.0))
-        _, adv, _ = attack(fmodel, torch.from_numpy(x), torch.from_numpy(y), epsilons=None)
-        found = ~(adv.numpy() == 0).reshape(len(x), -1).all(1)  # Foolbox's failure: zeros
-        return np.stack(rule.schedule[:searches], 1), found, _l2(adv.numpy(), x)
-
-    c10, found10, l2_10 = foolbox_run(10)
-    c2, found2, l2_2 = foolbox_run(2)
-    monkeypatch.undo()
-    for c, found, factor in ((c10, found10, 10.0), (c2, found2, 2.0)):  # never found: x factor
+    r10, r2 = (AUDIT.cw_search_rule(model, x, y, f, c0, searches) for f in (10.0, 2.0))
+    for r, factor in ((r10, 10.0), (r2, 2.0)):  # never found: x factor
+        c, found = r["schedule"], r["found"]
         assert (~found).any()
         expected = np.broadcast_to(c0 * factor ** np.arange(searches), c[~found].shape)
         np.testing.assert_allclose(c[~found], expected)
+    found10, found2 = r10["found"], r2["found"]
     both = found10 & found2
     print(
-        f"Foolbox C&W from c={c0}: x10 fools {found10.sum()}/8 (c up to {c10.max():.3g}), "
-        f"x2 {found2.sum()}/8 (c up to {c2.max():.3g}); median L2 where both "
-        f"{np.median(l2_10[both]):.3f} vs {np.median(l2_2[both]):.3f}"
+        f"Foolbox C&W from c={c0}: x10 fools {found10.sum()}/8 (c up to {r10['schedule'].max():.3g}), "
+        f"x2 {found2.sum()}/8 (c up to {r2['schedule'].max():.3g}); median L2 where both "
+        f"{np.median(r10['l2'][both]):.3f} vs {np.median(r2['l2'][both]):.3f}"
     )
     # Measured on the 24 digits in groups of 8: x10 fools 7, 8, 8; x2 3, 5, 5 (a gap of 3-4).
     assert found10.sum() >= found2.sum() + 2
@@ -577,39 +412,10 @@ def test_boundary_proposals_per_step_move_arts_distance(model: ModelWrapper, bat
     changed: 25 x 20 ends nearest, 25 x 1 (one proposal per round) about twice as far, 1 x 1
     (one proposal, and ART stops at the first that is not adversarial) farther still, for
     far fewer queries."""
-    from art.attacks.evasion import BoundaryAttack
-
-    from unified_adv.adapters.art import seeded_fresh_random_states
-
     x, y = batch[0][:4], batch[1][:4]
-    est = _art_estimator(model)  # ART feeds float64: the wrapper casts
-
-    def run(num_trial: int, sample_size: int) -> tuple[np.ndarray, int]:
-        seen = [0]
-        hook = model.net.register_forward_pre_hook(lambda _m, a: seen.append(len(a[0])))
-        np.random.seed(0)
-        try:
-            with seeded_fresh_random_states(0):
-                adv = BoundaryAttack(
-                    est,
-                    batch_size=64,
-                    targeted=False,
-                    delta=0.01,
-                    epsilon=0.01,
-                    step_adapt=0.667,
-                    max_iter=20,
-                    num_trial=num_trial,
-                    sample_size=sample_size,
-                    init_size=100,
-                    min_epsilon=0.0,
-                    verbose=False,
-                ).generate(x, y=y)
-        finally:
-            hook.remove()
-        assert (model.logits(adv).argmax(1) != y).all()  # all fooled: distance is the outcome
-        return _l2(adv, x), sum(seen)
-
-    (many, q_many), (rounds, q_rounds), (one, q_one) = run(25, 20), run(25, 1), run(1, 1)
+    runs = [AUDIT.boundary_proposals(model, x, y, t, s) for t, s in ((25, 20), (25, 1), (1, 1))]
+    assert all(fooled for _, _, fooled in runs)  # all fooled: distance is the outcome
+    (many, q_many, _), (rounds, q_rounds, _), (one, q_one, _) = runs
     print(
         f"ART Boundary, 20 steps: median L2 {np.median(many):.3f} ({q_many} queries) with "
         f"25 x 20, {np.median(rounds):.3f} ({q_rounds}) with 25 x 1, "

@@ -121,6 +121,24 @@ def _expected_values(gen: ModuleType, name: str, s: dict[str, Any]) -> list[str]
         return [f"{s['morph']['sweep_images_per_s']:,.0f}"]
     if name == "bench:scaleout":
         return [f"{r['median_s']:.2f} s" for r in s["rows"]]
+    if name == "lim-eot":
+        return [pct(e["success_rate"]) for e in s["defences"]["entries"]
+                if e["defence"] == "randomization" and e["evaluation"] == "adaptive"]
+    if name == "bench:audit-lbfgs":
+        return [f"{s['lbfgs']['reached']}/{s['lbfgs']['n']}", f"{s['lbfgs']['median_l2']:.2f}"]
+    if name == "bench:audit-scoring":
+        return [f"{s['scoring']['cw_l2']['robust_accuracy']:.3f}", pct(s["scoring"]["square"]["success_rate"])]
+    if name == "bench:audit-ties":
+        return [f"{s['deepfool_ties'][b]['ties']} samples" for b in ("torchattacks",)]
+    if name == "bench:audit-noise":
+        return [f"({s['noise_scale']['pooled_std']:.3f})"]
+    if name == "bench:audit-differences":  # an experiment not in the file yet is named instead
+        shown = {"cw_stall": lambda r: f"{r['gap_before']:.3f}", "pgd_l2": lambda r: f"{r['single_gap']:.3f}",
+                 "deepfool_candidates": lambda r: f"{r['art_median_l2']:.3f}",
+                 "boundary": lambda r: f"{r['25x20']['median_l2']:.2f}"}
+        return [f(s[k]) for k, f in shown.items() if k in s] + [k for k in gen.DIFFERENCES if k not in s]
+    if name == "bench:audit-builtin":
+        return [pct(s["retrain"]["shipped"])]
     raise AssertionError(f"no expected values for the README block {name}: add them here")
 
 
@@ -149,3 +167,72 @@ def test_no_table_of_numbers_outside_a_generated_block() -> None:
     generated = "<!-- bench:x -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- /bench:x -->\n"
     assert _hand_typed_tables(generated + "| c | d |\n|---|---|\n| 3 % | x |\n") == ["| c | d |"]
     assert _hand_typed_tables(generated) == []
+
+
+# --- measured figures in the prose ---------------------------------------------------------
+
+#: What looks like a measured figure: a percentage, a decimal with two or more places (not a
+#: version such as 2.14.1), a number in scientific notation, a timing (unless approximate:
+#: "about 35 s", "~2 min" describe how long a command takes), a count such as 20/20 or 7 of 8.
+FIGURE = re.compile(
+    r"\d+(?:[.,]\d+)?\s?%"
+    r"|(?<![\d.])\d+\.\d{2,}(?![\d.])"
+    r"|(?<![\w.])\d(?:\.\d+)?e-\d+"
+    r"|(?P<about>\babout\s+|~)?(?<![\d.])(?<!min )\d+(?:\.\d+)?\s?(?:s|ms|min)\b"
+    r"|\b\d+/\d+\b|\b\d+ of \d+\b",
+    re.I,
+)
+
+#: Figure-like tokens in the prose that are parameters, thresholds or quotations, not
+#: measurements. Adding one needs a reason; a measured figure belongs in a generated block.
+NOT_MEASURED_FIGURES = {
+    "0.01": "HopSkipJump's θ factor, the retrain test's tolerance (parameters)",
+    "0.02": "DeepFool's overshoot",
+    "0.04": "Zingade's ζ",
+    "0.05": "ε and learning rates",
+    "0.15": "Possas's confidence thresholds",
+    "0.30": "Possas's confidence thresholds",
+    "0.25": "the line CNN's dropout",
+    "0.55": "the line data set's segment width",
+    "2.14": "the torch version",
+    "1.10": "Ding & Möller's paper's threshold, quoted",
+    "1/3": "Ding & Möller's paper's pop-up share, quoted",
+    "1/2": "a probability of the randomization layer",
+    "1/255": "α as a fraction of the input range",
+    "0/0": "a division",
+    "95 %": "confidence levels and the 5–95 % quantile range",
+    "4 %": "the review's ζ",
+    "1e-3": "a learning rate",
+    "1e-4": "Foolbox's DeepFool offset, the pixel-flip engines' window",
+    "1e-5": "the tie margin and test tolerances",
+    "1e-10": "torchattacks' normaliser",
+}
+
+
+def _prose_figures(readme: str) -> list[str]:
+    """Figure-like tokens in README prose outside generated blocks, code and tables, less
+    NOT_MEASURED_FIGURES: each as 'TOKEN: line'."""
+    outside = re.sub(r"(?ms)^<!-- ((?:numbers|bench):[\w-]+) -->$.*?^<!-- /\1 -->$", "", readme)
+    outside = re.sub(r"(?ms)^```.*?^```$", "", outside)
+    tables = re.sub(r"(?m)^\|.*$", "", outside)  # test_no_table_of_numbers_outside_a_generated_block
+    prose = re.sub(r"`[^`]*`", lambda m: " " * len(m.group(0)), tables)  # code: names, values as typed
+    lines = prose.splitlines()
+    return [  # over the whole text, so that "about\n35 s" wrapped over two lines is still one phrase
+        f"{m.group(0)}: {lines[prose.count(chr(10), 0, m.start())].strip()}"
+        for m in FIGURE.finditer(prose)
+        if not m.group("about") and m.group(0) not in NOT_MEASURED_FIGURES
+    ]
+
+
+def test_no_measured_figure_in_the_prose_outside_a_generated_block() -> None:
+    found = _prose_figures((REPO / "README.md").read_text(encoding="utf-8"))
+    assert not found, "README.md: measured figures typed by hand (generate them):\n" + "\n".join(found)
+
+
+def test_the_prose_check_catches_a_hand_typed_figure() -> None:
+    clean = "ε = 0.05, about 35 s, `0.463` in code, 95 % intervals.\n"
+    generated = "<!-- bench:x -->\nmedian L2 0.463 in 6 s, 20/20 targets\n<!-- /bench:x -->\n"
+    assert _prose_figures(clean + generated + "| a | 12.3 % |\n") == []
+    for planted in ("median L2 0.463", "12.3 % success", "in 6 s", "reaches 20/20", "7 of 8 digits",
+                    "gap 8.6e-3", "took 1.5 min"):
+        assert len(_prose_figures(clean + generated + planted + "\n")) == 1, planted
