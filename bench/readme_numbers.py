@@ -711,9 +711,7 @@ TABLES: dict[str, tuple[str, Callable[[Summary], str]]] = {
     "bench:pixelflip": ("bench/results_pixelflip.json", pixelflip_table),
     "bench:engines": ("bench/results.json", engines_table),
     "bench:scaleout": ("bench/results_scaleout.json", scaleout_table),
-<<<<<<< HEAD
     "bench:autoattack": ("bench/results_autoattack.json", autoattack_table),
-=======
     "lim-eot": ("scenarios/lim.yaml", lim_eot_line),
     "bench:audit-lbfgs": ("bench/results_audit.json", audit_lbfgs_line),
     "bench:audit-scoring": ("bench/results_audit.json", audit_scoring_line),
@@ -721,17 +719,12 @@ TABLES: dict[str, tuple[str, Callable[[Summary], str]]] = {
     "bench:audit-noise": ("bench/results_audit.json", audit_noise_line),
     "bench:audit-differences": ("bench/results_audit.json", audit_differences),
     "bench:audit-builtin": ("bench/results_audit.json", audit_builtin_line),
->>>>>>> wt-i14
 }
 
 #: Blocks whose formatter exists but whose README section still holds the hand-typed figures:
 #: their scenario run had not finished when the block was added (issue 14). A plain run skips
 #: them; `--only NAME` after putting the markers in README.md generates one.
-<<<<<<< HEAD
-PENDING: frozenset[str] = frozenset({"bench:autoattack"})
-=======
-PENDING: frozenset[str] = frozenset({"bench:audit-ties", "bench:audit-differences"})
->>>>>>> wt-i14
+PENDING: frozenset[str] = frozenset({"bench:autoattack", "bench:audit-ties", "bench:audit-differences"})
 
 #: Where `make readme-numbers` keeps each scenario's summary.json, so that CI checks the README
 #: against them without re-running (tests/test_readme_numbers.py).
