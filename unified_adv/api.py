@@ -34,8 +34,8 @@ from unified_adv.run.prepared import Prepared, Unit
 from unified_adv.run.progress import LOG, configure_logging, progress_mode, run_progress
 from unified_adv.scenario.loading import load_scenario, scenario_from_text
 from unified_adv.scenario.schema import Scenario
-from unified_adv.tracking.mlflow import log_run
 from unified_adv.sources.memory import infer_input_range
+from unified_adv.tracking.mlflow import log_run
 
 __all__ = ["RunResult", "as_scenario", "default_out_dir", "run", "strict_json", "versions"]
 
