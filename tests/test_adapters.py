@@ -74,6 +74,9 @@ NOT_PASSED = {
     ("torchattacks", "fab", "random_starts"),  # n_restarts = 1 + random_starts: test_fab_fmn.py
     ("torchattacks", "fab", "target_classes"),  # multi_targeted, n_classes: test_fab_fmn.py
     ("torchattacks", "fab", "overshoot"),  # eta = 1 + overshoot: test_fab_fmn.py
+    ("adv-lib", "fab", "random_starts"),  # restarts = 1 + random_starts: test_advlib_secml.py
+    ("adv-lib", "fab", "target_classes"),  # targeted_restarts, restarts: test_advlib_secml.py
+    ("adv-lib", "fab", "overshoot"),  # η = 1 + overshoot: test_advlib_secml.py
 }
 
 
