@@ -81,6 +81,9 @@ NOT_PASSED = {
         for b in ("art", "torchattacks")
         for p in ("version", "steps", "restarts", "queries", "p_init")
     ),
+    ("adv-lib", "fab", "random_starts"),  # restarts = 1 + random_starts: test_advlib_secml.py
+    ("adv-lib", "fab", "target_classes"),  # targeted_restarts, restarts: test_advlib_secml.py
+    ("adv-lib", "fab", "overshoot"),  # η = 1 + overshoot: test_advlib_secml.py
 }
 
 

@@ -63,6 +63,7 @@ def test_check_mode_reports_a_stale_table(quickstart: Path, tmp_path: Path, caps
 NOT_MEASURED = {
     "| exit code | meaning | what is on disk |",  # exit codes
     "| attack | threat | parameters (default) | ART | Foolbox | torchattacks |",  # defaults
+    "| attack | adv-lib | secml-torch |",  # library functions and norms (l2, l0, ...)
     "| verdict | meaning |",  # thresholds named in the text
     "| defence | fields (default) | what it is |",  # defaults
     "| D | 0.5° | 1° | 2° |",  # image counts of the line data set: combinatorics, no weights
