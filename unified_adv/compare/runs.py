@@ -21,23 +21,16 @@ from scipy.stats import binomtest
 
 from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.errors import InputError
+from unified_adv.evaluate.metrics import CI_LEVEL, proportion_ci
 from unified_adv.evaluate.results import NOISE_CASE, WORST_CASE, robust_by_sample
 from unified_adv.evaluate.summary import SUMMARY_SCHEMA
 from unified_adv.run.outdir import is_run_folder
 
-#: Confidence of every interval in ``compare`` and ``check``.
-CONFIDENCE = 0.95
+#: Confidence of every interval in ``compare`` and ``check``: the run's own (evaluate.metrics).
+CONFIDENCE = CI_LEVEL
 #: The backend column of a worst-case row.
 WORST = "worst case"
 GROUP = ["attack_id", "attack", "norm", "eps", "backend", "defence", "evaluation"]
-
-
-def proportion_ci(k: int, n: int) -> list[float] | None:
-    """Clopper–Pearson (exact) interval of ``k`` successes in ``n`` (scipy), or None for n=0."""
-    if n <= 0:
-        return None
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=CONFIDENCE, method="exact")
-    return [float(ci.low), float(ci.high)]
 
 
 def wilson_ci(k: int, n: int) -> tuple[float, float]:
