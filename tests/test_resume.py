@@ -417,7 +417,7 @@ def test_an_image_folder_streams_from_a_memory_mapped_cache(
     np.testing.assert_array_equal(np.asarray(fresh.x[7]), _pil_decode(changed, (12, 10), -1, 1))
     np.testing.assert_array_equal(np.asarray(fresh.x[8:]), expected[8:])
 
-    # data.limit: only the first files are decoded.
+    # data.limit: only the files it keeps are decoded (here the first 40; stratified: test_byo).
     decoded: list[int] = []
     real = datasets.ImageFolder.__getitem__
 
@@ -425,7 +425,7 @@ def test_an_image_folder_streams_from_a_memory_mapped_cache(
         decoded.append(index)
         return real(self, index)
 
-    limited = unified_adv.scenario_from_text(text % ", limit: 40", base_dir=tmp_path)
+    limited = unified_adv.scenario_from_text(text % ", limit: 40, limit_mode: first", base_dir=tmp_path)
     with monkeypatch.context() as m:
         m.setattr(datasets.ImageFolder, "__getitem__", counting)
         small = load_data(limited)
