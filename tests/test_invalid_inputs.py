@@ -471,7 +471,7 @@ CASES = [
         scenario(attacks=attack("{name: pgd, eps: 0.1, stpes: 5}")),
         None,
         "{path}: attacks[0].stpes: unknown field 'stpes'. Did you mean 'steps'? "
-        "Available: attacker, backends, binary_search_steps, c, candidates, confidence, decay, delta, eot_samples, eps, id, init_evals, limit, loss, lr, max_evals, max_iter, name, norm, overshoot, p_init, pixels, popsize, queries, random_starts, restarts, rho, source_step, spherical_step, std, step_size, steps, target\n",
+        "Available: alpha_max, attacker, backends, beta, binary_search_steps, c, candidates, confidence, decay, delta, eot_samples, eps, gamma, id, init_evals, limit, loss, lr, max_evals, max_iter, min_gamma, min_step_size, name, norm, overshoot, p_init, pixels, popsize, queries, random_starts, restarts, rho, source_step, spherical_step, std, step_size, steps, target, target_classes\n",
         id="typo-key",
     ),
     pytest.param(
