@@ -241,8 +241,8 @@ def main() -> None:
         },
     }
     out = Path(args.out)
-    out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")  # so far
     result["versus_pgd"] = versus_pgd(model, x, y, aa)
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")  # so far
     result["components"] = components(model, x, y, aa)
     result["total_seconds"] = time.perf_counter() - start
     out.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")

@@ -486,7 +486,7 @@ def _square_line(c: dict[str, Any]) -> str:
 def autoattack_table(res: Summary) -> str:
     """bench/autoattack.py: AutoAttack standard per backend (time, robust accuracy, ratio to
     torchattacks called directly), PGD-40 beside it, and the per-sample comparisons."""
-    n, t, pgd = res["samples"], res["timing"], res["versus_pgd"]
+    n, t, pgd = res["samples"], res["timing"], res.get("versus_pgd", {})
     label = {"art": "ART", "torchattacks": "torchattacks", "torchattacks_direct": "torchattacks, called directly"}
     rows = [
         [
@@ -499,7 +499,7 @@ def autoattack_table(res: Summary) -> str:
         for k, r in t.items()
     ]
     parts = []
-    for backend, c in res["components"].items():
+    for backend, c in res.get("components", {}).items():
         alone = ", ".join(f"{k} {v}" for k, v in c["alone"].items())
         parts.append(
             f"{NAMES[backend]}: components alone fool {alone}; recomputed ensemble {c['own_fooled']}, "
