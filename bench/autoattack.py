@@ -1,8 +1,10 @@
 """AutoAttack across libraries: time, robust accuracy, and the per-sample comparison.
 
 On the builtin digits CNN at L∞ eps 0.1, the first ``--samples`` correctly classified
-held-out digits (default 120: AutoAttack standard on 500 took ART about 4 × 3 minutes per
-run on the 2-CPU development machine, beyond this benchmark's 15-minute budget):
+held-out digits (default 120, not the 500 asked for: one ART AutoAttack on 120 took 244 s on
+the shared 2-CPU development machine, under a load of about 27, and ART's Square and targeted
+pass barely shrink with fewer samples; 500 digits × 3 runs would far exceed the benchmark's
+15-minute budget; ``--art-runs 1`` times ART once for the same reason):
 
 * per backend (ART, torchattacks through unified-adv) and torchattacks' ``AutoAttack``
   called directly with the same arguments, interleaved, ``--runs`` times (median): seconds
