@@ -123,6 +123,10 @@ def _expected_values(gen: ModuleType, name: str, s: dict[str, Any]) -> list[str]
         return [f"{s['morph']['sweep_images_per_s']:,.0f}"]
     if name == "bench:scaleout":
         return [f"{r['median_s']:.2f} s" for r in s["rows"]]
+    if name == "bench:autoattack":
+        return [f"{r['median_s']:.1f} s" for r in s["timing"].values()] + [
+            f"{v['pgd_robust']} / {s['samples']}" for v in s["versus_pgd"].values()
+        ]
     raise AssertionError(f"no expected values for the README block {name}: add them here")
 
 
