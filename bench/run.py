@@ -22,6 +22,7 @@ BENCHES = [
     ("morph", ["morph.py", "--repeats", "3"]),
     ("pixelflip", ["pixelflip.py", "--repeats", "3", "--de-every", "4"]),
     ("scaleout", ["scaleout.py", "--repeats", "3"]),
+    ("autoattack", ["autoattack.py", "--runs", "3", "--art-runs", "1"]),
 ]
 
 

@@ -140,6 +140,10 @@ def _expected_values(gen: ModuleType, name: str, s: dict[str, Any]) -> list[str]
         return [f(s[k]) for k, f in shown.items() if k in s] + [k for k in gen.DIFFERENCES if k not in s]
     if name == "bench:audit-builtin":
         return [pct(s["retrain"]["shipped"])]
+    if name == "bench:autoattack":
+        return [f"{r['median_s']:.1f} s" for r in s["timing"].values()] + [
+            f"{v['pgd_robust']} / {s['samples']}" for v in s["versus_pgd"].values()
+        ]
     raise AssertionError(f"no expected values for the README block {name}: add them here")
 
 

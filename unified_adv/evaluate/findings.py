@@ -464,7 +464,7 @@ def autoattack_result_findings(prep: Prepared, outcomes: list[UnitOutcome]) -> l
     """Square beating the white-box components (from ART's own record of which component
     fooled each sample, and from the recomputed ensemble), AutoAttack weaker than PGD, and
     the library's ensemble against the recomputed one."""
-    if not _autoattack_versions(prep):
+    if not outcomes or not _autoattack_versions(prep):
         return []
     records = ensemble_checks(prep, outcomes)
     art = [
