@@ -728,7 +728,7 @@ TABLES: dict[str, tuple[str, Callable[[Summary], str]]] = {
 #: Blocks whose formatter exists but whose README section still holds the hand-typed figures:
 #: their scenario run had not finished when the block was added (issue 14). A plain run skips
 #: them; `--only NAME` after putting the markers in README.md generates one.
-PENDING: frozenset[str] = frozenset({"bench:audit-ties", "bench:audit-differences"})
+PENDING: frozenset[str] = frozenset({"bench:audit-ties"})
 
 #: Where `make readme-numbers` keeps each scenario's summary.json, so that CI checks the README
 #: against them without re-running (tests/test_readme_numbers.py).
