@@ -699,6 +699,49 @@ def lim_eot_line(summary: Summary) -> str:
     return f"`lim.yaml`, randomization, FGSM with EOT {eot}, {summary['data']['n_evaluated']} images — " + ". ".join(parts) + "."
 
 
+def at_size_table(res: Summary) -> str:
+    """bench/at_size.py: unified-adv vs the library called directly vs the f+b limit."""
+    rows = []
+    for key in ("at_32", "at_224"):
+        for r in res.get(key, {}).get("rows", []):
+            rows.append([
+                f"{r['attack']} ({r['steps']} step{'s' if r['steps'] > 1 else ''})",
+                f"{r['images']} × {r['side']}²", NAMES[r["backend"]], f"{r['ours_s']:.2f} s",
+                f"{r['direct_s']:.2f} s", f"{r['ratio']:.3f}", f"{r['limit_s']:.2f} s",
+                f"{r['ratio_to_limit']:.1f}×",
+            ])  # fmt: skip
+    long = [r for k in ("at_32", "at_224") for r in res.get(k, {}).get("rows", []) if r["ours_s"] >= 1]
+    worst = max(long, key=lambda r: r["ratio"]) if long else None
+    tail = (
+        f"\n\nEvery unit of ≥ 1 s is within {worst['ratio']:.3f}× of the library "
+        f"({worst['attack']}, {NAMES[worst['backend']]}, {worst['images']} × {worst['side']}²). "
+        if worst else "\n\n"
+    )
+    return (
+        table(["attack", "images", "backend", "unified-adv", "direct", "ratio", "f+b limit", "× limit"], rows)
+        + tail + f"Command: `python bench/at_size.py {res.get('command', '')}`. " + _machine(res)
+    )
+
+
+def at_size_memory_line(res: Summary) -> str:
+    """bench/at_size.py: peak RSS as images grow; the 224x224 report's time and size."""
+    mem, rep = res.get("memory"), res.get("report")
+    if mem is None or rep is None:
+        return f"Memory and report: not measured in this run. {_machine(res)}"
+    rows = mem["rows"]
+    col = lambda key, fmt: " / ".join(format(r[key], fmt) for r in rows)  # noqa: E731
+    return (
+        f"FGSM (torchattacks) through `unified_adv.run` at 32×32×3, `execution.batch_size` "
+        f"{rows[0]['batch_size']}, report included, each size in its own process: "
+        f"{col('images', ',')} images take {col('run_seconds', '.0f')} s with a peak resident "
+        f"memory of {col('peak_rss_mib', '.0f')} MiB ({mem['mib_per_1000_images']:.0f} MiB per "
+        f"1,000 images more; the images themselves are {mem['data_mib_per_1000_images']:.0f} MiB "
+        f"per 1,000). The report of a 224×224×3 run ({rep['images']} images, FGSM on three "
+        f"backends) takes {rep['report_seconds']:.1f} s to evaluate, write and render; its "
+        f"index.html is {rep['index_html_bytes'] / 1024:.0f} KiB. " + _machine(res)
+    )
+
+
 #: Every generated block: its source (a scenario that is run, or a `make bench` results file
 #: that is read) and its formatter. Blocks of one scenario share one run.
 TABLES: dict[str, tuple[str, Callable[[Summary], str]]] = {
@@ -723,6 +766,8 @@ TABLES: dict[str, tuple[str, Callable[[Summary], str]]] = {
     "bench:audit-noise": ("bench/results_audit.json", audit_noise_line),
     "bench:audit-differences": ("bench/results_audit.json", audit_differences),
     "bench:audit-builtin": ("bench/results_audit.json", audit_builtin_line),
+    "bench:at-size": ("bench/results_at_size.json", at_size_table),
+    "bench:at-size-memory": ("bench/results_at_size.json", at_size_memory_line),
 }
 
 #: Blocks whose formatter exists but whose README section still holds the hand-typed figures:
