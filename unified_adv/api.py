@@ -186,14 +186,9 @@ def run(
         try:
             with run_progress(units, progress_mode(progress)) as shown:
                 outcomes = run_units(
-                    prep,
-                    units,
-                    out_dir / "units",
-                    executor=ex,
-                    resume=resume,
-                    strict=strict,
+                    prep, units, out_dir / "units", executor=ex, resume=resume, strict=strict,
                     progress=shown.unit_done,
-                )
+                )  # fmt: skip
                 # The one-pixel study's sweeps go through the executor too; the rest runs here.
                 analysis = run_analyses(prep, out_dir / "units", resume=resume, executor=ex)
             where = ex.describe()

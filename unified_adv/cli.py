@@ -93,6 +93,29 @@ def _sigterm_stops_the_run() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: Options of `run` declared apart, to keep the command short.
+ExecutorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        help="Where units run: local (this process) or dask (needs --scheduler or "
+        # \\[ : a literal bracket for rich, which would read [dask] as markup and drop it.
+        "--workers; pip install 'unified-adv\\[dask]'). Default: the scenario's execution.",
+    ),
+]
+
+MlflowOption = Annotated[
+    str | None,
+    typer.Option(
+        "--mlflow-uri",
+        # \\[ : a literal bracket for rich (see --executor).
+        help="Log the finished run to MLflow at this tracking URI (file:///path/mlruns "
+        "or http://HOST:5000; pip install 'unified-adv\\[mlflow]'). Default: the "
+        "scenario's tracking.mlflow.uri.",
+    ),
+]
+
+
 @app.command()
 def run(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
@@ -117,15 +140,7 @@ def run(
             help="Write into --out even if it is a non-empty folder that is not an earlier run.",
         ),
     ] = False,
-    executor: Annotated[
-        str | None,
-        typer.Option(
-            "--executor",
-            help="Where units run: local (this process) or dask (needs --scheduler or "
-            # \\[ : a literal bracket for rich, which would read [dask] as markup and drop it.
-            "--workers; pip install 'unified-adv\\[dask]'). Default: the scenario's execution.",
-        ),
-    ] = None,
+    executor: ExecutorOption = None,
     scheduler: Annotated[
         str | None,
         typer.Option("--scheduler", help="Address of a running Dask scheduler, tcp://HOST:8786."),
@@ -134,16 +149,7 @@ def run(
         int | None,
         typer.Option("--workers", min=1, help="Start a local Dask cluster of N worker processes."),
     ] = None,
-    mlflow_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--mlflow-uri",
-            # \\[ : a literal bracket for rich (see --executor).
-            help="Log the finished run to MLflow at this tracking URI (file:///path/mlruns "
-            "or http://HOST:5000; pip install 'unified-adv\\[mlflow]'). Default: the "
-            "scenario's tracking.mlflow.uri.",
-        ),
-    ] = None,
+    mlflow_uri: MlflowOption = None,
     quiet: Annotated[
         bool,
         typer.Option("--quiet", "-q", help="Warnings and errors only: no estimate, no progress."),

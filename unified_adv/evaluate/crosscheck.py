@@ -353,19 +353,15 @@ def compare_pair(
     worst = float(diff.max(initial=0.0))
     changed = only_a + only_b
     verdict = _verdict(worst, tolerance, changed, randomised, (p_value, ci), dtest, alpha)
+    scope = (spec.name, spec.norm, params, bool(prep.correct[a["positions"]].all()))
     explanation: list[str] = []
     explained: bool | None = None
     if verdict == "divergent":
-        all_correct = bool(prep.correct[a["positions"]].all())
-        explanation, explained = _explain(
-            first, second, a, b, (spec.name, spec.norm, params, all_correct)
-        )
+        explanation, explained = _explain(first, second, a, b, scope)
         explanation[:0] = _statistics_lines(
             randomised, (p_value, ci), dtest, alpha, worst, tolerance, changed
         )
     elif verdict == "statistically consistent" and ATTACKS[spec.name].ensemble:
-        all_correct = bool(prep.correct[a["positions"]].all())
-        scope = (spec.name, spec.norm, params, all_correct)
         explanation = _consistent_despite(first, second, a, b, scope, p_value)
     rows = _Rows(first, second, pa, pb, sa, sb, diff)
     order = np.argsort(-diff, kind="stable")
