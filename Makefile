@@ -18,14 +18,20 @@ QUIET  := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
 # The package maps unified_adv.adapters to ./adapters, so setuptools installs it in editable
 # mode through an import finder and says so in an "Editable installation." warning on every
 # install: information for setuptools' developers, not for ours.
+# [mlflow] goes on its own, after [all]: every MLflow client needs a newer requests than
+# torchattacks 3.5.1 pins (requests~=2.25.1; see pyproject.toml). pip installs it and then
+# reports that known pin conflict in two lines, filtered here; torchattacks never imports
+# requests. Any other pip message still shows.
+QUIET_MLFLOW := 2>&1 | { grep -v -e "^WARNING: Location '.*' is ignored" \
+  -e "^ERROR: pip's dependency resolver does not currently take into account" \
+  -e "^torchattacks 3.5.1 requires requests~=2.25.1" || true; }
+
 $(STAMP): pyproject.toml build-constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) --upgrade pip $(QUIET)
 	$(PIP) torch==2.14.1 torchvision==0.29.1 $(QUIET)
 	PYTHONWARNINGS="ignore:Editable installation" $(PIP) --build-constraint build-constraints.txt -e '.[all,dev]' $(QUIET)
-	# [mlflow] on its own: it needs a newer requests than torchattacks pins (see pyproject);
-	# pip installs it and names that pin conflict, which torchattacks does not use at run time.
-	PYTHONWARNINGS="ignore:Editable installation" $(PIP) -e '.[mlflow]' $(QUIET)
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) -e '.[mlflow]' $(QUIET_MLFLOW)
 	touch $(STAMP)
 
 setup: $(STAMP)
