@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -188,10 +189,11 @@ def test_result_findings_eps_monotonicity_and_black_box() -> None:
         _entry("square", "art", 0.2, 0.9),  # black-box beats every white-box at eps 0.2
         _entry("fgsm", "art", 0.2, 0.5),
     ]
-    found = result_findings(None, attacks, {"pairs": []}, [])  # type: ignore[arg-type]
+    prep = SimpleNamespace(scenario=SimpleNamespace(crosscheck=SimpleNamespace(alpha=0.05)))
+    found = result_findings(prep, attacks, {"pairs": []}, [])  # type: ignore[arg-type]
     codes = sorted(f.code for f in found)
     assert codes == ["black_box_beats_white_box", "non_monotonic_eps"]
-    fine = result_findings(None, attacks[:1] + [_entry("pgd", "art", 0.2, 0.7)], {"pairs": []}, [])  # type: ignore[arg-type]
+    fine = result_findings(prep, attacks[:1] + [_entry("pgd", "art", 0.2, 0.7)], {"pairs": []}, [])  # type: ignore[arg-type]
     assert fine == []
 
 

@@ -256,7 +256,7 @@ def test_per_class_adds_up_to_the_worst_case(quickstart_run: Any) -> None:
 def test_a_pipeline_can_gate_on_the_lower_bound(quickstart_run: Any) -> None:
     """The README's recipe: read attacks.csv, take the worst-case row of PGD at ε 0.1."""
     out = quickstart_run.out_dir
-    table = pd.read_csv(out / "attacks.csv")
+    table = pd.read_csv(out / "attacks.csv", dtype={"eps_text": str})  # "0.1" stays text
     row = table[
         (table.attack_id == "pgd") & (table.eps_text == "0.1") & (table.backend == "worst_case")
     ]
