@@ -567,12 +567,12 @@ def audit_scoring_line(res: Summary) -> str:
 def audit_ties_line(res: Summary) -> str:
     t = res["deepfool_ties"]
     closest = ", ".join(
-        f"{NAMES[b]}'s {_g(t[b]['closest_success_above_margin'])}" for b in ("foolbox", "art")
+        f"{NAMES[b]}'s by {_g(t[b]['closest_success_above_margin'])}" for b in ("foolbox", "art")
     )
     return (
         f"Measured on the quickstart's {t['n']} DeepFool digits: torchattacks' DeepFool leaves "
         f"{t['torchattacks']['ties']} samples below the margin (ART {t['art']['ties']}, Foolbox "
-        f"{t['foolbox']['ties']}); the closest success above it: {closest}."
+        f"{t['foolbox']['ties']}); the closest successes lie above it, {closest}."
     )
 
 
@@ -773,7 +773,7 @@ TABLES: dict[str, tuple[str, Callable[[Summary], str]]] = {
 #: Blocks whose formatter exists but whose README section still holds the hand-typed figures:
 #: their scenario run had not finished when the block was added (issue 14). A plain run skips
 #: them; `--only NAME` after putting the markers in README.md generates one.
-PENDING: frozenset[str] = frozenset({"bench:audit-ties"})
+PENDING: frozenset[str] = frozenset()
 
 #: Where `make readme-numbers` keeps each scenario's summary.json, so that CI checks the README
 #: against them without re-running (tests/test_readme_numbers.py).
