@@ -881,7 +881,7 @@ CASES = [
         scenario(model=TINY, data=NPZ),
         _both(_torchscript(), _npz(x=np.zeros((4, 8, 8, 3), np.float32), y=np.zeros(4, np.int64))),
         "{path}: data.npz: x of shape (4, 8, 8, 3) looks channels-last (N, H, W, C); "
-        "give (N, C, H, W), e.g. x.transpose(0, 3, 1, 2)\n",
+        "give (N, C, H, W), e.g. x.transpose(0, 3, 1, 2) or x.permute(0, 3, 1, 2)\n",
         id="npz-channels-last",
     ),
     pytest.param(

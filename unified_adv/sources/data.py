@@ -132,7 +132,7 @@ def _load_npz(scenario: Scenario, lo: float, hi: float) -> Dataset:
             "data.npz",
             f"needs arrays 'x' and 'y'; missing {', '.join(missing)} (has: {', '.join(arrays) or 'none'})",
         )
-    x = _npz_images(arrays["x"], file)
+    x = as_images(arrays["x"], file, "data.npz")
     y = arrays["y"]
     if y.ndim != 1 or len(y) != len(x):
         raise InputError.one(
@@ -144,21 +144,22 @@ def _load_npz(scenario: Scenario, lo: float, hi: float) -> Dataset:
     return Dataset(x, y, np.arange(len(y), dtype=np.int64), names, f"npz {path.name}")
 
 
-def _npz_images(x: np.ndarray, file: str) -> np.ndarray:
-    """x as (N, C, H, W): (N, H, W) gains a channel; channels-last and empty are refused."""
+def as_images(x: np.ndarray, file: str, field: str) -> np.ndarray:
+    """x as (N, C, H, W): (N, H, W) gains a channel; channels-last and empty are refused
+    (one line on ``field``: ``data.npz`` for a file, ``data`` for arrays in memory)."""
     if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
         raise InputError.one(
             file,
-            "data.npz",
+            field,
             f"x of shape {x.shape} looks channels-last (N, H, W, C); give (N, C, H, W), "
-            "e.g. x.transpose(0, 3, 1, 2)",
+            "e.g. x.transpose(0, 3, 1, 2) or x.permute(0, 3, 1, 2)",
         )
     if x.ndim not in (3, 4):
         raise InputError.one(
-            file, "data.npz", f"x must be (N, H, W) or (N, C, H, W), got shape {x.shape}"
+            file, field, f"x must be (N, H, W) or (N, C, H, W), got shape {x.shape}"
         )
     if len(x) == 0:
-        raise InputError.one(file, "data.npz", f"holds no samples (x has shape {x.shape})")
+        raise InputError.one(file, field, f"holds no samples (x has shape {x.shape})")
     return x[:, None] if x.ndim == 3 else x
 
 

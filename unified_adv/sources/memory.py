@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from unified_adv.errors import InputError
-from unified_adv.sources.data import Dataset, scale_into
+from unified_adv.sources.data import Dataset, as_images, scale_into
 from unified_adv.sources.models import LoadedModel, ModelWrapper, state_fingerprint
 
 if TYPE_CHECKING:
@@ -88,24 +88,6 @@ def _parts(data: Any, file: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return _array(parts[0], "x", file), _array(parts[1], "y", file), names
 
 
-def _images(x: np.ndarray, file: str) -> np.ndarray:
-    """x as (N, C, H, W); channels-last, other ranks and empty arrays refused."""
-    if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
-        raise InputError.one(
-            file,
-            "data",
-            f"x of shape {x.shape} looks channels-last (N, H, W, C); give (N, C, H, W), "
-            "e.g. x.transpose(0, 3, 1, 2) or x.permute(0, 3, 1, 2)",
-        )
-    if x.ndim not in (3, 4):
-        raise InputError.one(
-            file, "data", f"x must be (N, H, W) or (N, C, H, W), got shape {x.shape}"
-        )
-    if len(x) == 0:
-        raise InputError.one(file, "data", "x holds no images")
-    return x[:, None] if x.ndim == 3 else x
-
-
 def _labels(y: np.ndarray, n: int, file: str) -> np.ndarray:
     if y.ndim != 1 or len(y) != n:
         raise InputError.one(
@@ -139,7 +121,7 @@ def memory_data(data: Any, scenario: Scenario) -> Dataset:
     file = scenario.file
     lo, hi = scenario.model.input_range
     x, y, names = _parts(data, file)
-    x = _images(x, file)
+    x = as_images(x, file, "data")
     y = _labels(y, len(x), file)
     if x.dtype == np.uint8:
         x = scale_into(x.astype(np.float32) / 255.0, lo, hi)
