@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from unified_adv.adapters.base import Adapter, AdapterOutput, AttackRequest, Capability, Translators
+from unified_adv.adapters.base import (
+    Adapter,
+    AdapterOutput,
+    AttackRequest,
+    Capability,
+    Job,
+    Translators,
+)
 
 _ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
 _UNTARGETED = ("untargeted",)
@@ -24,18 +31,10 @@ _P = {"linf": float("inf"), "l2": 2.0, "l1": 1.0, "l0": 0.0}
 
 
 @dataclass
-class AdvLibJob:
+class AdvLibJob(Job):
     """One request on adv-lib: the inputs and the common steps of a call."""
 
     adapter: AdvLibAdapter
-    request: AttackRequest
-    x: np.ndarray
-    y: np.ndarray
-    target: np.ndarray | None
-
-    @property
-    def p(self) -> Any:
-        return self.request.params
 
     @property
     def classes(self) -> int:

@@ -16,7 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from unified_adv.adapters.base import Adapter, AdapterOutput, AttackRequest, Capability, Translators
+from unified_adv.adapters.base import (
+    Adapter,
+    AdapterOutput,
+    AttackRequest,
+    Capability,
+    Job,
+    Translators,
+)
 
 _ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
 _UNTARGETED = ("untargeted",)
@@ -79,21 +86,13 @@ class _PadClass(nn.Module):
 
 
 @dataclass
-class ArtJob:
+class ArtJob(Job):
     """One request on ART: the inputs, the estimator (built once per adapter and shape)
     and its record, and the common steps of an ``art.attacks.evasion`` call."""
 
     adapter: ArtAdapter
-    request: AttackRequest
-    x: np.ndarray
-    y: np.ndarray
-    target: np.ndarray | None
     estimator: Any
     est_args: dict[str, Any]
-
-    @property
-    def p(self) -> Any:
-        return self.request.params
 
     @property
     def n(self) -> int:

@@ -92,6 +92,23 @@ class AttackRequest:
 
 
 @dataclass
+class Job:
+    """What every backend's job holds: its adapter, one request and the request's inputs.
+    A backend's job class adds its library objects and the common steps of its calls."""
+
+    adapter: Any
+    request: AttackRequest
+    x: np.ndarray
+    y: np.ndarray
+    target: np.ndarray | None
+
+    @property
+    def p(self) -> Any:
+        """The request's resolved parameters."""
+        return self.request.params
+
+
+@dataclass
 class AdapterOutput:
     """What one library call gave back.
 

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from unified_adv.adapters.base import Adapter, AdapterOutput, AttackRequest, Capability, Translators
+from unified_adv.adapters.base import (
+    Adapter,
+    AdapterOutput,
+    AttackRequest,
+    Capability,
+    Job,
+    Translators,
+)
 
 _ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
 _UNTARGETED = ("untargeted",)
@@ -27,21 +34,13 @@ _INIT_ATTACK = {
 
 
 @dataclass
-class FoolboxJob:
+class FoolboxJob(Job):
     """One request on Foolbox: the inputs, the ``PyTorchModel`` (built once per adapter;
     wrapped for EOT when asked), and the common steps of a ``foolbox.attacks`` call."""
 
     adapter: FoolboxAdapter
-    request: AttackRequest
-    x: np.ndarray
-    y: np.ndarray
-    target: np.ndarray | None
     fmodel: Any
     eot: int
-
-    @property
-    def p(self) -> Any:
-        return self.request.params
 
     def run(
         self,

@@ -18,24 +18,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from unified_adv.adapters.base import Adapter, AdapterOutput, AttackRequest, Capability, Translators
+from unified_adv.adapters.base import (
+    Adapter,
+    AdapterOutput,
+    AttackRequest,
+    Capability,
+    Job,
+    Translators,
+)
 
 _ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
 
 
 @dataclass
-class SecmlJob:
+class SecmlJob(Job):
     """One request on secml-torch: the inputs and the common steps of a call."""
 
     adapter: SecmlTorchAdapter
-    request: AttackRequest
-    x: np.ndarray
-    y: np.ndarray
-    target: np.ndarray | None
-
-    @property
-    def p(self) -> Any:
-        return self.request.params
 
     def run(self, module: str, kwargs: dict[str, Any]) -> AdapterOutput:
         """``secmlt.adv.evasion.<module>.<creator>(**kwargs, y_target=..., lb, ub,

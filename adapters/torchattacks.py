@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from unified_adv.adapters.base import Adapter, AdapterOutput, AttackRequest, Capability, Translators
+from unified_adv.adapters.base import (
+    Adapter,
+    AdapterOutput,
+    AttackRequest,
+    Capability,
+    Job,
+    Translators,
+)
 from unified_adv.catalogue.ensemble import RAND_EOT
 
 _ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
@@ -22,18 +29,10 @@ _UNTARGETED = ("untargeted",)
 
 
 @dataclass
-class TorchattacksJob:
+class TorchattacksJob(Job):
     """One request on torchattacks: the inputs and the common steps of a call."""
 
     adapter: TorchattacksAdapter
-    request: AttackRequest
-    x: np.ndarray
-    y: np.ndarray
-    target: np.ndarray | None
-
-    @property
-    def p(self) -> Any:
-        return self.request.params
 
     @property
     def eot(self) -> int:
