@@ -49,7 +49,7 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
             tmp.unlink()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     """``data`` into ``path`` atomically, through ``os.write`` (a short write is retried; a
     full disk raises OSError ENOSPC and leaves nothing behind)."""
 
@@ -87,7 +87,7 @@ def remove_stale_temp_files(folder: Path) -> None:
             pass  # alive under another user, or not ours to judge: leave it
 
 
-def sha256_bytes(data: bytes) -> str:
+def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 

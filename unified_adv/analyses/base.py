@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,7 +28,7 @@ from unified_adv.sources.load import load_model
 from unified_adv.sources.models import LoadedModel
 
 #: A unit's stored arrays and its JSON record.
-Stored = tuple[dict[str, np.ndarray], dict[str, Any]]
+Stored = tuple[Mapping[str, np.ndarray], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class UnitStore:
         return load_unit(self.folder, unit) if self.resume else None
 
     def save(
-        self, unit: AnalysisUnit, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+        self, unit: AnalysisUnit, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]
     ) -> dict[str, Any]:
         record = {"status": "ok", **meta}
         save_unit(self.folder, unit, arrays, record)

@@ -29,7 +29,7 @@ from unified_adv.defences import layers as d
 from unified_adv.defences.randomness import DefenceChain, is_randomized, reseed
 from unified_adv.errors import InputError
 from unified_adv.run.prepared import CleanScores, Prepared, UnitOutcome
-from unified_adv.run.units import unit_seed
+from unified_adv.run.units import replace_arrays, unit_seed
 from unified_adv.scenario.schema import DefenceSpec
 from unified_adv.sources.builtin.autoencoder import builtin_digits_autoencoder
 from unified_adv.sources.models import ModelWrapper, state_fingerprint
@@ -190,7 +190,8 @@ def non_adaptive_outcomes(prep: Prepared, outcomes: list[UnitOutcome]) -> list[U
         if not o.ok or o.unit.defence or o.arrays is None:
             continue
         for variant in prep.variants.values():
-            arrays = {**o.arrays, "adv_logits": variant.score(o.arrays["x_adv"]).astype(np.float32)}
+            logits = variant.score(o.arrays["x_adv"]).astype(np.float32)
+            arrays = replace_arrays(o.arrays, adv_logits=logits)
             meta = {
                 **o.meta,
                 "note": "non-adaptive: the examples made against the undefended model, "

@@ -29,11 +29,14 @@ from unified_adv.evaluate.results import (
     WORST_CASE,
     fooled_and_tied,
     fooled_median,
+    perturbation_sizes,
     robust_mask,
+    row_chunks,
 )
 from unified_adv.run.prepared import Prepared, UnitOutcome
 
 VERDICTS = ("identical", "equivalent", "statistically consistent", "divergent")
+
 
 def tolerance_for(
     given: dict[str, float], attack: str, norm: str, input_range: tuple[float, float]
@@ -244,10 +247,16 @@ def distance_test(
 ) -> dict[str, Any]:
     """Wilcoxon signed-rank test on the per-sample distances (in the attack's norm) of the
     samples both backends fooled: do the two find perturbations of the same size?"""
-    n = len(x)
     ord_ = {"linf": np.inf, "l1": 1, "l0": 0}.get(norm, 2)
-    da = np.linalg.norm((a - x).reshape(n, -1).astype(np.float64), ord=ord_, axis=1)[both]
-    db = np.linalg.norm((b - x).reshape(n, -1).astype(np.float64), ord=ord_, axis=1)[both]
+
+    def size(adv: np.ndarray) -> np.ndarray:  # chunk by chunk: float64 copies of a chunk only
+        out = np.zeros(len(x))
+        for r in row_chunks(len(x)):
+            d = (adv[r] - x[r]).reshape(r.stop - r.start, -1).astype(np.float64)
+            out[r] = np.linalg.norm(d, ord=ord_, axis=1)
+        return out
+
+    da, db = size(a)[both], size(b)[both]
     p = 1.0
     if len(da) and np.any(da != db):
         p = float(stats.wilcoxon(da, db, zero_method="zsplit").pvalue)
@@ -401,10 +410,12 @@ def compare_pair(
 
 def _pixel_diff(a: dict[str, Any], b: dict[str, Any]) -> np.ndarray:
     """Per sample, the largest pixel difference between the two backends' examples."""
-    n = len(a["x_adv"])
-    return (
-        np.abs(a["x_adv"].astype(np.float64) - b["x_adv"].astype(np.float64)).reshape(n, -1).max(1)
-    )
+    xa, xb = a["x_adv"], b["x_adv"]
+    out = np.zeros(len(xa))
+    for r in row_chunks(len(xa)):
+        diff = np.abs(xa[r].astype(np.float64) - xb[r].astype(np.float64))
+        out[r] = diff.reshape(r.stop - r.start, -1).max(1, initial=0.0)
+    return out
 
 
 def _success_rates(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
@@ -444,17 +455,11 @@ def _median_distances(
 ) -> dict[str, tuple[float | None, float | None]]:
     """Median L-inf, L2 and mean absolute perturbation of each backend, over its own
     successful samples (None where it fooled none)."""
-    n = len(x)
-    dist: dict[str, tuple[float | None, float | None]] = {}
-    for name, fn in (
-        ("linf", lambda d: np.abs(d).max(1)),
-        ("l2", lambda d: np.linalg.norm(d, axis=1)),
-        ("mae", lambda d: np.abs(d).mean(1)),
-    ):
-        da = fn((a["x_adv"] - x).reshape(n, -1).astype(np.float64))
-        db = fn((b["x_adv"] - x).reshape(n, -1).astype(np.float64))
-        dist[name] = (fooled_median(da, a["success"]), fooled_median(db, b["success"]))
-    return dist
+    da, db = perturbation_sizes(a["x_adv"], x), perturbation_sizes(b["x_adv"], x)
+    return {
+        name: (fooled_median(da[name], a["success"]), fooled_median(db[name], b["success"]))
+        for name in ("linf", "l2", "mae")
+    }
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import torch
 
 from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.evaluate.ensemble import ensemble_checks, pgd_comparisons
-from unified_adv.evaluate.results import success_mask
+from unified_adv.evaluate.results import RowsOf, row_chunks, success_mask
 from unified_adv.run.prepared import Prepared, UnitOutcome
 from unified_adv.sources.models import error_gist
 
@@ -259,6 +259,18 @@ def _not_reproducible(outcomes: list[UnitOutcome]) -> list[Finding]:
     ]
 
 
+def _out_of_scale(x_adv: np.ndarray, x: RowsOf, span: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: the perturbation spans the whole input range (L∞ ≥ ``span``, to rounding);
+    its L2 exceeds the image's own. Chunk by chunk (float64 copies of a chunk only)."""
+    full_range, beyond = np.zeros(len(x), bool), np.zeros(len(x), bool)
+    for r in row_chunks(len(x)):
+        xr = x[r].reshape(r.stop - r.start, -1).astype(np.float64)
+        delta = x_adv[r].reshape(r.stop - r.start, -1).astype(np.float64) - xr
+        full_range[r] = np.abs(delta).max(1, initial=0.0) >= span * (1 - 1e-6)
+        beyond[r] = np.linalg.norm(delta, axis=1) > np.linalg.norm(xr, axis=1)
+    return full_range, beyond
+
+
 def absurd_perturbations(prep: Prepared, outcomes: list[UnitOutcome]) -> list[Finding]:
     """Successful perturbations that are no longer small: an L∞ as large as the whole input
     range, or an L2 beyond the image's own L2 norm. Such an example is no longer the image
@@ -274,11 +286,8 @@ def absurd_perturbations(prep: Prepared, outcomes: list[UnitOutcome]) -> list[Fi
             continue
         assert o.arrays is not None
         pos = o.arrays["positions"]
-        x = prep.data.x[pos].reshape(len(pos), -1).astype(np.float64)
-        delta = o.arrays["x_adv"].reshape(len(pos), -1).astype(np.float64) - x
         fooled = success_mask(prep.data.y[pos], o.arrays)
-        full_range = np.abs(delta).max(1, initial=0.0) >= (hi - lo) * (1 - 1e-6)
-        beyond = np.linalg.norm(delta, axis=1) > np.linalg.norm(x, axis=1)
+        full_range, beyond = _out_of_scale(o.arrays["x_adv"], RowsOf(prep.data.x, pos), hi - lo)
         key = (
             o.unit.attack_id,
             prep.plans[o.unit.attack_index].spec.eps_text(o.unit.eps),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,7 @@ def tie_mask(logits: np.ndarray) -> np.ndarray:
 
 
 def fooled_and_tied(
-    labels: np.ndarray, arrays: dict[str, np.ndarray]
+    labels: np.ndarray, arrays: Mapping[str, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per sample: (fooled, tie). A tie is neither fooled nor robust, whatever its argmax."""
     tie = tie_mask(arrays["adv_logits"])
@@ -73,7 +74,7 @@ def fooled_and_tied(
     return success_mask(labels, arrays) & ~tie, tie
 
 
-def success_mask(labels: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:
+def success_mask(labels: np.ndarray, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
     """unified-adv's own verdict: the model's prediction on what the backend returned
     (ties not taken out: see ``fooled_and_tied``)."""
     adv_pred = arrays["adv_logits"].argmax(1)
@@ -125,13 +126,49 @@ def fooled_median(values: pd.Series | np.ndarray, success: pd.Series | np.ndarra
     return float(np.median(chosen)) if len(chosen) else None
 
 
+#: Samples per chunk when measuring perturbations: the float64 working copies are of one
+#: chunk, never of a whole unit (memory independent of the number of samples).
+CHUNK_ROWS = 512
+
+
+def row_chunks(n: int) -> list[slice]:
+    """``[0, n)`` in slices of :data:`CHUNK_ROWS` rows."""
+    return [slice(lo, min(lo + CHUNK_ROWS, n)) for lo in range(0, n, CHUNK_ROWS)]
+
+
+class RowsOf:
+    """``x[positions]`` read a slice at a time (``rows[a:b]`` is ``x[positions[a:b]]``)."""
+
+    def __init__(self, x: np.ndarray, positions: np.ndarray):
+        self.x, self.positions = x, positions
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return np.asarray(self.x[self.positions[rows]])
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+def perturbation_sizes(x_adv: np.ndarray, x: np.ndarray | RowsOf) -> dict[str, np.ndarray]:
+    """Per sample, the L∞, L2 and mean absolute size of ``x_adv - x`` (the difference in the
+    arrays' dtype, its size in float64), chunk by chunk. ``x`` may be a memory-mapped data
+    set: only a chunk's rows are read at a time."""
+    n = len(x_adv)
+    out = {k: np.zeros(n) for k in ("linf", "l2", "mae")}
+    for rows in row_chunks(n):
+        d = (x_adv[rows] - x[rows]).reshape(rows.stop - rows.start, -1).astype(np.float64)
+        out["linf"][rows] = np.abs(d).max(1, initial=0.0)
+        out["l2"][rows] = np.linalg.norm(d, axis=1)
+        out["mae"][rows] = np.abs(d).mean(1) if d.shape[1] else 0.0
+    return out
+
+
 def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
     """One row per sample of one finished unit."""
     assert outcome.arrays is not None
     a, u = outcome.arrays, outcome.unit
     pos = a["positions"]
-    x = prep.data.x[pos]
-    delta = (a["x_adv"] - x).reshape(len(pos), -1).astype(np.float64)
+    size = perturbation_sizes(a["x_adv"], RowsOf(prep.data.x, pos))
     adv_pred = a["adv_logits"].argmax(1)
     label = prep.data.y[pos]
     target = a["target"]
@@ -158,9 +195,9 @@ def sample_records(prep: Prepared, outcome: UnitOutcome) -> pd.DataFrame:
             "adv_conf": softmax(a["adv_logits"], axis=1).max(1).astype(np.float64),
             "success": success,
             "tie": tie,
-            "linf": np.abs(delta).max(1),
-            "l2": np.linalg.norm(delta, axis=1),
-            "mae": np.abs(delta).mean(1),
+            "linf": size["linf"],
+            "l2": size["l2"],
+            "mae": size["mae"],
             "time_s": float(outcome.meta.get("time_s", 0.0)) / n,
             "unit": u.name,
         },

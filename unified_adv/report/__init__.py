@@ -100,6 +100,44 @@ def show_image(ax: Any, img: np.ndarray, lo: float, hi: float, **kw: Any) -> Non
     ax.set_yticks([])
 
 
+#: Per backend, per data position: (the unit, its row), the prediction and its confidence.
+_Slots = dict[str, dict[int, tuple[tuple[UnitOutcome, int], int, float]]]
+
+
+def _top_eps_rows(plan: Any, outcomes: list[UnitOutcome]) -> _Slots:
+    """Where each backend's examples of ``plan`` at its largest ε are (not the examples: a
+    unit's are read from disk once, for the samples shown, by :func:`_examples`)."""
+    per_backend: _Slots = {}
+    e_top = int(np.argmax(plan.spec.eps)) if plan.spec.eps else 0
+    for o in outcomes:
+        if not (o.ok and o.unit.attack_index == plan.index and o.unit.eps_index == e_top):
+            continue
+        assert o.arrays is not None
+        logits = o.arrays["adv_logits"]
+        conf = softmax(logits, axis=1).max(1)
+        slot = per_backend.setdefault(o.unit.backend, {})
+        for j, p in enumerate(o.arrays["positions"]):
+            slot[int(p)] = ((o, j), int(logits[j].argmax()), float(conf[j]))
+    return per_backend
+
+
+def _examples(per_backend: _Slots, chosen: list[int]) -> dict[str, dict[int, np.ndarray]]:
+    """Per backend, the examples of the chosen samples (by data position), each unit's
+    examples read once."""
+    out: dict[str, dict[int, np.ndarray]] = {}
+    for b, slot in per_backend.items():
+        by_unit: dict[int, list[int]] = {}
+        for p in chosen:
+            by_unit.setdefault(id(slot[p][0][0]), []).append(p)
+        out[b] = {}
+        for positions in by_unit.values():
+            unit = slot[positions[0]][0][0]
+            assert unit.arrays is not None
+            x_adv = unit.arrays["x_adv"]
+            out[b].update({p: x_adv[slot[p][0][1]].copy() for p in positions})
+    return out
+
+
 @plain_text
 def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[dict[str, Any]]:
     """Per attack (largest ε): original / perturbation / adversarial for each backend."""
@@ -115,17 +153,7 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
     label = lambda c: names[c] if 0 <= c < len(names) else str(c)  # noqa: E731
     figures = []
     for plan in prep.plans:
-        per_backend: dict[str, dict[int, tuple[np.ndarray, int, float]]] = {}
-        for o in outcomes:
-            e_top = int(np.argmax(plan.spec.eps)) if plan.spec.eps else 0
-            if not (o.ok and o.unit.attack_index == plan.index and o.unit.eps_index == e_top):
-                continue
-            assert o.arrays is not None
-            logits = o.arrays["adv_logits"]
-            conf = softmax(logits, axis=1).max(1)
-            slot = per_backend.setdefault(o.unit.backend, {})
-            for j, p in enumerate(o.arrays["positions"]):
-                slot[int(p)] = (o.arrays["x_adv"][j], int(logits[j].argmax()), float(conf[j]))
+        per_backend = _top_eps_rows(plan, outcomes)
         if not per_backend:
             continue
         backends = sorted(per_backend)
@@ -137,6 +165,7 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
         chosen = (fooled + [p for p in common if p not in fooled])[:count]
         if not chosen:
             continue
+        examples = _examples(per_backend, chosen)
         cols = 1 + 2 * len(backends)
         fig, axes = plt.subplots(
             len(chosen), cols, figsize=(1.6 * cols, 1.75 * len(chosen)), squeeze=False
@@ -150,7 +179,8 @@ def triptychs(prep: Prepared, outcomes: list[UnitOutcome], count: int) -> list[d
                 fontsize=7,
             )
             for c, b in enumerate(backends):
-                x_adv, pred, conf = per_backend[b][p]
+                _, pred, conf = per_backend[b][p]
+                x_adv = examples[b][p]
                 delta = x_adv - x
                 span = float(np.abs(delta).max()) or 1.0
                 show_image(
@@ -210,8 +240,9 @@ def _lookup(
         u = o.unit
         if o.ok and (u.attack_index, u.eps_index, u.backend) == (a_i, e_i, backend):
             assert o.arrays is not None
+            x_adv = o.arrays["x_adv"]  # read once: a stored unit's come from disk
             for j, (p, t) in enumerate(zip(o.arrays["positions"], o.arrays["target"], strict=True)):
-                table[(int(p), int(t))] = (o.arrays["x_adv"][j], o.arrays["adv_logits"][j])
+                table[(int(p), int(t))] = (x_adv[j], o.arrays["adv_logits"][j])
     return table
 
 

@@ -7,6 +7,7 @@ hands the rest to an :class:`Executor`, and is the only writer of unit results.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import traceback
@@ -75,6 +76,7 @@ def _run_attack(
         calls.append(out.library_call)
         batch_done(unit, b + 1, batches, elapsed)  # progress inside the unit, when shown
     x_adv = np.concatenate(x_parts) if len(x_parts) > 1 else x_parts[0]
+    del x_parts  # the batches' copies: one copy of the unit's examples from here
     # unified-adv decides success itself, from the model's prediction on what came back.
     if unit.defence:
         adv_logits = prep.variants[unit.defence].score(x_adv)
@@ -176,7 +178,10 @@ def run_units(
             unit = outcome.unit
             if outcome.arrays is not None:
                 try:
-                    save_unit(folder, storage_unit(prep, unit), outcome.arrays, outcome.meta)
+                    kept = save_unit(folder, storage_unit(prep, unit), outcome.arrays, outcome.meta)
+                    # From here the examples are read back from disk when asked for: a run
+                    # holds one unit's examples at a time, not every unit's.
+                    outcome = dataclasses.replace(outcome, arrays=kept)
                 except OSError as exc:
                     if exc.errno in STORAGE_ERRNOS:
                         raise  # the disk is full: no later unit could be kept either

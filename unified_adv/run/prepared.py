@@ -7,6 +7,7 @@ without importing the machinery that plans or executes units.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -91,7 +92,8 @@ class Prepared(CleanScores):
 @dataclass
 class UnitOutcome:
     unit: Unit
-    arrays: dict[str, np.ndarray] | None
+    #: A stored unit's are :class:`~unified_adv.run.units.StoredArrays` (examples on disk).
+    arrays: Mapping[str, np.ndarray] | None
     meta: dict[str, Any]
     reused: bool = False
 

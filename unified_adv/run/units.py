@@ -10,7 +10,7 @@ import hashlib
 import io
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -87,17 +87,72 @@ class UnitLike(Protocol):
     def key(self) -> str: ...
 
 
+#: Arrays that grow with the image size (one image per sample): kept on disk, not in memory,
+#: once a unit is stored (:class:`StoredArrays`).
+ON_DISK = ("x_adv",)
+
+
+class StoredArrays(Mapping[str, np.ndarray]):
+    """A stored unit's arrays: the per-sample scalars and logits in memory, the adversarial
+    examples read back from the unit's .npz each time they are asked for, after checking the
+    file still has the sha256 its record gives. A run therefore holds the examples of the
+    units it is working on, never those of every unit (memory flat in the number of units).
+
+    Read ``arrays["x_adv"]`` once per use, not inside a loop over samples."""
+
+    def __init__(
+        self, path: Path, sha256: str, in_memory: Mapping[str, np.ndarray], names: tuple[str, ...]
+    ):
+        self.path, self.sha256 = path, sha256
+        self._memory = {k: v for k, v in in_memory.items() if k not in ON_DISK}
+        self._names = names
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key in self._memory:
+            return self._memory[key]
+        if key not in self._names:
+            raise KeyError(key)
+        blob = self.path.read_bytes()
+        if sha256_bytes(blob) != self.sha256:
+            raise RuntimeError(
+                f"{self.path}: the stored examples changed on disk during the run (sha256 "
+                "differs from the unit's record); rerun with --resume to recompute the unit"
+            )
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            value: np.ndarray = npz[key]
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def replace(self, **new: np.ndarray) -> StoredArrays:
+        """The same stored unit with some in-memory arrays replaced (e.g. logits rescored)."""
+        assert not set(new) & set(ON_DISK), "only in-memory arrays can be replaced"
+        return StoredArrays(self.path, self.sha256, {**self._memory, **new}, self._names)
+
+
+def replace_arrays(arrays: Mapping[str, np.ndarray], **new: np.ndarray) -> Mapping[str, np.ndarray]:
+    """``arrays`` with some replaced, without reading stored examples into memory."""
+    if isinstance(arrays, StoredArrays):
+        return arrays.replace(**new)
+    return {**arrays, **new}
+
+
 def save_unit(
-    folder: Path, unit: UnitLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]
-) -> None:
+    folder: Path, unit: UnitLike, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]
+) -> StoredArrays:
     """Arrays first, then the JSON that marks the unit done; each written atomically. The
     JSON, written last, records the sha256 of the npz bytes and a checksum of itself, both
-    verified by :func:`load_unit`."""
+    verified by :func:`load_unit`. Returns the arrays as stored (:class:`StoredArrays`)."""
     folder.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
-    blob = buf.getvalue()
-    atomic_write_bytes(folder / f"{unit.name}.npz", blob)
+    blob = buf.getbuffer()  # a view: no second copy of the compressed bytes
+    npz_path = folder / f"{unit.name}.npz"
+    atomic_write_bytes(npz_path, blob)
     doc = {"key": unit.key, "unit": asdict(unit), **meta}  # type: ignore[call-overload]
     # Through JSON once: the checksum is of what load_unit will read back.
     doc = json.loads(json.dumps(doc, default=str))
@@ -105,6 +160,7 @@ def save_unit(
     doc["checksum"] = json_checksum(doc)
     text = json.dumps(doc, indent=1)
     atomic_write_bytes(folder / f"{unit.name}.json", text.encode("utf-8"))
+    return StoredArrays(npz_path, doc["npz_sha256"], arrays, tuple(arrays))
 
 
 #: A check of a stored unit's arrays and record: the problem in words, or None when it fits.
@@ -113,7 +169,7 @@ Check = Callable[[dict[str, np.ndarray], dict[str, Any]], "str | None"]
 
 def load_unit(
     folder: Path, unit: UnitLike, check: Check | None = None
-) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+) -> tuple[StoredArrays, dict[str, Any]] | None:
     """The stored result of ``unit`` if it is complete, was made for this exact unit and
     passes verification; else None (recompute it).
 
@@ -148,7 +204,7 @@ def load_unit(
     if problem is not None:
         _corrupt(unit, problem)
         return None
-    return arrays, meta
+    return StoredArrays(npz_path, meta["npz_sha256"], arrays, tuple(arrays)), meta
 
 
 def _verify(meta: dict[str, Any], npz_path: Path) -> str | None:
