@@ -144,6 +144,8 @@ def test_autoattack_is_at_least_as_strong_as_pgd_through_a_scenario(tmp_path: Pa
         "backends: [torchattacks]}\n"
         "  - {name: apgd, id: apgd-ce, eps: 0.1, steps: 20, backends: [torchattacks]}\n"
         "  - {name: square, eps: 0.1, queries: 100, backends: [torchattacks]}\n"
+        "  - {name: fab, id: fab-t, norm: linf, target_classes: 9, steps: 10, "
+        "backends: [torchattacks]}\n"
     )
     result = unified_adv.run(scenario, tmp_path / "out", progress=False)
     assert not result.failed
@@ -164,6 +166,16 @@ def test_autoattack_is_at_least_as_strong_as_pgd_through_a_scenario(tmp_path: Pa
     assert any(line.startswith("components differs") for line in pair["explanation"]), pair
     codes = {f["code"] for f in result.summary["findings"]}
     assert "autoattack_weaker_than_pgd" not in codes
+    # The ensemble recomputed from torchattacks' component runs, FAB-T (no eps: fooled at
+    # eps by its distance) included; APGD-T was not run, and is named as missing.
+    ens = {r["backend"]: r for r in result.summary["autoattack"]["ensembles"]}
+    assert ens["torchattacks"]["components"] == ["apgd-ce", "fab-t", "square"]
+    assert ens["torchattacks"]["missing"] == ["apgd-t"]
+    assert ens["torchattacks"]["n"] == len(s[(s.attack == "autoattack") & (s.backend == "art")])
+    fab = s[s.attack_id == "fab-t"]
+    assert ens["torchattacks"]["own_fooled"] >= int((fab.success & (fab.linf <= 0.1)).sum())
+    (vs,) = [v for v in result.summary["autoattack"]["versus_pgd"] if v["backend"] == "art"]
+    assert vs["robust"] <= vs["pgd_robust"]
 
 
 # The checks, each on plain inputs: one input that triggers it, one that does not.

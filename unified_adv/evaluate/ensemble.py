@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from unified_adv.evaluate.crosscheck import mcnemar_exact
-from unified_adv.evaluate.results import success_mask
+from unified_adv.evaluate.results import RowsOf, perturbation_sizes, success_mask
 from unified_adv.run.prepared import Prepared, UnitOutcome
 
 #: AutoAttack's components as catalogue runs: name -> (attack, the parameters that make it).
@@ -33,6 +33,8 @@ ORDER = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
     "rand": ("apgd-ce", "apgd-dlr"),
 }
+#: Component attacks without an eps: fooled at the ensemble's eps by their distance.
+_MINIMAL = ("fab",)
 #: Components that only query the model's outputs.
 BLACK_BOX = ("square",)
 ALPHA = 0.05
@@ -64,19 +66,46 @@ def compare(library: np.ndarray, own: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _series(prep: Prepared, outcomes: list[UnitOutcome]) -> dict[tuple[Any, ...], dict[int, bool]]:
-    """Undefended, untargeted runs: (attack, norm, eps, backend, params) -> position -> fooled."""
-    out: dict[tuple[Any, ...], dict[int, bool]] = {}
+#: A minimal-perturbation component (FAB-T) fools a sample at eps when its distance is at
+#: most eps, to float32 rounding (FAB's own test inside AutoAttack is ``||δ|| <= eps``).
+AT_EPS_RTOL = 1e-5
+
+
+def _series(prep: Prepared, outcomes: list[UnitOutcome]) -> dict[tuple[Any, ...], dict[int, Any]]:
+    """Undefended, untargeted runs: (attack, norm, eps, backend, params) -> position -> fooled
+    (a bool); for a minimal-perturbation run (eps None), position -> the distance it found in
+    its norm (infinity where it failed)."""
+    out: dict[tuple[Any, ...], dict[int, Any]] = {}
     for o in outcomes:
         u = o.unit
-        if not o.ok or u.defence or u.target != "untargeted" or u.eps is None:
+        if not o.ok or u.defence or u.target != "untargeted":
+            continue
+        if u.eps is None and (u.attack not in _MINIMAL or u.norm not in ("linf", "l2")):
             continue
         assert o.arrays is not None
         pos = o.arrays["positions"]
         fooled = success_mask(prep.data.y[pos], o.arrays)
-        key = (u.attack_id, u.attack, u.norm, float(u.eps), u.backend, u.params)
-        out.setdefault(key, {}).update(zip(pos.tolist(), fooled.tolist(), strict=True))
+        values: Any = fooled.tolist()
+        if u.eps is None:
+            size = perturbation_sizes(o.arrays["x_adv"], RowsOf(prep.data.x, pos))[u.norm]
+            values = np.where(fooled, size, np.inf).tolist()
+        key = (
+            u.attack_id,
+            u.attack,
+            u.norm,
+            None if u.eps is None else float(u.eps),
+            u.backend,
+            u.params,
+        )
+        out.setdefault(key, {}).update(zip(pos.tolist(), values, strict=True))
     return out
+
+
+def _at(run: dict[int, Any], eps: float) -> dict[int, bool]:
+    """A component's run as fooled-or-not at ``eps`` (a minimal run: distance within eps)."""
+    if not run or isinstance(next(iter(run.values())), bool):
+        return run
+    return {p: d <= eps * (1 + AT_EPS_RTOL) for p, d in run.items()}
 
 
 def _component(key: tuple[Any, ...], name: str) -> bool:
@@ -96,10 +125,10 @@ def ensemble_checks(prep: Prepared, outcomes: list[UnitOutcome]) -> list[dict[st
             continue
         order = ORDER[dict(key[5])["version"]]
         runs = {
-            name: series[k]
+            name: _at(series[k], key[3])
             for name in order
             for k in series
-            if k[2:5] == key[2:5] and _component(k, name)
+            if k[2] == key[2] and k[3] in (key[3], None) and k[4] == key[4] and _component(k, name)
         }
         if not runs:
             continue

@@ -25,6 +25,7 @@ from unified_adv.defences.variants import non_adaptive_outcomes
 from unified_adv.evaluate import metrics, robustness
 from unified_adv.evaluate.crosscheck import crosscheck
 from unified_adv.evaluate.defence_table import defence_summary
+from unified_adv.evaluate.ensemble import ensemble_checks, pgd_comparisons
 from unified_adv.evaluate.findings import model_findings, result_findings
 from unified_adv.evaluate.results import headline, samples_table
 from unified_adv.run.prepared import Prepared, UnitOutcome
@@ -365,4 +366,18 @@ def build_summary(
         **({"defences": defences} if defences is not None else {}),
         "analyses": _analyses(analysis["analyses"], attacks, samples),
         "monitor": analysis["monitor"],
+        **_autoattack(prep, outcomes.undefended),
+    }
+
+
+def _autoattack(prep: Prepared, outcomes: list[UnitOutcome]) -> dict[str, Any]:
+    """With an AutoAttack in the scenario: each library's ensemble against the one unified-adv
+    recomputes from the same backend's component runs, and AutoAttack against PGD."""
+    if not any(p.spec.name == "autoattack" for p in prep.plans):
+        return {}
+    return {
+        "autoattack": {
+            "ensembles": ensemble_checks(prep, outcomes),
+            "versus_pgd": pgd_comparisons(prep, outcomes),
+        }
     }
