@@ -8,6 +8,7 @@ same scenario (timings aside): they must be identical.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import json
@@ -476,3 +477,62 @@ def test_class_names_that_look_like_formulas_are_drawn_as_text(
     assert "Traceback" not in result.err
     html = (out / "index.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") >= 2  # triptychs and distance figure
+
+
+# Memory at scale: a stored unit's examples live on disk, read back verified.
+
+
+def test_a_stored_units_examples_are_read_back_from_disk_and_verified(tmp_path: Path) -> None:
+    """save_unit keeps the per-sample scalars in memory and reads ``x_adv`` from the .npz
+    each time (so a run never holds every unit's examples); a file changed underneath is an
+    error naming it, never silently different examples."""
+    from unified_adv.run.units import StoredArrays, save_unit
+
+    @dataclasses.dataclass(frozen=True)
+    class U:
+        name: str = "u"
+        key: str = "k"
+
+    rng = np.random.default_rng(0)
+    arrays = {"x_adv": rng.random((5, 1, 4, 4), dtype=np.float32), "target": np.arange(5)}
+    stored = save_unit(tmp_path, U(), arrays, {"status": "ok"})
+    assert isinstance(stored, StoredArrays) and sorted(stored) == ["target", "x_adv"]
+    assert np.array_equal(stored["x_adv"], arrays["x_adv"])
+    assert stored["x_adv"] is not stored["x_adv"]  # a fresh read, nothing cached
+    rescored = stored.replace(target=np.zeros(5, np.int64))
+    assert np.array_equal(rescored["target"], np.zeros(5)) and rescored.path == stored.path
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{**arrays, "x_adv": arrays["x_adv"] + 1})
+    (tmp_path / "u.npz").write_bytes(buf.getvalue())
+    with pytest.raises(RuntimeError, match=r"u\.npz: the stored examples changed on disk"):
+        stored["x_adv"]
+
+
+def test_a_runs_outcomes_hold_stored_arrays(tmp_path: Path) -> None:
+    """After a run (and after a resume) every finished unit's arrays are the stored ones."""
+    from unified_adv.run.execute import run_units
+    from unified_adv.run.units import StoredArrays
+
+    prep = prepare(unified_adv.scenario_from_text(SMALL))
+    units = plan_units(prep)
+    for resume in (False, True):
+        outcomes = run_units(prep, units, tmp_path / "units", resume=resume)
+        assert all(isinstance(o.arrays, StoredArrays) for o in outcomes), resume
+        assert [o.reused for o in outcomes] == [resume] * len(units)
+
+
+def test_perturbation_sizes_in_chunks_equal_the_whole_array_computation() -> None:
+    """The chunked sizes (results.CHUNK_ROWS rows at a time) are bit for bit those of one
+    pass over the whole array, across a chunk boundary and through RowsOf's indexing."""
+    from unified_adv.evaluate.results import CHUNK_ROWS, RowsOf, perturbation_sizes
+
+    rng = np.random.default_rng(1)
+    n = CHUNK_ROWS * 2 + 7
+    data = rng.random((n + 5, 3, 4, 4), dtype=np.float32)
+    pos = rng.permutation(n + 5)[:n]
+    x_adv = np.clip(data[pos] + rng.normal(0, 0.1, (n, 3, 4, 4)).astype(np.float32), 0, 1)
+    delta = (x_adv - data[pos]).reshape(n, -1).astype(np.float64)
+    got = perturbation_sizes(x_adv, RowsOf(data, pos))
+    assert np.array_equal(got["linf"], np.abs(delta).max(1))
+    assert np.array_equal(got["l2"], np.linalg.norm(delta, axis=1))
+    assert np.array_equal(got["mae"], np.abs(delta).mean(1))

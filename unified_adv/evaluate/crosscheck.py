@@ -27,6 +27,7 @@ from unified_adv.evaluate.metrics import mean_interval, proportion_ci
 from unified_adv.evaluate.results import (
     NOISE_CASE,
     WORST_CASE,
+    RowsOf,
     fooled_and_tied,
     fooled_median,
     perturbation_sizes,
@@ -163,20 +164,28 @@ def _collect(outcomes: list[UnitOutcome]) -> dict[tuple[int, int], dict[str, lis
     return by_key
 
 
-def _stack(prep: Prepared, units: list[UnitOutcome], shards: set[int]) -> dict[str, Any]:
-    """One backend's results for one attack × ε, shards concatenated in order."""
+def _stack(prep: Prepared, units: list[UnitOutcome], shards: set[int], norm: str) -> dict[str, Any]:
+    """One backend's results for one attack × ε, shards concatenated in order: the per-sample
+    arrays, and the perturbations' sizes (linf, l2, mae and the attack's ``norm``) computed
+    shard by shard. The examples themselves stay with their units (``parts``): a stored
+    unit's are read from disk one shard at a time, never all at once."""
     chosen = sorted(
         (o for o in units if o.unit.shard_index in shards), key=lambda o: o.unit.shard_index
     )
     arrays = [o.arrays for o in chosen if o.arrays is not None]
     cat: dict[str, Any] = {
-        k: np.concatenate([a[k] for a in arrays])
-        for k in ("positions", "x_adv", "adv_logits", "target")
+        k: np.concatenate([a[k] for a in arrays]) for k in ("positions", "adv_logits", "target")
     }
     cat["backend_failed"] = np.concatenate(
         [a.get("backend_failed", np.zeros(len(a["positions"]), dtype=np.bool_)) for a in arrays]
     )
     cat["success"], cat["tie"] = fooled_and_tied(prep.data.y[cat["positions"]], cat)
+    names = dict.fromkeys(("linf", "l2", "mae", norm))
+    sizes = [
+        perturbation_sizes(a["x_adv"], RowsOf(prep.data.x, a["positions"]), names) for a in arrays
+    ]
+    cat["sizes"] = {k: np.concatenate([s[k] for s in sizes]) for k in names}
+    cat["parts"] = arrays
     cat["calls"] = chosen[0].meta.get("library_call", {})
     cat["defence"] = chosen[0].unit.defence
     cat["note"] = chosen[0].meta.get("note", "")
@@ -247,16 +256,13 @@ def distance_test(
 ) -> dict[str, Any]:
     """Wilcoxon signed-rank test on the per-sample distances (in the attack's norm) of the
     samples both backends fooled: do the two find perturbations of the same size?"""
-    ord_ = {"linf": np.inf, "l1": 1, "l0": 0}.get(norm, 2)
+    size = lambda adv: perturbation_sizes(adv, x, (norm,))[norm]  # noqa: E731
+    return distances_test(norm, size(a), size(b), both)
 
-    def size(adv: np.ndarray) -> np.ndarray:  # chunk by chunk: float64 copies of a chunk only
-        out = np.zeros(len(x))
-        for r in row_chunks(len(x)):
-            d = (adv[r] - x[r]).reshape(r.stop - r.start, -1).astype(np.float64)
-            out[r] = np.linalg.norm(d, ord=ord_, axis=1)
-        return out
 
-    da, db = size(a)[both], size(b)[both]
+def distances_test(norm: str, da: np.ndarray, db: np.ndarray, both: np.ndarray) -> dict[str, Any]:
+    """:func:`distance_test` on distances already measured (per sample, in ``norm``)."""
+    da, db = da[both], db[both]
     p = 1.0
     if len(da) and np.any(da != db):
         p = float(stats.wilcoxon(da, db, zero_method="zsplit").pvalue)
@@ -341,8 +347,7 @@ def compare_pair(
     spec = prep.plans[a_i].spec
     eps = spec.eps_values[e_i]
     _same_samples(spec.label, first, second, a, b)
-    x = prep.data.x[a["positions"]]
-    n = len(x)
+    n = len(a["positions"])
     diff = _pixel_diff(a, b)
     # A sample tied on the boundary in either backend has no outcome: compared apart.
     scored = ~(a["tie"] | b["tie"])
@@ -358,7 +363,11 @@ def compare_pair(
         a.get("defence") and prep.variants[a["defence"]].randomized
     )
     minimal = ATTACKS[spec.name].threat == "minimal"
-    dtest = distance_test(spec.norm, x, a["x_adv"], b["x_adv"], sa & sb) if minimal else None
+    dtest = (
+        distances_test(spec.norm, a["sizes"][spec.norm], b["sizes"][spec.norm], sa & sb)
+        if minimal
+        else None
+    )
     worst = float(diff.max(initial=0.0))
     changed = only_a + only_b
     verdict = _verdict(worst, tolerance, changed, randomised, (p_value, ci), dtest, alpha)
@@ -398,7 +407,7 @@ def compare_pair(
         distance_test=dtest,
         same_adv_pred=float((pa == pb).mean()) if n else 1.0,
         max_pixel_diff=worst,
-        median_distances=_median_distances(a, b, x),
+        median_distances=_median_distances(a, b),
         tolerance=tolerance,
         randomised=randomised,
         verdict=verdict,
@@ -409,13 +418,17 @@ def compare_pair(
 
 
 def _pixel_diff(a: dict[str, Any], b: dict[str, Any]) -> np.ndarray:
-    """Per sample, the largest pixel difference between the two backends' examples."""
-    xa, xb = a["x_adv"], b["x_adv"]
-    out = np.zeros(len(xa))
-    for r in row_chunks(len(xa)):
-        diff = np.abs(xa[r].astype(np.float64) - xb[r].astype(np.float64))
-        out[r] = diff.reshape(r.stop - r.start, -1).max(1, initial=0.0)
-    return out
+    """Per sample, the largest pixel difference between the two backends' examples (shard by
+    shard: the two backends' units cover the same shards, in the same order)."""
+    out = []
+    for pa, pb in zip(a["parts"], b["parts"], strict=True):
+        xa, xb = pa["x_adv"], pb["x_adv"]
+        part = np.zeros(len(xa))
+        for r in row_chunks(len(xa)):
+            diff = np.abs(xa[r].astype(np.float64) - xb[r].astype(np.float64))
+            part[r] = diff.reshape(r.stop - r.start, -1).max(1, initial=0.0)
+        out.append(part)
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def _success_rates(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
@@ -451,13 +464,15 @@ def _worst_samples(prep: Prepared, a: dict[str, Any], rows: _Rows, which: list[i
 
 
 def _median_distances(
-    a: dict[str, Any], b: dict[str, Any], x: np.ndarray
+    a: dict[str, Any], b: dict[str, Any]
 ) -> dict[str, tuple[float | None, float | None]]:
     """Median L-inf, L2 and mean absolute perturbation of each backend, over its own
     successful samples (None where it fooled none)."""
-    da, db = perturbation_sizes(a["x_adv"], x), perturbation_sizes(b["x_adv"], x)
     return {
-        name: (fooled_median(da[name], a["success"]), fooled_median(db[name], b["success"]))
+        name: (
+            fooled_median(a["sizes"][name], a["success"]),
+            fooled_median(b["sizes"][name], b["success"]),
+        )
         for name in ("linf", "l2", "mae")
     }
 
@@ -563,7 +578,9 @@ def crosscheck(prep: Prepared, outcomes: list[UnitOutcome]) -> dict[str, Any]:
         )
         if not shards:
             continue
-        stacks = {name: _stack(prep, units, shards) for name, units in by_backend.items()}
+        stacks = {
+            name: _stack(prep, units, shards, spec.norm) for name, units in by_backend.items()
+        }
         tol = tolerance_for(
             settings.tolerance, spec.name, spec.norm, prep.model.wrapper.input_range
         )

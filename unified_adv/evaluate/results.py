@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -149,17 +149,28 @@ class RowsOf:
         return len(self.positions)
 
 
-def perturbation_sizes(x_adv: np.ndarray, x: np.ndarray | RowsOf) -> dict[str, np.ndarray]:
-    """Per sample, the L∞, L2 and mean absolute size of ``x_adv - x`` (the difference in the
+#: Per-sample sizes of a perturbation (rows of float64 differences), by name.
+SIZES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "linf": lambda d: np.abs(d).max(1, initial=0.0),
+    "l2": lambda d: np.linalg.norm(d, axis=1),
+    "l1": lambda d: np.abs(d).sum(1),
+    "l0": lambda d: np.count_nonzero(d, axis=1).astype(np.float64),
+    "mae": lambda d: np.abs(d).mean(1) if d.shape[1] else np.zeros(len(d)),
+}
+
+
+def perturbation_sizes(
+    x_adv: np.ndarray, x: np.ndarray | RowsOf, sizes: Iterable[str] = ("linf", "l2", "mae")
+) -> dict[str, np.ndarray]:
+    """Per sample, the ``sizes`` (:data:`SIZES`) of ``x_adv - x`` (the difference in the
     arrays' dtype, its size in float64), chunk by chunk. ``x`` may be a memory-mapped data
     set: only a chunk's rows are read at a time."""
     n = len(x_adv)
-    out = {k: np.zeros(n) for k in ("linf", "l2", "mae")}
+    out = {k: np.zeros(n) for k in sizes}
     for rows in row_chunks(n):
         d = (x_adv[rows] - x[rows]).reshape(rows.stop - rows.start, -1).astype(np.float64)
-        out["linf"][rows] = np.abs(d).max(1, initial=0.0)
-        out["l2"][rows] = np.linalg.norm(d, axis=1)
-        out["mae"][rows] = np.abs(d).mean(1) if d.shape[1] else 0.0
+        for k in out:
+            out[k][rows] = SIZES[k](d)
     return out
 
 
