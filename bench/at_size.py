@@ -13,8 +13,10 @@ a warm-up, medians over ``--reps`` repetitions:
 * **limit**: the model's batched forward+backward time, times the attack's gradient steps,
   plus one forward pass: what no attack can beat on this machine.
 
-Then **memory**: FGSM (torchattacks) on 1k -> 10k images at 32x32 through ``unified_adv.run``
-(report included), each size in a fresh subprocess reading its own ``ru_maxrss``; and the
+Then **memory**: FGSM on every backend on 1k -> 10k images at 32x32 through ``unified_adv.run``
+(cross-check and report included; ``execution.shard_size`` 512, the default), each size in a
+fresh subprocess reading its own ``ru_maxrss`` before the run (model and images loaded) and at
+its end; and the
 **report** at 224x224: the time to evaluate, write the tables and render, and index.html's size.
 
 The issue's sizes are ``--n 1000 --n224 64``; the defaults (128 images at 32x32, 8 at
@@ -81,19 +83,26 @@ def images(n: int, side: int, net: nn.Module, device: str) -> tuple[np.ndarray, 
     return x, y.astype(np.int64)
 
 
-def fb_seconds(net: nn.Module, x: np.ndarray, batch: int, device: str, reps: int) -> float:
-    """Median time of one batched forward+backward (input gradients) over all of x."""
+def fb_seconds(
+    net: nn.Module, x: np.ndarray, batch: int, device: str, reps: int
+) -> tuple[float, float]:
+    """Median wall and CPU time of one batched forward+backward (input gradients) over x."""
     times = []
     labels = torch.zeros(len(x), dtype=torch.long, device=device)
     for _ in range(reps + 1):
-        t0 = time.perf_counter()
-        for i in range(0, len(x), batch):
-            xb = torch.from_numpy(x[i : i + batch]).to(device).requires_grad_(True)
-            nn.functional.cross_entropy(net(xb), labels[i : i + batch]).backward()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+
+        def once() -> None:
+            for i in range(0, len(x), batch):
+                xb = torch.from_numpy(x[i : i + batch]).to(device).requires_grad_(True)
+                nn.functional.cross_entropy(net(xb), labels[i : i + batch]).backward()
+
+        times.append(_timed(once))
+    return _median(times[1:])
+
+
+def _median(times: list[tuple[float, float]]) -> tuple[float, float]:
+    """(median wall, median CPU) of (wall, CPU) pairs."""
+    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
 
 
 def _cls(path: str) -> Any:
@@ -146,12 +155,15 @@ def direct_call(call: dict[str, Any], wrapper: Any, n: int) -> Callable[..., np.
     return ta
 
 
-def _timed(f: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
+def _timed(f: Callable[[], Any]) -> tuple[float, float]:
+    """Wall and CPU seconds (this process, every thread) of ``f()``. On the CPU the ratios
+    use CPU seconds: one torch thread does the work, and other processes on a shared
+    machine inflate wall time, not the CPU time of this one. On a GPU: wall time."""
+    t0, c0 = time.perf_counter(), time.process_time()
     f()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def size_rows(
@@ -172,15 +184,19 @@ def size_rows(
         "name": f"at-size-{side}",
         "model": {"device": args.device},
         "data": {"only_correct": False},
-        "attacks": [{"name": a, "eps": EPS, **p} for a, (p, _) in attacks.items()],
+        "attacks": [
+            {"name": a, "eps": EPS, "backends": list(BACKENDS), **p}
+            for a, (p, _) in attacks.items()
+        ],
         "execution": {"batch_size": batch, "shard_size": n},
         "report": {"triptychs": 0},
     }
     prep = prepare(as_scenario(scenario, model=net, data=(x, y)), model=net, data=(x, y))
-    fwd_s = statistics.median(_timed(lambda: prep.model.wrapper.logits(x)) for _ in range(3))
+    k = 0 if args.device.startswith("cuda") else 1  # which clock the ratios use: wall / CPU
+    fwd = _median([_timed(lambda: prep.model.wrapper.logits(x)) for _ in range(3)])
     wrapper = prep.model.wrapper
     # On the wrapped model, as the attacks see it: parameters frozen (no weight gradients).
-    fb_s = fb_seconds(wrapper, x, batch, args.device, args.reps)
+    fb = fb_seconds(wrapper, x, batch, args.device, args.reps)
     adapters = {b: adapter_class(b)(model=wrapper) for b in BACKENDS}
     rows = []
     for unit in plan_units(prep):
@@ -200,22 +216,28 @@ def size_rows(
         for _ in range(args.reps):
             ours_t.append(_timed(lambda: execute_unit(prep, unit, adapters[unit.backend])))
             lib_t.append(_timed(lib))
-        ours, lib_s = statistics.median(ours_t), statistics.median(lib_t)
-        limit = steps * fb_s + fwd_s
+        ours, lib_s = _median(ours_t), _median(lib_t)
+        limit = steps * fb[k] + fwd[k]
         row = {
             "attack": unit.attack, "backend": unit.backend, "images": n, "side": side,
             "steps": steps, "batch_size": batch, "repeats": args.reps,
-            "ours_s": ours, "direct_s": lib_s, "ratio": ours / lib_s,
-            "limit_s": limit, "ratio_to_limit": ours / limit, "ours_runs_s": ours_t,
+            "clock": "wall" if k == 0 else "cpu",
+            "ours_s": ours[k], "direct_s": lib_s[k], "ratio": ours[k] / lib_s[k],
+            "ours_wall_s": ours[0], "direct_wall_s": lib_s[0], "ratio_wall": ours[0] / lib_s[0],
+            "limit_s": limit, "ratio_to_limit": ours[k] / limit, "ours_runs_s": ours_t,
             "direct_runs_s": lib_t,
         }  # fmt: skip
         rows.append(row)
         print(
-            f"{side}px {unit.attack:5s} {unit.backend:12s} n={n} ours {ours:7.2f}s direct "
-            f"{lib_s:7.2f}s ratio {ours / lib_s:5.3f} limit {limit:6.2f}s ({ours / limit:4.1f}x)",
+            f"{side}px {unit.attack:5s} {unit.backend:12s} n={n} ours {row['ours_s']:7.2f}s "
+            f"direct {row['direct_s']:7.2f}s ratio {row['ratio']:5.3f} ({row['clock']}) limit "
+            f"{limit:6.2f}s ({row['ratio_to_limit']:4.1f}x)",
             flush=True,
         )
-    return {"side": side, "images": n, "fb_seconds": fb_s, "forward_seconds": fwd_s, "rows": rows}
+    return {
+        "side": side, "images": n, "clock": "wall" if k == 0 else "cpu", "fb_seconds": fb[k],
+        "forward_seconds": fwd[k], "rows": rows,
+    }  # fmt: skip
 
 
 CHILD = """
@@ -229,7 +251,7 @@ x = np.random.default_rng(0).random((n, 3, 32, 32), dtype=np.float32)
 y = np.random.default_rng(1).integers(0, 10, n)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 scenario = {"name": f"mem-{n}", "model": {"device": device}, "data": {"only_correct": False},
-            "attacks": [{"name": "fgsm", "eps": 8 / 255, "backends": ["torchattacks"]}],
+            "attacks": [{"name": "fgsm", "eps": 8 / 255, "backends": sys.argv[6].split(",")}],
             "execution": {"batch_size": batch}}
 t0 = time.perf_counter()
 unified_adv.run(scenario, sys.argv[4], model=net, data=(x, y), progress=False, force=True)
@@ -244,22 +266,30 @@ def memory_rows(args: Any) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             out = subprocess.run(
                 [sys.executable, "-c", CHILD, str(n), str(args.batch_size), args.device, tmp,
-                 str(args.threads or 0)],
+                 str(args.threads or 0), ",".join(BACKENDS)],
                 capture_output=True, text=True, check=True,
             ).stdout.split()  # fmt: skip
         seconds, before, peak = float(out[-3]), int(out[-2]), int(out[-1])
         row = {
             "images": n, "batch_size": args.batch_size, "run_seconds": seconds,
             "rss_before_run_mib": before / 1024, "peak_rss_mib": peak / 1024,
+            "run_increment_mib": (peak - before) / 1024,
             "data_mib": n * 3 * 32 * 32 * 4 / 2**20,
         }  # fmt: skip
         rows.append(row)
-        print(f"memory n={n}: {seconds:.1f} s, peak RSS {peak / 1024:.0f} MiB", flush=True)
+        print(
+            f"memory n={n}: {seconds:.1f} s, peak RSS {peak / 1024:.0f} MiB, "
+            f"{(peak - before) / 1024:.0f} MiB above the loaded model and images",
+            flush=True,
+        )
     a, b = rows[0], rows[-1]
-    slope = (b["peak_rss_mib"] - a["peak_rss_mib"]) / max(b["images"] - a["images"], 1) * 1000
+    per_1000 = lambda key: (b[key] - a[key]) / max(b["images"] - a["images"], 1) * 1000  # noqa: E731
     return {
         "rows": rows,
-        "mib_per_1000_images": slope,
+        "backends": list(BACKENDS),
+        "shard_size": 512,
+        "mib_per_1000_images": per_1000("peak_rss_mib"),
+        "run_increment_mib_per_1000_images": per_1000("run_increment_mib"),
         "data_mib_per_1000_images": 1000 * 3 * 32 * 32 * 4 / 2**20,
     }
 

@@ -476,14 +476,24 @@ def scaleout_table(res: Summary) -> str:
     )
 
 
-def _square_line(c: dict[str, Any]) -> str:
-    if c["square_only"] is not None:
-        return f"Square alone fools {c['square_only']} that no white-box component does"
-    won = c["library_fooled_first_by"]
-    return (
-        f"in ART's own record (its targeted pass counted under the same component) Square fooled "
-        f"{won['square']} first, APGD-CE {won['apgd-ce']}, APGD-DLR {won['apgd-dlr']}"
+def _components_line(backend: str, c: dict[str, Any]) -> str:
+    """One library's components run alone, in its order, against its own ensemble."""
+    alone = ", ".join(f"{k} {v}" for k, v in c["alone"].items())
+    first = ", ".join(f"{k} {v}" for k, v in c["first_fooled_by"].items())
+    line = (
+        f"{NAMES[backend]} ({' → '.join(c['order'])}): alone {alone}; first to fool: {first}; "
+        f"recomputed ensemble {c['own_fooled']}, the library's {c['library_fooled']} "
+        f"({c['only_own']} only by the components, {c['only_library']} only by the library's "
+        f"ensemble, McNemar p = {c['p']:.2g}); Square alone fools {c['square_only']} that no "
+        f"white-box component does"
     )
+    won = c.get("library_fooled_first_by")
+    if won:
+        line += (
+            f"; ART's own record (its targeted pass counted under the same component) gives "
+            f"Square {won['square']} first, APGD-CE {won['apgd-ce']}, APGD-DLR {won['apgd-dlr']}"
+        )
+    return line
 
 
 def autoattack_table(res: Summary) -> str:
@@ -494,31 +504,27 @@ def autoattack_table(res: Summary) -> str:
     rows = [
         [
             label[k],
+            f"{r['median_cpu_s']:.1f} s",
             f"{r['median_s']:.1f} s",
             pct(r["median_robust"]),
-            f"{r['ratio_to_direct']:.2f}×",
+            f"{r['ratio_to_direct']:.3f}",
             f"{pgd[k]['pgd_robust']} / {n}" if k in pgd else "—",
         ]
         for k, r in t.items()
     ]
-    parts = []
-    for backend, c in res.get("components", {}).items():
-        alone = ", ".join(f"{k} {v}" for k, v in c["alone"].items())
-        parts.append(
-            f"{NAMES[backend]}: components alone fool {alone}; recomputed ensemble {c['own_fooled']}, "
-            f"the library's {c['library_fooled']} ({c['only_own']} only by the components, "
-            f"{c['only_library']} only by the library's ensemble, McNemar p = {c['p']:.2g}); "
-            + _square_line(c)
-        )
+    parts = [_components_line(b, c) for b, c in res.get("components", {}).items()]
     between = res["between_libraries"]
     return (
-        table(["backend", "median time", "robust accuracy", "time ÷ direct", "robust under PGD-40"], rows)
+        table(["backend", "median CPU time", "median wall time", "robust accuracy", "CPU time ÷ direct", "robust under PGD-40"], rows)
         + f"\n\n{n} digits, L∞ eps {res['eps']:g}, median of {res['runs']} runs (ART: "
-        f"{res['art_runs']}); unified-adv's torchattacks run gave the direct call's adversarial examples "
-        f"bit for bit in {sum(t['torchattacks_direct']['identical'])} of {res['runs']} runs; PGD-40: step 1/100, "
+        f"{res['art_runs']}), one torch thread, the ratio of CPU times (the machine was shared: wall "
+        f"times are inflated by the other processes, CPU times much less); unified-adv's torchattacks "
+        f"run gave the direct call's adversarial examples bit for bit in "
+        f"{sum(t['torchattacks_direct']['identical'])} of {res['runs']} runs; PGD-40: step 1/100, "
         f"no random start. Per sample (run 0): ART's and torchattacks' AutoAttack both fool "
         f"{between['both']}, only ART {between['only_art']}, only torchattacks "
-        f"{between['only_torchattacks']} (McNemar p = {between['mcnemar_p']:.2g}). "
+        f"{between['only_torchattacks']} (McNemar p = {between['mcnemar_p']:.2g}). Components run alone "
+        f"(the first two on every sample, the rest on the samples those left): "
         + "; ".join(parts)
         + f". {_machine(res)}"
     )
