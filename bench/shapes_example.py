@@ -81,7 +81,8 @@ def run_example(threads: int) -> dict[str, Any]:
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         report_bytes = (out / "index.html").stat().st_size
     attacks = [
-        {k: a[k] for k in ("attack", "backend", "eps", "eps_text", "success_rate", "robust_accuracy")}
+        {k: a[k] for k in ("attack", "backend", "eps", "eps_text", "n_samples", "success_rate",
+                           "robust_accuracy", "median_l2_fooled", "time_s")}
         for a in summary["attacks"]
         if a["status"] == "ok"
     ]
@@ -91,8 +92,9 @@ def run_example(threads: int) -> dict[str, Any]:
         "peak_rss_mib": m.peak_rss_bytes / 2**20,
         "limit_gib": LIMIT_GIB,
         "under_limit": m.peak_rss_bytes < LIMIT_GIB * 2**30,
-        "n_evaluated": summary["n_evaluated"],
-        "clean_accuracy": summary["clean_accuracy"],
+        "n_evaluated": summary["data"]["n_evaluated"],
+        "n_attacked": summary["data"]["n_attacked"],
+        "clean_accuracy": summary["data"]["clean_accuracy"],
         "units": len(summary["units"]),
         "units_ok": sum(u["status"] == "ok" for u in summary["units"]),
         "findings": sorted({f["code"] for f in summary["findings"]}),
