@@ -82,7 +82,7 @@ def run_example(threads: int) -> dict[str, Any]:
         report_bytes = (out / "index.html").stat().st_size
     attacks = [
         {k: a[k] for k in ("attack", "backend", "eps", "eps_text", "n_samples", "success_rate",
-                           "robust_accuracy", "median_l2_fooled", "time_s")}
+                           "n_ties", "robust_accuracy", "median_l2_fooled", "time_s")}
         for a in summary["attacks"]
         if a["status"] == "ok"
     ]
@@ -100,6 +100,10 @@ def run_example(threads: int) -> dict[str, Any]:
         "findings": sorted({f["code"] for f in summary["findings"]}),
         "report_bytes": report_bytes,
         "attacks": attacks,
+        "crosscheck": [
+            {k: p[k] for k in ("attack", "eps", "backends", "verdict", "explained")}
+            for p in summary["crosscheck"]["pairs"]
+        ],
     }
 
 
