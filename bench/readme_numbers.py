@@ -777,7 +777,8 @@ def shapes_example_line(res: Summary) -> str:
     return (
         f"The data ({t['train_images']:,} training, {t['test_images']:,} test images) take "
         f"{t['data_seconds']:.0f} s to make; the ResNet-18 trains in {t['train_seconds']:.0f} s "
-        f"({t['epochs']} epochs) to {pct(t['test_accuracy'])} on the held-out test split. "
+        f"({t['epochs']} epochs) to {pct(t['test_accuracy'])} on the held-out test split "
+        f"(model fingerprint `{r['model_fingerprint'][:16]}`). "
         f"`{r['command']}` on {r['n_evaluated']} test images: clean accuracy "
         f"{pct(r['clean_accuracy'])}, {r['n_attacked']} attacked, {r['units_ok']} of {r['units']} units "
         f"ok in {r['seconds']:.0f} s, peak RSS of the whole process {r['peak_rss_mib']:,.0f} MiB "

@@ -19,6 +19,7 @@ torch threads (default 1; the figures depend on it). About 6 min on one thread.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import inspect
 import json
@@ -66,6 +67,8 @@ def make_and_train(threads: int) -> dict[str, Any]:
         "epochs": defaults["epochs"].default,
         "seed": defaults["seed"].default,
         "test_accuracy": test_accuracy,
+        # Seeded and deterministic on a given thread count: a rerun writes the same bytes.
+        "weights_sha256": hashlib.sha256((SHAPES / "resnet18_shapes.safetensors").read_bytes()).hexdigest(),
     }
 
 
@@ -95,6 +98,8 @@ def run_example(threads: int) -> dict[str, Any]:
         "n_evaluated": summary["data"]["n_evaluated"],
         "n_attacked": summary["data"]["n_attacked"],
         "clean_accuracy": summary["data"]["clean_accuracy"],
+        "model_fingerprint": summary["model"]["fingerprint"],
+        "data_fingerprint": summary["data"]["fingerprint"],
         "units": len(summary["units"]),
         "units_ok": sum(u["status"] == "ok" for u in summary["units"]),
         "findings": sorted({f["code"] for f in summary["findings"]}),
