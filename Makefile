@@ -10,7 +10,7 @@ SHELL       := /bin/bash
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 QUIET  := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
 
-.PHONY: setup demo test lint bench weights readme-numbers chromium clean
+.PHONY: setup demo cifar-shapes test lint bench weights readme-numbers chromium clean
 
 # torch first, exact: this version lies on the build machines' disk (see README).
 # build-constraints.txt holds back setuptools for the packages built from source (visdom,
@@ -38,6 +38,16 @@ setup: $(STAMP)
 
 demo: setup
 	$(VENV)/bin/unified-adv run scenarios/quickstart.yaml
+
+# The bring-your-own example at CIFAR size (README "Your own model and data"): the seeded shapes
+# data and the ResNet-18 trained on them (a few minutes on one thread) are made when missing.
+SHAPES := build/shapes
+$(SHAPES)/resnet18_shapes.ts: scripts/make_shapes_cifar.py scripts/train_shapes_resnet.py | $(STAMP)
+	$(PY) scripts/make_shapes_cifar.py $(SHAPES)
+	$(PY) scripts/train_shapes_resnet.py $(SHAPES)
+
+cifar-shapes: setup $(SHAPES)/resnet18_shapes.ts
+	$(VENV)/bin/unified-adv run scenarios/cifar_shapes.yaml
 
 # The report tests drive a real headless Chromium (Debian's package). Installed here when
 # missing and running as root; otherwise one line says what to run, before anything else.

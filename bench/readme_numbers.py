@@ -748,6 +748,54 @@ def at_size_memory_line(res: Summary) -> str:
     )
 
 
+def _shapes_cell(a: dict[str, Any]) -> str:
+    l2 = a.get("median_l2_fooled")
+    extra = f", median L2 {l2:.3f}" if a["eps"] is None and l2 is not None else ""
+    n = a.get("n_ties") or 0
+    ties = f" ({n} tie{'s' if n > 1 else ''})" if n else ""
+    return f"{pct(a['success_rate'])}{ties}{extra}, {a['time_s']:.1f} s"
+
+
+def _pairs_verdict(pairs: list[dict[str, Any]]) -> str:
+    """The cross-check's verdicts of one attack × ε, each divergence explained or not."""
+    said = [
+        p["verdict"] + ("" if p["explained"] is None else " (explained)" if p["explained"] else " (unexplained)")
+        for p in pairs
+    ]
+    if len(set(said)) == 1:
+        return said[0]
+    return "; ".join(f"{NAMES[p['backends'][0]]}–{NAMES[p['backends'][1]]} {v}" for p, v in zip(pairs, said))
+
+
+def shapes_example_line(res: Summary) -> str:
+    """bench/shapes_example.py: the cifar_shapes example made, trained and run as a user would."""
+    t, r = res["train"], res["run"]
+    rows: dict[tuple[str, float | None], list[str]] = {}
+    for a in r["attacks"]:
+        label = f"{a['attack']} ε {a['eps_text']}" if a["eps"] is not None else a["attack"]
+        row = rows.setdefault((a["attack"], a["eps"]), [label, "—", "—", "—", "—"])
+        row[1 + BACKENDS.index(a["backend"])] = _shapes_cell(a)
+    for (attack, eps), row in rows.items():
+        pairs = [p for p in r.get("crosscheck", []) if p["attack"] == attack and p["eps"] == eps]
+        row[4] = _pairs_verdict(pairs) if pairs else "—"
+    findings = ", ".join(f"`{c}`" for c in r["findings"]) or "none"
+    command = f"python bench/shapes_example.py {res.get('command', '')}".strip()
+    return (
+        f"The data ({t['train_images']:,} training, {t['test_images']:,} test images) take "
+        f"{t['data_seconds']:.0f} s to make; the ResNet-18 trains in {t['train_seconds']:.0f} s "
+        f"({t['epochs']} epochs) to {pct(t['test_accuracy'])} on the held-out test split "
+        f"(model fingerprint `{r['model_fingerprint'][:16]}`). "
+        f"`{r['command']}` on {r['n_evaluated']} test images: clean accuracy "
+        f"{pct(r['clean_accuracy'])}, {r['n_attacked']} attacked, {r['units_ok']} of {r['units']} units "
+        f"ok in {r['seconds']:.0f} s, peak RSS of the whole process {r['peak_rss_mib']:,.0f} MiB "
+        f"({'under' if r['under_limit'] else 'over'} {r['limit_gib']} GiB), findings: {findings}. "
+        f"Success rate per backend (DeepFool: median L2 of the fooled), time per unit, and the "
+        f"cross-check's verdict:\n\n"
+        + table(["attack", *(NAMES[b] for b in BACKENDS), "cross-check"], list(rows.values()))
+        + f"\n\nCommand: `{command}`. " + _machine(res)
+    )
+
+
 #: Every generated block: its source (a scenario that is run, or a `make bench` results file
 #: that is read) and its formatter. Blocks of one scenario share one run.
 TABLES: dict[str, tuple[str, Callable[[Summary], str]]] = {
@@ -774,6 +822,7 @@ TABLES: dict[str, tuple[str, Callable[[Summary], str]]] = {
     "bench:audit-builtin": ("bench/results_audit.json", audit_builtin_line),
     "bench:at-size": ("bench/results_at_size.json", at_size_table),
     "bench:at-size-memory": ("bench/results_at_size.json", at_size_memory_line),
+    "bench:shapes-example": ("bench/results_shapes_example.json", shapes_example_line),
 }
 
 #: Blocks whose formatter exists but whose README section still holds the hand-typed figures:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import json
 import pickle
 import struct
 import warnings
@@ -41,6 +42,7 @@ def _script(name: str) -> ModuleType:
 
 
 SHAPES = _script("make_shapes_cifar")
+MEASURE = _script("run_with_peak_rss")
 
 
 @pytest.fixture(scope="module")
@@ -262,26 +264,35 @@ def test_a_wrong_image_size_is_warned_as_near_chance(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- model sources
 
 
-def test_resnet18_torchscript_on_cifar_layout_all_backends(shapes: Path) -> None:
+def test_resnet18_torchscript_on_cifar_layout_all_backends(shapes: Path, tmp_path: Path) -> None:
     """A CIFAR-10-layout folder and a ResNet-18 TorchScript file the project has never seen:
-    FGSM, PGD and DeepFool on every backend at 32x32x3; the report renders."""
-    scenario = _scenario(
-        shapes,
-        "{torchscript: rn18.ts, mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.2435, 0.2616]}",
-        "{cifar10: ., limit: 3, only_correct: false}",
-        "[{name: fgsm, eps: 8/255}, {name: pgd, eps: 8/255, step_size: 2/255, steps: 1},"
-        " {name: deepfool, steps: 1, candidates: 2}]",
+    FGSM, PGD and DeepFool on every backend at 32x32x3 through the command line; the report
+    renders and the whole process's peak RSS (ru_maxrss) stays under the issue's 4 GiB. Here
+    on 3 images, so that a leak or a copy per unit shows; the example at size (200 images) is
+    measured by bench/shapes_example.py (README: bench:shapes-example)."""
+    text = (
+        "name: byo\nseed: 0\n"
+        "model: {torchscript: rn18.ts, mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.2435, 0.2616]}\n"
+        "data: {cifar10: ., limit: 3, only_correct: false}\n"
+        "attacks: [{name: fgsm, eps: 8/255}, {name: pgd, eps: 8/255, step_size: 2/255, steps: 1},"
+        " {name: deepfool, steps: 1, candidates: 2}]\n"
     )
-    result = unified_adv.run(scenario, shapes / "out")
-    ran = {(a["attack_id"], a["backend"]) for a in result.summary["attacks"] if a["status"] == "ok"}
+    (shapes / "rn18.yaml").write_text(text, encoding="utf-8")
+    out, log = shapes / "out", tmp_path / "stderr.txt"
+    with open(log, "w", encoding="utf-8") as err:
+        m = MEASURE.run_measured(["run", str(shapes / "rn18.yaml"), "--out", str(out), "--quiet"], stderr=err)
+    assert m.returncode == 0, log.read_text(encoding="utf-8")
+    assert m.peak_rss_bytes < 4 * 2**30, f"peak RSS {m.peak_rss_bytes / 2**30:.2f} GiB"
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    ran = {(a["attack_id"], a["backend"]) for a in summary["attacks"] if a["status"] == "ok"}
     for attack in ("fgsm", "pgd", "deepfool"):
         assert {b for a, b in ran if a == attack} == {"art", "foolbox", "torchattacks"}
-    assert all(u["status"] == "ok" for u in result.summary["units"])
-    html = result.report.read_text(encoding="utf-8")
+    assert all(u["status"] == "ok" for u in summary["units"])
+    html = (out / "index.html").read_text(encoding="utf-8")
     assert "rn18.ts" in html and "CIFAR-10 test split" in html
-    assert result.summary["data"]["limit_mode"] == "stratified"
+    assert summary["data"]["limit_mode"] == "stratified"
     # Untrained: near chance, said in the findings (and so in the report).
-    assert any(f["code"] == "clean_near_chance" for f in result.summary["findings"])
+    assert any(f["code"] == "clean_near_chance" for f in summary["findings"])
 
 
 def test_torchvision_source_with_safetensors_weights_is_the_same_network(shapes: Path) -> None:
