@@ -170,7 +170,7 @@ def size_rows(
     side: int, n: int, attacks: dict[str, tuple[dict[str, Any], int]], args: Any
 ) -> dict[str, Any]:
     """Every (attack, backend) at one image size: ours vs direct vs the f+b limit."""
-    from unified_adv.adapters import adapter_class
+    from unified_adv.adapters import adapter_class, backends_with
     from unified_adv.adapters.base import seed_everything
     from unified_adv.api import as_scenario
     from unified_adv.run.execute import execute_unit
@@ -185,7 +185,7 @@ def size_rows(
         "model": {"device": args.device},
         "data": {"only_correct": False},
         "attacks": [
-            {"name": a, "eps": EPS, "backends": list(BACKENDS), **p}
+            {"name": a, "eps": EPS, "backends": [b for b in BACKENDS if b in backends_with(a)], **p}
             for a, (p, _) in attacks.items()
         ],
         "execution": {"batch_size": batch, "shard_size": n},
@@ -343,6 +343,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
     p.add_argument("--parts", default="32,224,memory,report")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--merge", action="store_true", help="keep the other parts already in the results file"
+    )
     args = p.parse_args()
     parts = args.parts.split(",")
     if args.threads:
@@ -350,11 +353,14 @@ def main() -> None:
     t_start = time.perf_counter()
     name = "results_at_size.json" if args.device == "cpu" else "results_at_size_cuda.json"
     path = args.out or HERE / name
-    result: dict[str, Any] = {
-        "benchmark": "at size: ResNet-18 at 32x32x3 and 224x224x3",
-        "eps": EPS,
-        "command": " ".join(sys.argv[1:]),
-    }
+    result: dict[str, Any] = {}
+    if args.merge and path.is_file():  # keep the parts this run does not redo
+        result = json.loads(path.read_text())
+    result.update(benchmark="at size: ResNet-18 at 32x32x3 and 224x224x3", eps=EPS)
+    command = " ".join(sys.argv[1:])
+    result["command"] = (
+        f"{result['command']}; {command}" if args.merge and "command" in result else command
+    )
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "32": lambda: size_rows(32, args.n, ATTACKS_32, args),
         "224": lambda: size_rows(224, args.n224, ATTACKS_224, args),

@@ -723,9 +723,16 @@ def at_size_table(res: Summary) -> str:
         f"({worst['attack']}, {NAMES[worst['backend']]}, {worst['images']} × {worst['side']}²). "
         if worst else "\n\n"
     )
+    clock = next((r.get("clock", "wall") for k in ("at_32", "at_224") for r in res.get(k, {}).get("rows", [])), "wall")
+    unit = " (CPU)" if clock == "cpu" else ""
+    note = (
+        "Times are the CPU seconds of the bench's process (one torch thread: its work; other "
+        "processes on the shared machine inflate wall time, which the results file also "
+        "records), medians of the repetitions. " if clock == "cpu" else ""
+    )
     return (
-        table(["attack", "images", "backend", "unified-adv", "direct", "ratio", "f+b limit", "× limit"], rows)
-        + tail + f"Command: `python bench/at_size.py {res.get('command', '')}`. " + _machine(res)
+        table(["attack", "images", "backend", f"unified-adv{unit}", f"direct{unit}", "ratio", "f+b limit", "× limit"], rows)
+        + tail + note + f"Command: `python bench/at_size.py {res.get('command', '')}`. " + _machine(res)
     )
 
 
@@ -736,15 +743,19 @@ def at_size_memory_line(res: Summary) -> str:
         return f"Memory and report: not measured in this run. {_machine(res)}"
     rows = mem["rows"]
     col = lambda key, fmt: " / ".join(format(r[key], fmt) for r in rows)  # noqa: E731
+    backends = ", ".join(NAMES[b] for b in mem.get("backends", ["torchattacks"]))
     return (
-        f"FGSM (torchattacks) through `unified_adv.run` at 32×32×3, `execution.batch_size` "
-        f"{rows[0]['batch_size']}, report included, each size in its own process: "
-        f"{col('images', ',')} images take {col('run_seconds', '.0f')} s with a peak resident "
-        f"memory of {col('peak_rss_mib', '.0f')} MiB ({mem['mib_per_1000_images']:.0f} MiB per "
-        f"1,000 images more; the images themselves are {mem['data_mib_per_1000_images']:.0f} MiB "
-        f"per 1,000). The report of a 224×224×3 run ({rep['images']} images, FGSM on three "
-        f"backends) takes {rep['report_seconds']:.1f} s to evaluate, write and render; its "
-        f"index.html is {rep['index_html_bytes'] / 1024:.0f} KiB. " + _machine(res)
+        f"FGSM on {backends} through `unified_adv.run` at 32×32×3 (cross-check and report "
+        f"included), `execution.batch_size` {rows[0]['batch_size']}, shards of "
+        f"{mem.get('shard_size', 512)}, each size in its own process: {col('images', ',')} images "
+        f"take {col('run_seconds', '.0f')} s with a peak resident memory of "
+        f"{col('peak_rss_mib', '.0f')} MiB, of which the run itself (above the loaded libraries, "
+        f"model and images) {col('run_increment_mib', '.0f')} MiB: "
+        f"{mem['run_increment_mib_per_1000_images']:.1f} MiB more per 1,000 images, while the "
+        f"images themselves are {mem['data_mib_per_1000_images']:.1f} MiB per 1,000. The report "
+        f"of a 224×224×3 run ({rep['images']} images, FGSM on three backends) takes "
+        f"{rep['report_seconds']:.1f} s to evaluate, write and render; its index.html is "
+        f"{rep['index_html_bytes'] / 1024:.0f} KiB. " + _machine(res)
     )
 
 
