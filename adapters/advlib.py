@@ -331,6 +331,7 @@ def _pgd_linf(job: AdvLibJob, random_starts: int) -> AdapterOutput:
         {"linf": "pgd_linf"},
         _ALL,
         max_random_starts=None,
+        last_point=False,
         note="returns the last adversarial point it saw (a sample fooled midway and not at "
         "the end still counts), the input where none was",
     ),
@@ -347,6 +348,7 @@ def _pgd(job: AdvLibJob) -> AdapterOutput:
     Capability(
         {"linf": "pgd_linf"},
         _ALL,
+        last_point=False,
         note="pgd_linf without random_init; returns the last adversarial point it saw, the "
         "input where none was",
     ),

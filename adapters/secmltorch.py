@@ -172,6 +172,7 @@ def _pgd_native(job: SecmlJob, random_start: bool) -> AdapterOutput:
     Capability(
         {"linf": "PGD", "l2": "PGD"},
         _ALL,
+        last_point=False,
         note="returns the highest-loss point it saw, not the last; its random start is "
         "project(x + eps u), which depends on the image; targeted: one call per target class",
     ),
@@ -188,6 +189,7 @@ def _pgd(job: SecmlJob) -> AdapterOutput:
     Capability(
         {"linf": "PGD"},
         _ALL,
+        last_point=False,
         note="PGD without random_start; returns the highest-loss point it saw, not the last; "
         "targeted: one call per target class",
     ),
