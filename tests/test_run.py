@@ -59,8 +59,8 @@ def test_summary_numbers_follow_from_the_sample_table(first: unified_adv.RunResu
     n_eval = summary["data"]["n_evaluated"]
     assert n_eval == 120
     assert summary["data"]["n_correct"] == round(summary["data"]["clean_accuracy"] * n_eval)
-    # 2 fgsm eps x 3 backends + pgd x 3 + targeted pgd x 2
-    assert len(summary["attacks"]) == 11
+    # 2 fgsm eps x 3 backends + pgd x 5 (with adv-lib and secml-torch) + targeted pgd x 2
+    assert len(summary["attacks"]) == 13
     for entry in summary["attacks"]:
         rows = samples[
             (samples.attack_id == entry["attack_id"])
