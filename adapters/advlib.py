@@ -374,16 +374,19 @@ def _bim(job: AdvLibJob) -> AdapterOutput:
         "overshoot_applied_to": "each step",
         "step_offset": "1e-4 added to each step's distance",
         "labels": "given labels",
-        "success_check": "before each step (the point after the last step is never checked)",
+        "success_check": "before each step (steps + 1 passed: the point after the catalogue's "
+        "last step is checked)",
         "failed_samples": "returned unchanged (the input)",
     },
 )
 def _deepfool(job: AdvLibJob) -> AdapterOutput:
-    """df: steps, overshoot, norm 2; candidates not passed (adv-lib linearises every other
-    class); return_unsuccessful False (a failed sample comes back as the input)."""
+    """df: steps -> steps + 1 (adv-lib checks a point before stepping from it; Foolbox and
+    torchattacks return the point after their last step), overshoot, norm 2; candidates not
+    passed (adv-lib linearises every other class); return_unsuccessful False (a failed sample
+    comes back as the input)."""
     kwargs = {
         "targeted": False,
-        "steps": job.p["steps"],
+        "steps": job.p["steps"] + 1,
         "overshoot": job.p["overshoot"],
         "norm": 2,
         "return_unsuccessful": False,
@@ -449,7 +452,7 @@ class AdvLibAdapter(Adapter):
         out = super()._semantics(request, call)
         if call.get("class") == "adv_lib.attacks.apgd_targeted":
             out["loss"] = "dlr_targeted"  # the function is the loss: it runs targeted DLR
-        if call.get("class") == "adv_lib.attacks.pgd_linf":
+        if call.get("class") in ("adv_lib.attacks.pgd_linf", "adv_lib.attacks.df"):
             kwargs = call["kwargs"]
             out["steps"] = kwargs["steps"] - 1  # one more: the last point is checked
             if request.attack == "pgd":

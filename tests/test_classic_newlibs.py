@@ -97,14 +97,14 @@ def test_advlib_deepfool_and_cw_calls(model: ModelWrapper, digits) -> None:
     assert call["class"] == "adv_lib.attacks.df"
     assert call["kwargs"] == {
         "targeted": False,
-        "steps": 20,
+        "steps": 21,
         "overshoot": 0.02,
         "norm": 2,
         "return_unsuccessful": False,
         "return_targets": False,
     }
     # adv-lib linearises every other class: the read-back says so, whatever was asked.
-    assert call["semantics"]["candidates"] == 10
+    assert (call["semantics"]["candidates"], call["semantics"]["steps"]) == (10, 20)
     assert _fooled(model, df.x_adv, y).all()
     cw = _generate(model, digits, "adv-lib", "cw_l2", "l2", targeted=True, steps=20, lr=0.05)
     call = cw.library_call
