@@ -184,15 +184,22 @@ def backends_with(
     norm: str | None = None,
     mode: str | None = None,
     among: Sequence[str] | None = None,
+    last_point: bool = False,
 ) -> tuple[str, ...]:
     """The backends (``among`` those named; all when None, empty or ``("all",)``) whose
-    declared capabilities cover ``attack``, in ``norm`` and targeting ``mode`` when given:
-    the one answer to "which backends can run X" for code that has no full attack spec."""
+    declared capabilities cover ``attack``, in ``norm`` and targeting ``mode`` when given,
+    and (``last_point``) that return the point after the attack's last step: the one answer
+    to "which backends can run X" for code that has no full attack spec."""
     names = among if among and tuple(among) != ("all",) else backend_names()
     out = []
     for name in names:
         cap = adapter_class(name).capabilities.get(attack)
-        if cap and (norm is None or norm in cap.norms) and (mode is None or mode in cap.targets):
+        if (
+            cap
+            and (norm is None or norm in cap.norms)
+            and (mode is None or mode in cap.targets)
+            and (cap.last_point or not last_point)
+        ):
             out.append(name)
     return tuple(out)
 

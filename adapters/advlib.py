@@ -294,11 +294,157 @@ def _fmn(job: AdvLibJob) -> AdapterOutput:
     return job.run(kwargs)
 
 
+_PGD_FACTS = {
+    "random_init": "uniform in the eps-ball, clamped to [0, 1], at each restart (as the "
+    "other libraries); none without random starts",
+    "returned_iterate": "the last adversarial point among the start and the points after "
+    "each of the steps updates (n_steps = steps + 1: adv-lib checks a point before "
+    "stepping from it); the input if none was adversarial",
+    "restart_rule": "restarts runs, each on the samples not yet adversarial",
+    "failed_samples": "returned unchanged (the input)",
+}
+
+
+def _pgd_linf(job: AdvLibJob, random_starts: int) -> AdapterOutput:
+    """pgd_linf: steps -> steps + 1 (adv-lib checks each point before stepping from it, so
+    the point after its last step is never looked at: one more step reaches the point the
+    catalogue's last step makes), step_size -> absolute_step_size, random_starts -> restarts
+    with random_init (0: one run from the input), loss "ce"."""
+    return job.run(
+        {
+            "ε": job.request.eps,
+            "targeted": job.request.targeted,
+            "steps": job.p["steps"] + 1,
+            "random_init": random_starts > 0,
+            "restarts": max(random_starts, 1),
+            "loss_function": "ce",
+            "relative_step_size": None,
+            "absolute_step_size": job.p["step_size"],
+            "callback": None,
+        }
+    )
+
+
+@ADVLIB.add(
+    "pgd",
+    Capability(
+        {"linf": "pgd_linf"},
+        _ALL,
+        max_random_starts=None,
+        last_point=False,
+        note="returns the last adversarial point it saw (a sample fooled midway and not at "
+        "the end still counts), the input where none was",
+    ),
+    names={"eps": "ε", "step_size": "absolute_step_size", "random_starts": "restarts"},
+    facts=_PGD_FACTS,
+)
+def _pgd(job: AdvLibJob) -> AdapterOutput:
+    """pgd_linf (see _pgd_linf)."""
+    return _pgd_linf(job, job.p["random_starts"])
+
+
+@ADVLIB.add(
+    "bim",
+    Capability(
+        {"linf": "pgd_linf"},
+        _ALL,
+        last_point=False,
+        note="pgd_linf without random_init; returns the last adversarial point it saw, the "
+        "input where none was",
+    ),
+    names={"eps": "ε", "step_size": "absolute_step_size"},
+    facts=_PGD_FACTS,
+)
+def _bim(job: AdvLibJob) -> AdapterOutput:
+    """pgd_linf without random_init, one run (see _pgd_linf)."""
+    return _pgd_linf(job, 0)
+
+
+@ADVLIB.add(
+    "deepfool",
+    Capability(
+        {"l2": "df"},
+        _UNTARGETED,
+        note="considers every class (candidates is not used); returns the first adversarial "
+        "point, the input for a sample never fooled",
+    ),
+    names={"overshoot": "overshoot"},
+    facts={
+        "step_clip": "every step clamped to [0, 1]",
+        "overshoot_applied_to": "each step",
+        "step_offset": "1e-4 added to each step's distance",
+        "labels": "given labels",
+        "success_check": "before each step (steps + 1 passed: the point after the catalogue's "
+        "last step is checked)",
+        "failed_samples": "returned unchanged (the input)",
+    },
+)
+def _deepfool(job: AdvLibJob) -> AdapterOutput:
+    """df: steps -> steps + 1 (adv-lib checks a point before stepping from it; Foolbox and
+    torchattacks return the point after their last step), overshoot, norm 2; candidates not
+    passed (adv-lib linearises every other class); return_unsuccessful False (a failed sample
+    comes back as the input)."""
+    kwargs = {
+        "targeted": False,
+        "steps": job.p["steps"] + 1,
+        "overshoot": job.p["overshoot"],
+        "norm": 2,
+        "return_unsuccessful": False,
+        "return_targets": False,
+    }
+    out = job.run(kwargs)
+    out.library_call["classes"] = job.classes
+    return out
+
+
+@ADVLIB.add(
+    "cw_l2",
+    Capability(
+        {"l2": "carlini_wagner_l2"},
+        _ALL,
+        note="its binary search multiplies c by 10 until the first success, then bisects "
+        "(with 10 or more search steps the last one runs at the upper bound)",
+    ),
+    names={
+        "lr": "learning_rate",
+        "c": "initial_const",
+        "steps": "max_iterations",
+        "confidence": "confidence",
+        "binary_search_steps": "binary_search_steps",
+    },
+    facts={
+        "optimiser": "Adam (beta 0.9, 0.999, eps 1e-8; keeps the smallest adversarial)",
+        "binary_search_rule": "c x 10 until the first success, then bisect",
+        "start": "the input (tanh space, atanh((2x - 1)(1 - 1e-6)): no frozen pixels)",
+        "margin": "max over the other classes' logits",
+        "failed_samples": "returned unchanged (the input)",
+    },
+)
+def _cw_l2(job: AdvLibJob) -> AdapterOutput:
+    """carlini_wagner_l2: lr -> learning_rate, c -> initial_const, steps -> max_iterations,
+    confidence, binary_search_steps; no early abort; Adam's β_1 0.9, β_2 0.999 explicit."""
+    p = job.p
+    kwargs = {
+        "targeted": job.request.targeted,
+        "confidence": p["confidence"],
+        "learning_rate": p["lr"],
+        "initial_const": p["c"],
+        "binary_search_steps": p["binary_search_steps"],
+        "max_iterations": p["steps"],
+        "abort_early": False,
+        "β_1": 0.9,
+        "β_2": 0.999,
+        "callback": None,
+    }
+    return job.run(kwargs)
+
+
 class AdvLibAdapter(Adapter):
     name = "adv-lib"
     distribution = "adv-lib"
     requires_unit_range = True
     update_order = "step -> project -> clip"
+    loss_convention = "cross-entropy, summed over the batch"
     translators = ADVLIB
     names = {"eps": "eps", "steps": "steps", "eot_samples": "eot_iter", "rho": "rho"}
 
@@ -306,6 +452,13 @@ class AdvLibAdapter(Adapter):
         out = super()._semantics(request, call)
         if call.get("class") == "adv_lib.attacks.apgd_targeted":
             out["loss"] = "dlr_targeted"  # the function is the loss: it runs targeted DLR
+        if call.get("class") in ("adv_lib.attacks.pgd_linf", "adv_lib.attacks.df"):
+            kwargs = call["kwargs"]
+            out["steps"] = kwargs["steps"] - 1  # one more: the last point is checked
+            if request.attack == "pgd":
+                out["random_starts"] = kwargs["restarts"] if kwargs["random_init"] else 0
+        if request.attack == "deepfool":
+            out["candidates"] = call["classes"]  # every class, whatever was asked
         if request.attack == "fab":
             kwargs = call["kwargs"]
             fab_t = kwargs["targeted_restarts"]

@@ -164,7 +164,15 @@ def _fgsm(job: ArtJob) -> AdapterOutput:
     )
 
 
-@ART.add("bim", Capability({"linf": "BasicIterativeMethod"}, _ALL, eot_norms=("linf",)))
+#: What PGD and BIM return (adv-lib and secml-torch return another point: catalogue/gradient.py).
+_LAST = {"returned_iterate": "the point after the last step, adversarial or not"}
+
+
+@ART.add(
+    "bim",
+    Capability({"linf": "BasicIterativeMethod"}, _ALL, eot_norms=("linf",)),
+    facts=_LAST,
+)
 def _bim(job: ArtJob) -> AdapterOutput:
     """BasicIterativeMethod: step_size -> eps_step, steps -> max_iter."""
     return job.run(
@@ -187,6 +195,7 @@ def _bim(job: ArtJob) -> AdapterOutput:
         max_random_starts=None,
         eot_norms=("linf", "l2"),
     ),
+    facts=_LAST,
 )
 def _pgd(job: ArtJob) -> AdapterOutput:
     """ProjectedGradientDescent: step_size -> eps_step, steps -> max_iter, random_starts ->

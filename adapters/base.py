@@ -48,6 +48,11 @@ class Capability:
     #: Norms for which the library can average gradients over a randomised model's
     #: randomness (expectation over transformation, ``eot_samples`` > 1).
     eot_norms: tuple[str, ...] = ()
+    #: The library returns the point after its last step (PGD, BIM: what the catalogue
+    #: means). False where it returns another point it saw (adv-lib: the last adversarial
+    #: one, else the input; secml-torch: the highest-loss one): the analyses that go on from
+    #: that point (the targeted walk, the confidence buckets, transfer) leave it out.
+    last_point: bool = True
     #: A known quirk shown on every row of this attack on this backend.
     note: str = ""
     #: Quirks that hold for one norm ("l2") or one mode ("targeted", "untargeted") only:

@@ -145,12 +145,18 @@ def _iterative(job: FoolboxJob) -> AdapterOutput:
     )
 
 
-FOOLBOX.add("bim", Capability({"linf": "LinfBasicIterativeAttack"}, _ALL, eot_norms=("linf",)))(
-    _iterative
-)
-FOOLBOX.add("pgd", Capability({"linf": "LinfPGD", "l2": "L2PGD"}, _ALL, eot_norms=("linf", "l2")))(
-    _iterative
-)
+#: What PGD and BIM return (adv-lib and secml-torch return another point: catalogue/gradient.py).
+_LAST = {"returned_iterate": "the point after the last step, adversarial or not"}
+FOOLBOX.add(
+    "bim",
+    Capability({"linf": "LinfBasicIterativeAttack"}, _ALL, eot_norms=("linf",)),
+    facts=_LAST,
+)(_iterative)
+FOOLBOX.add(
+    "pgd",
+    Capability({"linf": "LinfPGD", "l2": "L2PGD"}, _ALL, eot_norms=("linf", "l2")),
+    facts=_LAST,
+)(_iterative)
 
 
 @FOOLBOX.add(

@@ -137,12 +137,90 @@ def _fmn(job: SecmlJob) -> AdapterOutput:
     return job.run("fmn", kwargs)
 
 
+#: Recorded as ``start`` only for a run with a random start (a start from the input is
+#: what every library does).
+_RANDOM_START = (
+    "project(x + eps u) onto the eps-ball, u uniform in the unit ball: bug, the start "
+    "depends on the image (linf: +eps on every pixel above 2 eps), not on eps u alone"
+)
+_PGD_FACTS = {
+    "returned_iterate": "the highest-loss point among the start and the points after each "
+    "of the steps updates (num_steps = steps + 1: secml-torch scores a point before stepping "
+    "from it), adversarial or not",
+    "failed_samples": "returned at their highest-loss point (not the input)",
+}
+
+
+def _pgd_native(job: SecmlJob, random_start: bool) -> AdapterOutput:
+    """PGD (PGDNative): steps -> num_steps = steps + 1 (secml-torch scores each point
+    before stepping from it and keeps the highest-loss one, so the point after its last step
+    is never looked at: one more step reaches the point the catalogue's last step makes),
+    step_size, random_starts -> random_start (one start: a bool), norm -> perturbation_model,
+    eps -> epsilon."""
+    kwargs = {
+        "perturbation_model": job.request.norm,
+        "epsilon": job.request.eps,
+        "num_steps": job.p["steps"] + 1,
+        "step_size": job.p["step_size"],
+        "random_start": random_start,
+    }
+    return job.run("pgd", kwargs)
+
+
+@SECML.add(
+    "pgd",
+    Capability(
+        {"linf": "PGD", "l2": "PGD"},
+        _ALL,
+        last_point=False,
+        note="returns the highest-loss point it saw, not the last; its random start is "
+        "project(x + eps u), which depends on the image; targeted: one call per target class",
+    ),
+    names={"eps": "epsilon", "step_size": "step_size", "random_starts": "random_start"},
+    facts=_PGD_FACTS,
+)
+def _pgd(job: SecmlJob) -> AdapterOutput:
+    """PGD (see _pgd_native)."""
+    return _pgd_native(job, bool(job.p["random_starts"]))
+
+
+@SECML.add(
+    "bim",
+    Capability(
+        {"linf": "PGD"},
+        _ALL,
+        last_point=False,
+        note="PGD without random_start; returns the highest-loss point it saw, not the last; "
+        "targeted: one call per target class",
+    ),
+    names={"eps": "epsilon", "step_size": "step_size"},
+    facts=_PGD_FACTS,
+)
+def _bim(job: SecmlJob) -> AdapterOutput:
+    """PGD without random_start (see _pgd_native)."""
+    return _pgd_native(job, False)
+
+
 class SecmlTorchAdapter(Adapter):
     name = "secml-torch"
     distribution = "secml-torch"
     update_order = "step -> project -> clip"
     translators = SECML
     names = {"steps": "num_steps", "gamma": "gamma"}
+    loss_convention = "cross-entropy, summed over the batch"
+    l2_step_rule = "g / max(||g||_2, 1e-12)"
+
+    def _semantics(self, request: AttackRequest, call: Any) -> dict[str, Any]:
+        out = super()._semantics(request, call)
+        if call.get("class") == "secmlt.adv.evasion.pgd.PGD":
+            out["steps"] = call["kwargs"]["num_steps"] - 1  # one more: the last point scored
+        return out
+
+    def facts(self, request: AttackRequest) -> dict[str, Any]:
+        out = super().facts(request)
+        if request.attack == "pgd" and request.params.get("random_starts"):
+            out["start"] = _RANDOM_START
+        return out
 
     def _job(
         self, request: AttackRequest, x: np.ndarray, y: np.ndarray, target: np.ndarray | None

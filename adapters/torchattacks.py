@@ -26,6 +26,8 @@ from unified_adv.catalogue.ensemble import RAND_EOT
 
 _ALL = ("untargeted", "class", "least_likely", "random", "each_other_class")
 _UNTARGETED = ("untargeted",)
+#: What PGD and BIM return (adv-lib and secml-torch return another point: catalogue/gradient.py).
+_LAST = "the point after the last step, adversarial or not"
 
 
 @dataclass
@@ -106,7 +108,9 @@ def _fgsm(job: TorchattacksJob) -> AdapterOutput:
     return job.run({"eps": eps})
 
 
-@TORCHATTACKS.add("bim", Capability({"linf": "BIM"}, _ALL, eot_norms=("linf",)))
+@TORCHATTACKS.add(
+    "bim", Capability({"linf": "BIM"}, _ALL, eot_norms=("linf",)), facts={"returned_iterate": _LAST}
+)
 def _bim(job: TorchattacksJob) -> AdapterOutput:
     """BIM: step_size -> alpha (EOTPGD without a random start when eot_samples > 1)."""
     if job.eot > 1:
@@ -125,6 +129,7 @@ def _bim(job: TorchattacksJob) -> AdapterOutput:
             "short steps for confidently classified samples"
         },
     ),
+    facts={"returned_iterate": _LAST},
 )
 def _pgd(job: TorchattacksJob) -> AdapterOutput:
     """PGD / PGDL2: step_size -> alpha, random_starts -> random_start (one start: a bool);

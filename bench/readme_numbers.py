@@ -31,8 +31,17 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+#: The backends bench/speed.py measured (its table has no other columns).
 BACKENDS = ("art", "foolbox", "torchattacks")
-NAMES = {"art": "ART", "foolbox": "Foolbox", "torchattacks": "torchattacks"}
+#: The quickstart table's columns: every backend that runs one of its attacks.
+QUICKSTART_BACKENDS = (*BACKENDS, "adv-lib", "secml-torch")
+NAMES = {
+    "art": "ART",
+    "foolbox": "Foolbox",
+    "torchattacks": "torchattacks",
+    "adv-lib": "adv-lib",
+    "secml-torch": "secml-torch",
+}
 
 Summary = dict[str, Any]
 
@@ -76,25 +85,45 @@ def _verdict(summary: Summary, attack: str, norm: str | None, eps: float | None)
     verdicts = {p["verdict"] for p in pairs}
     if len(verdicts) == 1:
         return verdicts.pop()
-    return "; ".join(f"{NAMES[p['backends'][0]]}–{NAMES[p['backends'][1]]} {p['verdict']}" for p in pairs)
+    if len(pairs) <= 3:
+        return "; ".join(f"{NAMES[p['backends'][0]]}–{NAMES[p['backends'][1]]} {p['verdict']}" for p in pairs)
+    # Many pairs: how many got each verdict, and whether the divergent ones are explained.
+    counts = []
+    for v in ("identical", "equivalent", "statistically consistent", "divergent"):
+        same = [p for p in pairs if p["verdict"] == v]
+        if same:
+            explained = v == "divergent" and all(p["explained"] for p in same)
+            counts.append(f"{len(same)} {v}" + (" (all explained)" if explained else ""))
+    return ", ".join(counts) + " pairs"
 
 
 def _row(label: str, cells: list[str], agreement: str) -> str:
     return f"| {label} | " + " | ".join(cells) + f" | {agreement} |"
 
 
+def _ran(summary: Summary, attack: str, norm: str | None, backend: str) -> bool:
+    return any(a["backend"] == backend for a in _entries(summary, attack, norm))
+
+
 def quickstart_table(summary: Summary) -> str:
-    """The opening table of README.md, from scenarios/quickstart.yaml's summary.json."""
+    """The opening table of README.md, from scenarios/quickstart.yaml's summary.json
+    ("—" where a backend does not have the attack)."""
+    columns = QUICKSTART_BACKENDS
     lines = [
-        "| attack | " + " | ".join(NAMES[b] for b in BACKENDS) + " | cross-check verdict |",
-        "|---|---|---|---|---|",
+        "| attack | " + " | ".join(NAMES[b] for b in columns) + " | cross-check verdict |",
+        "|" + "---|" * (len(columns) + 2),
     ]
-    fgsm = [pct(_one(summary, "fgsm", "linf", 0.1, b)["robust_accuracy"]) for b in BACKENDS]
+    fgsm = [
+        pct(_one(summary, "fgsm", "linf", 0.1, b)["robust_accuracy"]) if _ran(summary, "fgsm", "linf", b) else "—"
+        for b in columns
+    ]
     lines.append(_row("FGSM L∞ ε=0.1, robust accuracy", fgsm, _verdict(summary, "fgsm", "linf", 0.1)))
     steps = (0.05, 0.1, 0.2)
     pgd = [
         " / ".join(f"{100 * _one(summary, 'pgd', 'linf', e, b)['robust_accuracy']:.1f}" for e in steps) + " %"
-        for b in BACKENDS
+        if _ran(summary, "pgd", "linf", b)
+        else "—"
+        for b in columns
     ]
     verdicts = {_verdict(summary, "pgd", "linf", e) for e in steps}
     lines.append(
@@ -104,14 +133,20 @@ def quickstart_table(summary: Summary) -> str:
             verdicts.pop() if len(verdicts) == 1 else " / ".join(_verdict(summary, "pgd", "linf", e) for e in steps),
         )
     )
-    l2 = [pct(_one(summary, "pgd", "l2", 1.0, b)["robust_accuracy"]) for b in BACKENDS]
+    l2 = [
+        pct(_one(summary, "pgd", "l2", 1.0, b)["robust_accuracy"]) if _ran(summary, "pgd", "l2", b) else "—"
+        for b in columns
+    ]
     lines.append(_row("PGD L2 ε=1, robust accuracy", l2, _verdict(summary, "pgd", "l2", 1.0)))
     for attack, label in (
         ("deepfool", "DeepFool, success / median L2"),
         ("cw_l2", "C&W L2 (100 steps, lr 0.05, c 1), success / median L2"),
     ):
         cells = []
-        for b in BACKENDS:
+        for b in columns:
+            if not _ran(summary, attack, None, b):
+                cells.append("—")
+                continue
             a = _one(summary, attack, None, None, b)
             ties = a.get("n_ties", 0)
             cells.append(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from unified_adv.adapters import AttackRequest, adapter_class, backend_names
+from unified_adv.adapters import AttackRequest, adapter_class, backend_names, backends_with
 from unified_adv.adapters.base import AdapterContractError, AdapterOutput
 from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.sources.builtin.digits import digits_split
@@ -84,6 +84,11 @@ NOT_PASSED = {
     ("adv-lib", "fab", "random_starts"),  # restarts = 1 + random_starts: test_advlib_secml.py
     ("adv-lib", "fab", "target_classes"),  # targeted_restarts, restarts: test_advlib_secml.py
     ("adv-lib", "fab", "overshoot"),  # η = 1 + overshoot: test_advlib_secml.py
+    # steps + 1: the libraries check a point before stepping from it (test_classic_newlibs.py)
+    *((b, a, "steps") for b in ("adv-lib", "secml-torch") for a in ("pgd", "bim")),
+    ("adv-lib", "pgd", "random_starts"),  # restarts with random_init: test_classic_newlibs.py
+    ("adv-lib", "deepfool", "candidates"),  # adv-lib considers every class
+    ("adv-lib", "deepfool", "steps"),  # steps + 1, as PGD's: test_classic_newlibs.py
 }
 
 
@@ -194,15 +199,16 @@ def test_linf_backends_agree_bit_for_bit(
     """FGSM and PGD without random start are deterministic: all three give the same bits.
 
     On this setup every backend computes sign(∇ cross-entropy) in float32 and
-    clips to [0, 1]; the order of clip and projection does not matter for L∞.
+    clips to [0, 1]; the order of clip and projection does not matter for L∞. (adv-lib's and
+    secml-torch's PGD return another point than the last: test_classic_newlibs.py.)
     """
     x, y = batch
     req = AttackRequest(attack=attack, norm="linf", eps=eps, params=params, targeted=False)
     outs = {
         b: adapter_class(b)(model=model).generate(req, x, y, None, seed=0).x_adv
-        for b in _backends_with(attack)
+        for b in backends_with(attack, last_point=True)
     }
-    assert len(outs) == 3  # every library has FGSM and PGD
+    assert set(outs) == {"art", "foolbox", "torchattacks"}
     for a, b in itertools.combinations(outs, 2):
         assert np.array_equal(outs[a], outs[b]), (
             f"{a} and {b} differ by {np.abs(outs[a] - outs[b]).max()}"
@@ -215,9 +221,9 @@ def test_targeted_pgd_agrees_across_backends(model: ModelWrapper, batch) -> None
     req = _request("pgd", "linf", 0.2, targeted=True, steps=20, step_size=0.02)
     outs = {
         b: adapter_class(b)(model=model).generate(req, x, y, target, seed=0).x_adv
-        for b in _backends_with("pgd")
+        for b in backends_with("pgd", last_point=True)
     }
-    assert len(outs) == 3
+    assert set(outs) == {"art", "foolbox", "torchattacks"}
     for a, b in itertools.combinations(outs, 2):
         assert np.array_equal(outs[a], outs[b])
     hit = model.logits(outs["art"]).argmax(1) == target

@@ -19,7 +19,7 @@ model: {builtin: digits-cnn}
 data: {builtin: digits, limit: 120}
 attacks:
   - {name: fgsm, eps: [0.1, 0.2]}
-  - {name: pgd, eps: 0.1, steps: 10, step_size: 1/50, random_starts: 1}
+  - {name: pgd, eps: 0.1, steps: 10, step_size: 1/50, random_starts: 1, backends: [art, foolbox, torchattacks]}
   - {name: pgd, id: pgd-to-3, eps: 0.2, steps: 10, target: {class: 3}, backends: [art, torchattacks]}
 report: {triptychs: 2}
 execution: {shard_size: 50}

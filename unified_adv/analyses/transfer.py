@@ -189,6 +189,11 @@ def _check_inputs(
     cap = cls.capabilities.get("pgd")
     if cap is None or norm not in cap.norms:
         raise ValueError(f"backend '{backend}' cannot run pgd with norm {norm}")
+    if not cap.last_point:
+        raise ValueError(
+            f"backend '{backend}': its pgd does not return the point after its last step, "
+            "which transfer sends to the other models"
+        )
     if cls.requires_unit_range and ranges[names[0]] != (0.0, 1.0):
         raise ValueError(f"backend '{backend}' needs models with input range [0, 1]")
     return cls
@@ -275,8 +280,10 @@ def transfer_matrix(
 
 
 def transfer_backends(given: tuple[str, ...] | None, norm: str) -> tuple[str, ...]:
-    """The backends asked for (all by default) that can run PGD in ``norm``."""
-    return backends_with("pgd", norm, among=given)
+    """The backends asked for (all by default) that can run PGD in ``norm`` and return the
+    point after its last step (the one sent to the other models; adv-lib's PGD returns the
+    input where the surrogate was not fooled)."""
+    return backends_with("pgd", norm, among=given, last_point=True)
 
 
 def _attack(

@@ -109,8 +109,9 @@ def walk_summary(
 
 
 def walk_backends(spec_backends: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The backends asked for (all by default) that can run a targeted BIM step."""
-    return backends_with("bim", among=spec_backends)
+    """The backends asked for (all by default) that can run a targeted BIM step and return
+    the point after it (adv-lib's returns the input until the target is reached)."""
+    return backends_with("bim", among=spec_backends, last_point=True)
 
 
 @dataclass

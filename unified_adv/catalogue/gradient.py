@@ -11,6 +11,13 @@ Library facts known to change their outcome (``matters``):
 * ``update_order``: ART steps, clips, then projects; the others project, then clip: equal
   for L∞ only.
 * ``l2_step``: torchattacks divides the gradient of the batch-mean loss by ||g|| + 1e-10.
+* ``returned_iterate`` (PGD, BIM): ART, Foolbox and torchattacks return the point after the
+  last step; adv-lib's ``pgd_linf`` the last adversarial point it saw (the input if none),
+  secml-torch's PGD the highest-loss one (``_run_loop`` in its
+  ``modular_attack_fixed_eps.py``): a sample fooled midway and not at the end, or a failed
+  sample, comes back elsewhere.
+* ``start`` (PGD with a random start): secml-torch's ``RandomPerturbLinf.get_perturb``
+  returns ``x + eps u`` (the image plus the noise), projected onto the ball as the start.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ BIM = AttackDef(
     (steps(10), STEP_SIZE, EOT_SAMPLES),
     sign_gradient=True,
     tolerance={"linf": ROUNDING},
-    matters={"loss": ("linf",)},
+    matters={"loss": ("linf",), "returned_iterate": ("linf",)},
     doc="`steps` FGSM steps of `step_size` (default Madry's 2.5 * eps / steps), each "
     "projected to the eps-ball and clipped to the input range. Deterministic.",
 )
@@ -62,7 +69,13 @@ PGD = AttackDef(
     (steps(10), STEP_SIZE, RANDOM_STARTS, EOT_SAMPLES),
     sign_gradient=True,
     tolerance={"linf": ROUNDING, "l2": ROUNDING},
-    matters={"update_order": ("l2",), "loss": ("linf",), "l2_step": ("l2",)},
+    matters={
+        "update_order": ("l2",),
+        "loss": ("linf",),
+        "l2_step": ("l2",),
+        "returned_iterate": ("linf", "l2"),
+        "start": ("linf", "l2"),
+    },
     doc="BIM from `random_starts` uniform random points in the ball (0: from the input, "
     "deterministic; > 0: randomised, so backends agree only statistically).",
 )

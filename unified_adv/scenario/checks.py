@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from unified_adv.adapters import backend_names, capable_backends, check_backends
+from unified_adv.adapters import backend_names, backends_with, capable_backends, check_backends
 from unified_adv.catalogue.speed import fastest_backend
 from unified_adv.errors import did_you_mean
 from unified_adv.scenario.schema import AttackSpec, Scenario
@@ -63,14 +63,23 @@ def something_to_run(s: Scenario) -> list[str]:
 
 
 def walk_backends_known(s: Scenario) -> list[str]:
-    """The targeted walk's backends are names of the registry (or 'all')."""
-    return [
-        f"analyses[{i}].backends: {did_you_mean('backend', name, backend_names())}"
-        for i, analysis in enumerate(s.analyses)
-        if analysis.name == "targeted_walk"
-        for name in analysis.backends or ()
-        if name != "all" and name not in backend_names()
-    ]
+    """The targeted walk's backends are names of the registry (or 'all') whose BIM returns
+    the point after its step (the walk goes on from it)."""
+    out = []
+    for i, analysis in enumerate(s.analyses):
+        if analysis.name != "targeted_walk":
+            continue
+        for name in analysis.backends or ():
+            if name != "all" and name not in backend_names():
+                out.append(
+                    f"analyses[{i}].backends: {did_you_mean('backend', name, backend_names())}"
+                )
+            elif name != "all" and not backends_with("bim", among=[name], last_point=True):
+                out.append(
+                    f"analyses[{i}].backends: backend '{name}' cannot take the walk's steps: its "
+                    "BIM does not return the point after its step"
+                )
+    return out
 
 
 def _repeated_labels(section: str, what: str, labels: list[str]) -> list[str]:
