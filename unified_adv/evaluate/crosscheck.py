@@ -362,12 +362,7 @@ def compare_pair(
     randomised = is_randomised(spec.name, params) or bool(
         a.get("defence") and prep.variants[a["defence"]].randomized
     )
-    minimal = ATTACKS[spec.name].threat == "minimal"
-    dtest = (
-        distances_test(spec.norm, a["sizes"][spec.norm], b["sizes"][spec.norm], sa & sb)
-        if minimal
-        else None
-    )
+    dtest = _minimal_distances_test(spec.name, spec.norm, a, b, sa & sb)
     worst = float(diff.max(initial=0.0))
     changed = only_a + only_b
     verdict = _verdict(worst, tolerance, changed, randomised, (p_value, ci), dtest, alpha)
@@ -415,6 +410,16 @@ def compare_pair(
         explanation=explanation,
         disagreements=[_disagreement(prep, a, rows, i) for i in disagree],
     )
+
+
+def _minimal_distances_test(
+    attack: str, norm: str, a: dict[str, Any], b: dict[str, Any], both: np.ndarray
+) -> dict[str, Any] | None:
+    """For a minimal-perturbation attack, :func:`distances_test` on the two backends'
+    distances in the attack's norm (None for any other attack)."""
+    if ATTACKS[attack].threat != "minimal":
+        return None
+    return distances_test(norm, a["sizes"][norm], b["sizes"][norm], both)
 
 
 def _pixel_diff(a: dict[str, Any], b: dict[str, Any]) -> np.ndarray:
