@@ -356,7 +356,11 @@ def main() -> None:
     if args.merge and path.is_file():  # keep the parts this run does not redo
         result = json.loads(path.read_text())
     result.update(benchmark="at size: ResNet-18 at 32x32x3 and 224x224x3", eps=EPS)
-    command = " ".join(sys.argv[1:])
+    given = sys.argv[1:]
+    if "--out" in given:  # where the file went is not how it was measured
+        i = given.index("--out")
+        given = given[:i] + given[i + 2 :]
+    command = " ".join(given)
     result["command"] = (
         f"{result['command']}; {command}" if args.merge and "command" in result else command
     )

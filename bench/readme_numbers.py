@@ -767,7 +767,9 @@ def at_size_table(res: Summary) -> str:
     )
     return (
         table(["attack", "images", "backend", f"unified-adv{unit}", f"direct{unit}", "ratio", "f+b limit", "× limit"], rows)
-        + tail + note + f"Command: `python bench/at_size.py {res.get('command', '')}`. " + _machine(res)
+        + tail + note + "Commands (each run kept the parts it did not redo): "
+        + "; ".join(f"`python bench/at_size.py {c.strip()}`" for c in res.get("command", "").split(";"))
+        + ". " + _machine(res)
     )
 
 
