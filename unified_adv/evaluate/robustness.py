@@ -7,6 +7,7 @@ The arithmetic is in :mod:`unified_adv.evaluate.metrics`; this module only picks
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,46 +28,54 @@ def _bounded(plan: AttackPlan) -> bool:
     return ATTACKS[plan.spec.name].threat == "ball"
 
 
+def _bounded_rows(
+    prep: Prepared, attacks: list[dict[str, Any]]
+) -> Iterator[tuple[AttackPlan, float | None, list[dict[str, Any]]]]:
+    """Each attack with an ε, at each of its ε: (plan, ε, its rows in ``attacks``)."""
+    for plan in prep.plans:
+        if not _bounded(plan):
+            continue
+        label = plan.spec.label
+        for eps in plan.spec.eps_values:
+            yield plan, eps, [a for a in attacks if a["attack_id"] == label and a["eps"] == eps]
+
+
 def bounded_points(
     prep: Prepared, attacks: list[dict[str, Any]], worst_case: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Every attack with an ε, at each ε: its worst case across backends (the cross-check's
     row, or the one backend's entry), with interval, attack and ε; complete ones only."""
     out = []
-    for plan in prep.plans:
-        if not _bounded(plan):
-            continue
+    for plan, eps, mine in _bounded_rows(prep, attacks):
         label = plan.spec.label
-        for eps in plan.spec.eps_values:
-            w = [r for r in worst_case if r["attack_id"] == label and r["eps"] == eps]
-            mine = [a for a in attacks if a["attack_id"] == label and a["eps"] == eps]
-            if w:
-                value, ci, backends = (
-                    w[0]["robust_accuracy_worst_case"],
-                    w[0]["robust_accuracy_ci"],
-                    w[0]["backends"],
-                )
-            elif len(mine) == 1 and mine[0]["robust_accuracy"] is not None:
-                value, ci, backends = (
-                    mine[0]["robust_accuracy"],
-                    mine[0]["robust_accuracy_ci"],
-                    [mine[0]["backend"]],
-                )
-            else:
-                continue
-            out.append(
-                {
-                    "attack_id": label,
-                    "attack": plan.spec.name,
-                    "norm": plan.spec.norm,
-                    "eps": eps,
-                    "eps_text": plan.spec.eps_text(eps),
-                    "robust_accuracy": value,
-                    "robust_accuracy_ci": ci,
-                    "backends": backends,
-                    "n_evaluated": plan.scope,
-                }
+        w = [r for r in worst_case if r["attack_id"] == label and r["eps"] == eps]
+        if w:
+            value, ci, backends = (
+                w[0]["robust_accuracy_worst_case"],
+                w[0]["robust_accuracy_ci"],
+                w[0]["backends"],
             )
+        elif len(mine) == 1 and mine[0]["robust_accuracy"] is not None:
+            value, ci, backends = (
+                mine[0]["robust_accuracy"],
+                mine[0]["robust_accuracy_ci"],
+                [mine[0]["backend"]],
+            )
+        else:
+            continue
+        out.append(
+            {
+                "attack_id": label,
+                "attack": plan.spec.name,
+                "norm": plan.spec.norm,
+                "eps": eps,
+                "eps_text": plan.spec.eps_text(eps),
+                "robust_accuracy": value,
+                "robust_accuracy_ci": ci,
+                "backends": backends,
+                "n_evaluated": plan.scope,
+            }
+        )
     return out
 
 
@@ -220,26 +229,22 @@ def per_class(
     backends (robust only if no backend fooled it), with counts and intervals."""
     names = prep.data.class_names
     out = []
-    for plan in prep.plans:
-        if not _bounded(plan):
-            continue
+    for plan, eps, mine in _bounded_rows(prep, attacks):
         label = plan.spec.label
-        for eps in plan.spec.eps_values:
-            mine = [a for a in attacks if a["attack_id"] == label and a["eps"] == eps]
-            if eps is None or not mine or any(a["status"] != "ok" for a in mine):
-                continue
-            robust = worst_case_robust(prep, plan, samples, eps)
-            classes = metrics.per_class(prep.data.y[: plan.scope], robust, prep.num_classes)
-            for c in classes:
-                c["name"] = names[c["class"]] if c["class"] < len(names) else str(c["class"])
-            out.append(
-                {
-                    "attack_id": label,
-                    "eps": eps,
-                    "eps_text": plan.spec.eps_text(eps),
-                    "backends": sorted(a["backend"] for a in mine),
-                    "statistic": WORST_CASE,
-                    "classes": classes,
-                }
-            )
+        if eps is None or not mine or any(a["status"] != "ok" for a in mine):
+            continue
+        robust = worst_case_robust(prep, plan, samples, eps)
+        classes = metrics.per_class(prep.data.y[: plan.scope], robust, prep.num_classes)
+        for c in classes:
+            c["name"] = names[c["class"]] if c["class"] < len(names) else str(c["class"])
+        out.append(
+            {
+                "attack_id": label,
+                "eps": eps,
+                "eps_text": plan.spec.eps_text(eps),
+                "backends": sorted(a["backend"] for a in mine),
+                "statistic": WORST_CASE,
+                "classes": classes,
+            }
+        )
     return out
