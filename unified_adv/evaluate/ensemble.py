@@ -178,3 +178,15 @@ def pgd_comparisons(prep: Prepared, outcomes: list[UnitOutcome]) -> list[dict[st
                 }
             )
     return out
+
+
+def autoattack_checks(prep: Prepared, outcomes: list[UnitOutcome]) -> dict[str, Any] | None:
+    """With an AutoAttack in the scenario: each library's ensemble against the recomputed one
+    (:func:`ensemble_checks`) and AutoAttack against PGD (:func:`pgd_comparisons`), computed
+    once for the summary and the findings; None without one."""
+    if not outcomes or not any(p.spec.name == "autoattack" for p in prep.plans):
+        return None
+    return {
+        "ensembles": ensemble_checks(prep, outcomes),
+        "versus_pgd": pgd_comparisons(prep, outcomes),
+    }

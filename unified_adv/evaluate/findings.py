@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from unified_adv.catalogue.attacks import ATTACKS
-from unified_adv.evaluate.ensemble import ensemble_checks, pgd_comparisons
+from unified_adv.evaluate.ensemble import autoattack_checks
 from unified_adv.evaluate.results import RowsOf, row_chunks, success_mask
 from unified_adv.run.prepared import Prepared, UnitOutcome
 from unified_adv.sources.models import error_gist
@@ -125,10 +125,12 @@ def result_findings(
     attacks: list[dict[str, Any]],
     crosscheck: dict[str, Any],
     outcomes: list[UnitOutcome],
+    autoattack: dict[str, Any] | None = None,
 ) -> list[Finding]:
     """What the results say about themselves: in this order, success falling as eps grows,
     a black-box attack beating the white-box ones, divergent backends, absurd
-    perturbations, and units that did not reproduce."""
+    perturbations, units that did not reproduce, and the AutoAttack checks (``autoattack``:
+    :func:`~unified_adv.evaluate.ensemble.autoattack_checks`, computed here when not given)."""
     ok = [a for a in attacks if a["status"] == "ok" and a["success_rate"] is not None]
     return (
         _non_monotonic(ok)
@@ -136,7 +138,11 @@ def result_findings(
         + _divergent(crosscheck["pairs"], prep.scenario.crosscheck.alpha)
         + absurd_perturbations(prep, outcomes)
         + _not_reproducible(outcomes)
-        + autoattack_result_findings(prep, outcomes)
+        + autoattack_result_findings(
+            prep,
+            outcomes,
+            autoattack if autoattack is not None else autoattack_checks(prep, outcomes),
+        )
     )
 
 
@@ -469,13 +475,15 @@ def autoattack_model_findings(prep: Prepared, earlier: list[Finding]) -> list[Fi
     )
 
 
-def autoattack_result_findings(prep: Prepared, outcomes: list[UnitOutcome]) -> list[Finding]:
+def autoattack_result_findings(
+    prep: Prepared, outcomes: list[UnitOutcome], checks: dict[str, Any] | None
+) -> list[Finding]:
     """Square beating the white-box components (from ART's own record of which component
     fooled each sample, and from the recomputed ensemble), AutoAttack weaker than PGD, and
-    the library's ensemble against the recomputed one."""
-    if not outcomes or not _autoattack_versions(prep):
+    the library's ensemble against the recomputed one (``checks``: ``autoattack_checks``)."""
+    if checks is None:
         return []
-    records = ensemble_checks(prep, outcomes)
+    records = checks["ensembles"]
     art = [
         {"attack_id": o.unit.attack_id, "backend": o.unit.backend, "first_fooled_by": won}
         for o in outcomes
@@ -484,6 +492,6 @@ def autoattack_result_findings(prep: Prepared, outcomes: list[UnitOutcome]) -> l
     alpha = prep.scenario.crosscheck.alpha
     return (
         aa_square_beats_white_box(art + records)
-        + aa_weaker_than_pgd(pgd_comparisons(prep, outcomes))
+        + aa_weaker_than_pgd(checks["versus_pgd"])
         + aa_ensemble_disagrees(records, alpha)
     )

@@ -25,7 +25,7 @@ from unified_adv.defences.variants import non_adaptive_outcomes
 from unified_adv.evaluate import metrics, robustness
 from unified_adv.evaluate.crosscheck import crosscheck
 from unified_adv.evaluate.defence_table import defence_summary
-from unified_adv.evaluate.ensemble import ensemble_checks, pgd_comparisons
+from unified_adv.evaluate.ensemble import autoattack_checks
 from unified_adv.evaluate.findings import model_findings, result_findings
 from unified_adv.evaluate.results import headline, samples_table
 from unified_adv.run.prepared import Prepared, UnitOutcome
@@ -347,7 +347,8 @@ def build_summary(
     channels = int(prep.data.x.shape[1])
     plain = headline(prep, main, outcomes.undefended)
     checks = _crosscheck(prep, outcomes.undefended)
-    findings = model_findings(prep) + result_findings(prep, plain, checks, outcomes.undefended)
+    aa = autoattack_checks(prep, outcomes.undefended)
+    findings = model_findings(prep) + result_findings(prep, plain, checks, outcomes.undefended, aa)
     attacks = [_de_budget(a, channels) for a in plain]
     defences = _defences(prep, samples, outcomes) if prep.variants else None
     units = outcomes.undefended + (outcomes.defended if defences is not None else [])
@@ -366,18 +367,5 @@ def build_summary(
         **({"defences": defences} if defences is not None else {}),
         "analyses": _analyses(analysis["analyses"], attacks, samples),
         "monitor": analysis["monitor"],
-        **_autoattack(prep, outcomes.undefended),
-    }
-
-
-def _autoattack(prep: Prepared, outcomes: list[UnitOutcome]) -> dict[str, Any]:
-    """With an AutoAttack in the scenario: each library's ensemble against the one unified-adv
-    recomputes from the same backend's component runs, and AutoAttack against PGD."""
-    if not any(p.spec.name == "autoattack" for p in prep.plans):
-        return {}
-    return {
-        "autoattack": {
-            "ensembles": ensemble_checks(prep, outcomes),
-            "versus_pgd": pgd_comparisons(prep, outcomes),
-        }
+        **({"autoattack": aa} if aa is not None else {}),
     }
