@@ -117,7 +117,7 @@ def test_input_range_is_read_off_the_data_unless_given() -> None:
         prepare(as_scenario(wrong, model=small_net(), data=data), model=small_net(), data=data)
     assert str(err.value) == (
         "<scenario>: data: x values span [200, 200], outside model.input_range [0, 1]: "
-        "rescale x, or set model.input_range"
+        "rescale x, or set model.input_range to what the model takes"
     )
 
 

@@ -139,7 +139,7 @@ def _load_npz(scenario: Scenario, lo: float, hi: float) -> Dataset:
             file, "data.npz", f"y must be one label per image ({len(x)}), got shape {y.shape}"
         )
     y = _integer_labels(y, file)
-    x = _npz_values(x, lo, hi, file)
+    x = as_values(x, lo, hi, file, "data.npz")
     names = _npz_class_names(arrays, file)
     return Dataset(x, y, np.arange(len(y), dtype=np.int64), names, f"npz {path.name}")
 
@@ -163,21 +163,23 @@ def as_images(x: np.ndarray, file: str, field: str) -> np.ndarray:
     return x[:, None] if x.ndim == 3 else x
 
 
-def _npz_values(x: np.ndarray, lo: float, hi: float, file: str) -> np.ndarray:
-    """float32 in [lo, hi]: uint8 scaled from [0, 255]; floats checked to lie in the range."""
+def as_values(x: np.ndarray, lo: float, hi: float, file: str, field: str) -> np.ndarray:
+    """float32 in [lo, hi]: uint8 scaled from [0, 255]; floats checked to be finite and to lie
+    in the range (float32 is not copied: memory maps stay memory maps). ``field`` names the
+    input in the error (``data.npz`` for a file, ``data`` for in-memory arrays)."""
     if x.dtype == np.uint8:
         return scale_into(x.astype(np.float32) / 255.0, lo, hi)
     if not np.issubdtype(x.dtype, np.floating):
         raise InputError.one(
-            file, "data.npz", f"x must be uint8 or floating point, got {_dtype_words(x)}"
+            file, field, f"x must be uint8 or floating point, got {_dtype_words(x)}"
         )
-    x = x.astype(np.float32)
+    x = np.asarray(x, dtype=np.float32)
     if not np.isfinite(x).all():
-        raise InputError.one(file, "data.npz", "x contains NaN or infinite values")
+        raise InputError.one(file, field, "x contains NaN or infinite values")
     if x.min() < lo - 1e-6 or x.max() > hi + 1e-6:
         raise InputError.one(
             file,
-            "data.npz",
+            field,
             f"x values span [{x.min():.4g}, {x.max():.4g}], outside model.input_range [{lo:g}, {hi:g}]: "
             "rescale x, or set model.input_range to what the model takes",
         )

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from unified_adv.errors import InputError
-from unified_adv.sources.data import Dataset, as_images, scale_into
+from unified_adv.sources.data import Dataset, as_images, as_values
 from unified_adv.sources.models import LoadedModel, ModelWrapper, state_fingerprint
 
 if TYPE_CHECKING:
@@ -123,21 +123,7 @@ def memory_data(data: Any, scenario: Scenario) -> Dataset:
     x, y, names = _parts(data, file)
     x = as_images(x, file, "data")
     y = _labels(y, len(x), file)
-    if x.dtype == np.uint8:
-        x = scale_into(x.astype(np.float32) / 255.0, lo, hi)
-    elif not np.issubdtype(x.dtype, np.floating):
-        raise InputError.one(file, "data", f"x must be uint8 or floating point, got {x.dtype}")
-    else:
-        x = np.asarray(x, dtype=np.float32)  # no copy for float32, memory maps included
-        if not np.isfinite(x).all():
-            raise InputError.one(file, "data", "x contains NaN or infinite values")
-        if x.min() < lo - 1e-6 or x.max() > hi + 1e-6:
-            raise InputError.one(
-                file,
-                "data",
-                f"x values span [{x.min():.4g}, {x.max():.4g}], outside model.input_range "
-                f"[{lo:g}, {hi:g}]: rescale x, or set model.input_range",
-            )
+    x = as_values(x, lo, hi, file, "data")
     n = len(y) if scenario.data.limit is None else min(scenario.data.limit, len(y))
     return Dataset(
         x[:n],
