@@ -36,7 +36,8 @@ from unified_adv.adapters import AttackRequest, adapter_class
 from unified_adv.adapters.base import seed_everything
 from unified_adv.catalogue.attacks import ATTACKS
 from unified_adv.evaluate.crosscheck import mcnemar_exact
-from unified_adv.evaluate.ensemble import compare, first_success
+from unified_adv.evaluate.ensemble import AT_EPS_RTOL, compare, first_success
+from unified_adv.evaluate.results import perturbation_sizes
 from unified_adv.sources.builtin.digits import builtin_digits_cnn, digits_split
 from unified_adv.sources.models import ModelWrapper
 
@@ -221,8 +222,8 @@ def _component_fooled(
         x_adv = adapter.generate(req, x, y, None, seed=0).x_adv
         fooled = _fooled(model, x_adv, y)
         if not ATTACKS[attack].takes_eps:
-            size = np.abs(x_adv - x).reshape(len(x), -1).max(1)
-            fooled &= size <= EPS * (1 + 1e-5)
+            size = perturbation_sizes(x_adv, x, ("linf",))["linf"]
+            fooled &= size <= EPS * (1 + AT_EPS_RTOL)
         return fooled
     classes = model.logits(x[:1]).shape[1]
     rows = [(i, t) for i in range(len(x)) for t in range(classes) if t != y[i]]
